@@ -1,0 +1,316 @@
+//! Registered clients (RFC 6749 §2): who they are, what they may ask for, where codes may go.
+
+use std::fmt;
+
+use crate::clock::UnixTime;
+use crate::random::random_b64;
+use crate::scope::Scope;
+use crate::secret::Secret;
+
+/// The grants Tessera implements. The implicit and password grants are absent on purpose
+/// (RFC 9700 §2.1.2 and §2.4): they cannot be registered, so they cannot be requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantType {
+    AuthorizationCode,
+    ClientCredentials,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub const ALL: [GrantType; 3] = [
+        Self::AuthorizationCode,
+        Self::ClientCredentials,
+        Self::RefreshToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::ClientCredentials => "client_credentials",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+impl fmt::Display for GrantType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a client authenticates at the token endpoint (RFC 7591 §2 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEndpointAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// A public client: it has no secret and identifies itself by `client_id` alone.
+    None,
+}
+
+impl TokenEndpointAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::ClientSecretBasic, Self::ClientSecretPost, Self::None]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// A redirect URI as registered: an absolute URI without a fragment (RFC 6749 §3.1.2).
+///
+/// It is kept as the exact string given, because authorization requests are matched against
+/// it byte for byte (RFC 9700 §4.1.3); parsing is only used to refuse nonsense at
+/// registration time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectUri(String);
+
+impl RedirectUri {
+    pub fn parse(s: &str) -> Result<Self, RegistrationError> {
+        let bad = || RegistrationError::RedirectUri(s.to_owned());
+        let url = url::Url::parse(s).map_err(|_| bad())?;
+        if url.fragment().is_some() || url.cannot_be_a_base() && url.scheme() != "urn" {
+            return Err(bad());
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A registered client, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    /// Argon2id PHC string of the secret; `None` for public clients.
+    pub secret_hash: Option<String>,
+    pub auth_method: TokenEndpointAuthMethod,
+    pub grant_types: Vec<GrantType>,
+    /// The scopes the client may request; also its default when it requests none.
+    pub scope: Scope,
+    pub redirect_uris: Vec<RedirectUri>,
+    /// A first-party client whose users are not asked for consent.
+    pub skip_consent: bool,
+    pub created_at: UnixTime,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+
+    /// Exact, byte-for-byte comparison: no normalisation, no prefix match.
+    pub fn registered_redirect_uri(&self, presented: &str) -> Option<&RedirectUri> {
+        self.redirect_uris.iter().find(|r| r.as_str() == presented)
+    }
+}
+
+/// What an operator asks for when registering a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientRegistration {
+    pub name: String,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    /// Empty means "the defaults for this kind of client".
+    pub grant_types: Vec<String>,
+    pub scope: String,
+    pub skip_consent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("the client name must not be empty")]
+    EmptyName,
+    #[error("invalid redirect URI `{0}`: it must be an absolute URI without a fragment")]
+    RedirectUri(String),
+    #[error(
+        "unsupported grant type `{0}` (supported: authorization_code, client_credentials, refresh_token)"
+    )]
+    GrantType(String),
+    #[error("a public client cannot use client_credentials: it has no secret to authenticate with")]
+    PublicClientCredentials,
+    #[error("the authorization_code grant needs at least one redirect URI")]
+    MissingRedirectUri,
+    #[error("invalid scope: {0}")]
+    Scope(String),
+    #[error("the system has no source of randomness")]
+    Random,
+}
+
+/// A client ready to be stored, and its secret in clear (to be shown once) if confidential.
+#[derive(Debug)]
+pub struct RegisteredClient {
+    pub client: Client,
+    pub secret: Option<Secret>,
+}
+
+/// Validates a registration and generates the identifier and secret. The secret's hash is
+/// computed by the caller (it is slow); `client.secret_hash` is filled with it afterwards.
+pub fn register(
+    reg: &ClientRegistration,
+    now: UnixTime,
+) -> Result<RegisteredClient, RegistrationError> {
+    let name = reg.name.trim();
+    if name.is_empty() {
+        return Err(RegistrationError::EmptyName);
+    }
+    let redirect_uris = reg
+        .redirect_uris
+        .iter()
+        .map(|u| RedirectUri::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut grant_types = reg
+        .grant_types
+        .iter()
+        .map(|g| GrantType::parse(g).ok_or_else(|| RegistrationError::GrantType(g.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if grant_types.is_empty() {
+        grant_types = default_grant_types(reg.public, !redirect_uris.is_empty());
+    }
+    grant_types.sort();
+    grant_types.dedup();
+    if reg.public && grant_types.contains(&GrantType::ClientCredentials) {
+        return Err(RegistrationError::PublicClientCredentials);
+    }
+    if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
+        return Err(RegistrationError::MissingRedirectUri);
+    }
+    let scope =
+        Scope::parse(reg.scope.trim()).map_err(|_| RegistrationError::Scope(reg.scope.clone()))?;
+    let id = random_b64::<16>().map_err(|_| RegistrationError::Random)?;
+    let secret = if reg.public {
+        None
+    } else {
+        Some(Secret::generate_client_secret().map_err(|_| RegistrationError::Random)?)
+    };
+    Ok(RegisteredClient {
+        client: Client {
+            id,
+            name: name.to_owned(),
+            secret_hash: None,
+            auth_method: if reg.public {
+                TokenEndpointAuthMethod::None
+            } else {
+                TokenEndpointAuthMethod::ClientSecretBasic
+            },
+            grant_types,
+            scope,
+            redirect_uris,
+            skip_consent: reg.skip_consent,
+            created_at: now,
+        },
+        secret,
+    })
+}
+
+fn default_grant_types(public: bool, has_redirect: bool) -> Vec<GrantType> {
+    let mut grants = Vec::new();
+    if has_redirect {
+        grants.extend([GrantType::AuthorizationCode, GrantType::RefreshToken]);
+    }
+    if !public && !has_redirect {
+        grants.push(GrantType::ClientCredentials);
+    }
+    grants
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(public: bool, uris: &[&str], grants: &[&str]) -> ClientRegistration {
+        ClientRegistration {
+            name: "app".into(),
+            public,
+            redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
+            grant_types: grants.iter().map(|s| s.to_string()).collect(),
+            scope: "api".into(),
+            skip_consent: false,
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_kind_of_client() {
+        let m2m = register(&reg(false, &[], &[]), 0).unwrap();
+        assert_eq!(m2m.client.grant_types, vec![GrantType::ClientCredentials]);
+        assert!(m2m.secret.unwrap().expose().starts_with("tss_"));
+        let spa = register(&reg(true, &["http://127.0.0.1:5000/cb"], &[]), 0).unwrap();
+        assert_eq!(
+            spa.client.grant_types,
+            vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
+        );
+        assert!(spa.secret.is_none());
+        assert_eq!(spa.client.auth_method, TokenEndpointAuthMethod::None);
+    }
+
+    #[test]
+    fn refuses_unsafe_registrations() {
+        use RegistrationError as E;
+        let cases = [
+            (
+                reg(false, &[], &["password"]),
+                E::GrantType("password".into()),
+            ),
+            (
+                reg(false, &[], &["implicit"]),
+                E::GrantType("implicit".into()),
+            ),
+            (
+                reg(true, &[], &["client_credentials"]),
+                E::PublicClientCredentials,
+            ),
+            (
+                reg(false, &[], &["authorization_code"]),
+                E::MissingRedirectUri,
+            ),
+            (
+                reg(false, &["https://a.example/cb#frag"], &[]),
+                E::RedirectUri("https://a.example/cb#frag".into()),
+            ),
+            (
+                reg(false, &["/relative"], &[]),
+                E::RedirectUri("/relative".into()),
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(register(&r, 0).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn redirect_uri_match_is_exact() {
+        let c = register(&reg(false, &["https://a.example/cb"], &[]), 0)
+            .unwrap()
+            .client;
+        assert!(c.registered_redirect_uri("https://a.example/cb").is_some());
+        for other in [
+            "https://a.example/cb/",
+            "https://A.example/cb",
+            "https://a.example/cb?x=1",
+            "https://a.example:443/cb",
+            "https://a.example/cb/../cb",
+        ] {
+            assert!(c.registered_redirect_uri(other).is_none(), "{other}");
+        }
+    }
+}

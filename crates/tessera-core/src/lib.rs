@@ -1,0 +1,34 @@
+//! Tessera's OAuth 2.0 protocol rules, with no I/O.
+//!
+//! The key design decision: tokens are *opaque*. A token is 256 random bits with a kind prefix
+//! and carries no data; what it means lives only in the store, under the token's SHA-256. So
+//! this crate decides (is this request well formed, may this client have that scope, is this
+//! token active at `now`), and the server crate does the I/O around those decisions. Time is
+//! always a parameter, never read here, so every rule is testable without sleeping.
+//!
+//! Layout:
+//! - [`form`]: strict `application/x-www-form-urlencoded` parsing (duplicates refused).
+//! - [`client_auth`]: client credentials from HTTP Basic (RFC 6749 §2.3.1) or the form body.
+//! - [`client`]: registered clients, grant types, redirect URIs.
+//! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
+//! - [`token`]: opaque token generation and the hash kept at rest.
+//! - [`secret`]: client-secret generation and hashing.
+//! - [`grant`]: the token endpoint's grants, as sans-IO decisions.
+//! - [`introspection`], [`metadata`]: RFC 7662 and RFC 8414 documents.
+//! - [`error`]: [`OAuthError`], one variant per RFC error code.
+//! - [`clock`]: the one place that reads the system time.
+
+pub mod client;
+pub mod client_auth;
+pub mod clock;
+pub mod error;
+pub mod form;
+pub mod grant;
+pub mod introspection;
+pub mod metadata;
+pub mod random;
+pub mod scope;
+pub mod secret;
+pub mod token;
+
+pub use error::OAuthError;
