@@ -1,1 +1,269 @@
-fn main() {}
+//! `tessera`: the command line. It parses settings, opens the store and hands over to the
+//! library crates; no protocol logic lives here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tessera_core::client::{ClientRegistration, register};
+use tessera_core::clock::Clock;
+use tessera_core::grant::Lifetimes;
+use tessera_core::secret::hash_secret;
+use tessera_server::{Config, Server};
+use tessera_store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "An OAuth 2.0 authorization server for opaque tokens"
+)]
+struct Cli {
+    /// sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DATABASE_URL",
+        default_value = "sqlite://tessera.db"
+    )]
+    database_url: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the authorization server (migrations are applied first).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Register, list and delete clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Issuer URL (RFC 8414); defaults to http:// and the listen address.
+    #[arg(long, env = "TESSERA_ISSUER")]
+    issuer: Option<String>,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
+    access_token_ttl: i64,
+    /// Refresh token lifetime in seconds.
+    #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", default_value_t = 2_592_000, value_parser = clap::value_parser!(i64).range(1..))]
+    refresh_token_ttl: i64,
+    /// Seconds between purges of expired and revoked tokens.
+    #[arg(long, env = "TESSERA_JANITOR_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    janitor_interval: u64,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client. The secret of a confidential client is printed once and only its
+    /// hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A public client (no secret; authorization code with PKCE only).
+        #[arg(long)]
+        public: bool,
+        /// A redirect URI, matched exactly; repeat for several.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A grant type; repeat for several. Default: client_credentials for a confidential
+        /// client without redirect URIs, else authorization_code and refresh_token.
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// The scopes the client may request, space-separated.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// A first-party client: users are not asked for consent.
+        #[arg(long)]
+        skip_consent: bool,
+        /// Print exactly one JSON object {"client_id", "client_secret"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registered clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client and every token issued to it.
+    Delete { client_id: String },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let store = open_store(&cli.database_url).await?;
+    match cli.command {
+        Command::Serve(args) => serve(store, args).await,
+        Command::Migrate => {
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Client(cmd) => client(store.as_ref(), cmd).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Every command works on a migrated database, so a fresh file or database just works.
+async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    let redacted = tessera_store::redact_url(url);
+    let store = tessera_store::connect(url)
+        .await
+        .with_context(|| format!("opening database {redacted}"))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("migrating database {redacted}"))?;
+    Ok(store)
+}
+
+async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
+    let config = Config {
+        listen: args.listen,
+        issuer: args.issuer,
+        lifetimes: Lifetimes {
+            access: args.access_token_ttl,
+            refresh: args.refresh_token_ttl,
+        },
+        janitor_interval: Duration::from_secs(args.janitor_interval),
+        clock: Clock::system(),
+    };
+    let server = Server::build(config, store)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %server.local_addr()?, issuer = server.issuer(), "tessera listening");
+    server.run_until(shutdown_signal()).await?;
+    tracing::info!("tessera stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
+    match cmd {
+        ClientCommand::Create {
+            name,
+            public,
+            redirect_uris,
+            grant_types,
+            scope,
+            skip_consent,
+            json,
+        } => {
+            let registration = ClientRegistration {
+                name,
+                public,
+                redirect_uris,
+                grant_types,
+                scope,
+                skip_consent,
+            };
+            let now = Clock::system().now();
+            let mut registered = register(&registration, now)?;
+            if let Some(secret) = &registered.secret {
+                registered.client.secret_hash = Some(hash_secret(secret)?);
+            }
+            store.create_client(&registered.client).await?;
+            let id = &registered.client.id;
+            let secret = registered.secret.as_ref().map(|s| s.expose());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "client_id": id, "client_secret": secret })
+                );
+            } else {
+                println!("client_id:     {id}");
+                match secret {
+                    Some(s) => {
+                        println!("client_secret: {s}");
+                        println!(
+                            "(the secret is shown only this once; Tessera keeps only its hash)"
+                        );
+                    }
+                    None => println!("public client: no secret; use PKCE"),
+                }
+            }
+            Ok(())
+        }
+        ClientCommand::List { json } => {
+            let clients = store.list_clients().await?;
+            if json {
+                let list: Vec<_> = clients
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "client_id": c.id,
+                            "name": c.name,
+                            "public": c.is_public(),
+                            "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                            "scope": c.scope.to_string(),
+                            "redirect_uris": c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for c in &clients {
+                    let kind = if c.is_public() {
+                        "public"
+                    } else {
+                        "confidential"
+                    };
+                    let grants: Vec<_> = c.grant_types.iter().map(|g| g.as_str()).collect();
+                    println!(
+                        "{}\t{}\t{kind}\t{}\tscope=\"{}\"",
+                        c.id,
+                        c.name,
+                        grants.join(","),
+                        c.scope
+                    );
+                }
+            }
+            Ok(())
+        }
+        ClientCommand::Delete { client_id } => {
+            if store.delete_client(&client_id).await? {
+                eprintln!("deleted client {client_id} and its tokens");
+                Ok(())
+            } else {
+                bail!("no client with id {client_id}")
+            }
+        }
+    }
+}

@@ -1,1 +1,86 @@
+//! Tessera's HTTP layer: the OAuth 2.0 endpoints on axum.
+//!
+//! The key design decision: handlers are thin. Each one extracts the request, calls one
+//! function (a `tessera-core` decision around `Store` I/O), and maps the result; every error
+//! becomes an HTTP answer in exactly one place, [`error::WebError`]. The server is a value:
+//! [`Server::build`] binds the socket and [`Server::run_until`] serves until a future
+//! resolves, so tests, `serve` and `demo` start it the same way, on port 0 if they like.
+//!
+//! Layout:
+//! - [`config`]: [`Config`], everything a node needs to know.
+//! - [`state`]: the shared [`state::AppState`] (store, clock, caches).
+//! - [`extract`]: the strict OAuth form extractor and the `Authorization` header.
+//! - [`client_auth`]: authenticating clients, with a cache of verified credentials.
+//! - [`routes`]: one module per endpoint.
+//! - [`janitor`]: purges expired and revoked tokens in small batches.
 
+pub mod client_auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod janitor;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tessera_store::Store;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// A bound, ready-to-run authorization server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the listen address and prepares the state. Migrations are the caller's step, so
+    /// that `tessera migrate` and tests can run them separately.
+    pub async fn build(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local = listener.local_addr()?;
+        let issuer = config
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        let state = AppState::new(config, issuer, store);
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves requests and runs the janitor until `shutdown` resolves, then finishes the
+    /// requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_janitor, janitor_stopped) = tokio::sync::watch::channel(false);
+        let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
+        let app = routes::router(self.state);
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        let _ = stop_janitor.send(true);
+        let _ = janitor.await;
+        served
+    }
+}

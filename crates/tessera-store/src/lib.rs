@@ -1,1 +1,96 @@
+//! Tessera's storage: the [`Store`] trait and its SQLite and PostgreSQL implementations.
+//!
+//! The key design decision: one trait, two concrete implementations with their own
+//! migrations, and no dialect branching anywhere else. Callers hold an `Arc<dyn Store>` and
+//! never learn which database is behind it; a shared conformance suite (`tests/it`) runs the
+//! same assertions against both. The store keeps no policy: it records and finds; what may be
+//! issued or revoked is decided in `tessera-core` and orchestrated by the server.
+//!
+//! Secrets never reach this crate in clear: tokens arrive as their SHA-256 ([`TokenHash`]),
+//! client secrets as Argon2id PHC strings.
+//!
+//! Layout:
+//! - [`Store`], [`StoreError`]: the contract.
+//! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, so acknowledged writes survive
+//!   power loss).
+//! - [`postgres`]: for several nodes on one database; migrations take an advisory lock.
+//! - [`testing`]: fresh throw-away databases for tests and benchmarks.
 
+#[macro_use]
+mod shared_impl;
+mod error;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+pub mod testing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tessera_core::client::Client;
+use tessera_core::clock::UnixTime;
+use tessera_core::token::{TokenHash, TokenRecord};
+
+pub use error::StoreError;
+
+/// Everything Tessera persists. Implementations must be safe to share between tasks and,
+/// for PostgreSQL, between processes on the same database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings the schema up to date. Safe to call from several processes at once.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new client; [`StoreError::Conflict`] if the id exists.
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
+    /// All clients, oldest first.
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Deletes a client and, with it, every token issued to it. Returns whether it existed.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores tokens atomically: all of them (an access and a refresh token) or none.
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
+    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
+    /// Marks one token revoked at `now`, unless it already is. Returns whether a row changed.
+    async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError>;
+    /// Revokes every live token of a family. Returns how many rows changed.
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError>;
+
+    /// Deletes up to `batch` tokens that are expired at `now` or revoked. Small batches keep
+    /// each transaction short, so the janitor never holds long locks.
+    async fn purge_tokens(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://...`.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(database_url).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL `{}`: use sqlite://PATH or postgres://...",
+            redact_url(database_url)
+        )))
+    }
+}
+
+/// A database URL with any password replaced, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = url.get(scheme_end + 3..at).unwrap_or_default();
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{}:***{}",
+                url.get(..scheme_end + 3).unwrap_or_default(),
+                user,
+                url.get(at..).unwrap_or_default()
+            )
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,86 @@
+//! Client authentication at the token, introspection and revocation endpoints.
+//!
+//! Secrets are Argon2id-hashed at rest, and verifying one costs tens of milliseconds of CPU.
+//! A resource server authenticates on every introspection, so successful verifications are
+//! remembered in [`AppState::verified_credentials`], keyed by SHA-256 of the stored hash and
+//! the presented secret: the clear secret is never kept, and rotating a secret changes the
+//! stored hash, which makes every old entry unreachable.
+
+use sha2::{Digest, Sha256};
+use tessera_core::OAuthError;
+use tessera_core::client::Client;
+use tessera_core::client_auth::presented_client;
+use tessera_core::form::FormParams;
+use tessera_core::secret::{Secret, verify_secret};
+
+use crate::error::WebError;
+use crate::state::AppState;
+
+/// Who may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// Only clients with a secret (introspection: a public client cannot prove anything).
+    ConfidentialOnly,
+    /// Confidential clients with their secret, public clients by `client_id` (RFC 7009 §2.1).
+    AnyClient,
+}
+
+/// Authenticates the client a request claims to be, or answers `invalid_client`.
+#[tracing::instrument(skip_all, fields(client_id))]
+pub async fn authenticate(
+    state: &AppState,
+    authorization: Option<&[u8]>,
+    form: &FormParams,
+    allowed: Allowed,
+) -> Result<Client, WebError> {
+    let presented =
+        presented_client(authorization, form)?.ok_or_else(|| OAuthError::invalid_client(false))?;
+    tracing::Span::current().record("client_id", presented.client_id());
+    let basic = presented.used_basic();
+    let client = state.store.get_client(presented.client_id()).await?;
+    let authenticated = match (&client, presented.secret()) {
+        (Some(c), None) => c.is_public() && allowed == Allowed::AnyClient,
+        (Some(c), Some(secret)) => match &c.secret_hash {
+            Some(hash) => verify_cached(state, hash, secret).await?,
+            None => false,
+        },
+        (None, Some(secret)) => {
+            // Spend the same time as for a real client so timing reveals no client ids.
+            verify_blocking(None, secret.clone()).await?;
+            false
+        }
+        (None, None) => false,
+    };
+    match client {
+        Some(c) if authenticated => Ok(c),
+        _ => {
+            tracing::info!(basic, "client authentication failed");
+            Err(OAuthError::invalid_client(basic).into())
+        }
+    }
+}
+
+async fn verify_cached(state: &AppState, stored: &str, secret: &Secret) -> Result<bool, WebError> {
+    let key: [u8; 32] = Sha256::new()
+        .chain_update(stored.as_bytes())
+        .chain_update([0u8])
+        .chain_update(secret.expose().as_bytes())
+        .finalize()
+        .into();
+    if state.verified_credentials.contains_key(&key) {
+        return Ok(true);
+    }
+    let ok = verify_blocking(Some(stored.to_owned()), secret.clone()).await?;
+    if ok {
+        state.verified_credentials.insert(key, ()).await;
+    }
+    Ok(ok)
+}
+
+/// Argon2 is CPU-bound; running it on the async workers would stall every other request.
+async fn verify_blocking(stored: Option<String>, secret: Secret) -> Result<bool, WebError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| verify_secret(&secret, stored.as_deref())))
+        .await
+        .map_err(WebError::internal)
+}

@@ -1,0 +1,30 @@
+//! What a node needs to know. Every field has a `TESSERA_*` setting in the binary.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tessera_core::clock::Clock;
+use tessera_core::grant::Lifetimes;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The issuer URL (RFC 8414). `None`: `http://` and the bound address.
+    pub issuer: Option<String>,
+    pub lifetimes: Lifetimes,
+    /// How often the janitor purges expired and revoked tokens.
+    pub janitor_interval: Duration,
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            lifetimes: Lifetimes::default(),
+            janitor_interval: Duration::from_secs(60),
+            clock: Clock::system(),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! [`WebError`]: the single mapping from failures to HTTP answers.
+//!
+//! OAuth errors become RFC 6749 §5.2 JSON with `Cache-Control: no-store`; store outages
+//! become 503 `temporarily_unavailable` (never a guess such as `active: false`); anything
+//! unexpected becomes a 500 whose body says nothing about internals, logged here once.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tessera_core::OAuthError;
+use tessera_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WebError {
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Self::Internal(what.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    error_description: &'a str,
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let oauth = match self {
+            WebError::OAuth(e) => e,
+            WebError::PayloadTooLarge => {
+                let e = OAuthError::invalid_request("the request body is too large");
+                return json_error(StatusCode::PAYLOAD_TOO_LARGE, &e);
+            }
+            WebError::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                OAuthError::TemporarilyUnavailable
+            }
+            WebError::Store(e) => {
+                tracing::error!(error = %e, "store error");
+                OAuthError::ServerError
+            }
+            WebError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                OAuthError::ServerError
+            }
+        };
+        json_error(status_of(&oauth), &oauth)
+    }
+}
+
+/// The HTTP status each OAuth error code is sent with.
+pub fn status_of(e: &OAuthError) -> StatusCode {
+    match e {
+        OAuthError::InvalidClient { .. } | OAuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+        OAuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+        OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        OAuthError::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn json_error(status: StatusCode, e: &OAuthError) -> Response {
+    let body = ErrorBody {
+        error: e.code(),
+        error_description: e.description(),
+    };
+    let mut response = (status, no_store(), Json(body)).into_response();
+    if matches!(e, OAuthError::InvalidClient { basic: true, .. }) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tessera\", charset=\"UTF-8\""),
+        );
+    }
+    if matches!(e, OAuthError::TemporarilyUnavailable) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`, required on responses carrying tokens
+/// (RFC 6749 §5.1) and sensible on every OAuth JSON answer.
+pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}

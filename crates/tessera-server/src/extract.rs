@@ -1,0 +1,64 @@
+//! Extractors for OAuth requests: the strict form body and the `Authorization` header.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use tessera_core::OAuthError;
+use tessera_core::form::FormParams;
+
+use crate::error::WebError;
+
+/// Form bodies larger than this are refused with 413. OAuth requests are a few hundred bytes.
+pub const FORM_BODY_LIMIT: usize = 64 * 1024;
+
+/// A strictly parsed `application/x-www-form-urlencoded` body (see [`FormParams`]).
+pub struct OAuthForm(pub FormParams);
+
+impl<S: Send + Sync> FromRequest<S> for OAuthForm {
+    type Rejection = WebError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, WebError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            )
+            .into());
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > FORM_BODY_LIMIT as u64) {
+            return Err(WebError::PayloadTooLarge);
+        }
+        let body = axum::body::to_bytes(req.into_body(), FORM_BODY_LIMIT)
+            .await
+            .map_err(|_| WebError::PayloadTooLarge)?;
+        FormParams::parse(&body)
+            .map(OAuthForm)
+            .map_err(|e| OAuthError::invalid_request(e.to_string()).into())
+    }
+}
+
+/// The raw `Authorization` header, if there is exactly one.
+pub struct AuthorizationHeader(pub Option<Vec<u8>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthorizationHeader {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, WebError> {
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let first = values.next().map(|v| v.as_bytes().to_vec());
+        if values.next().is_some() {
+            return Err(OAuthError::invalid_request("more than one Authorization header").into());
+        }
+        Ok(Self(first))
+    }
+}
