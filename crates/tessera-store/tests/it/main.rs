@@ -1,0 +1,216 @@
+//! The store conformance suite: the same assertions against SQLite and PostgreSQL, so the two
+//! implementations cannot drift apart. PostgreSQL cases skip without a server, except in CI.
+
+// A test crate: a failed unwrap is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+
+use tessera_core::client::{Client, ClientRegistration, register};
+use tessera_core::scope::Scope;
+use tessera_core::token::{RawToken, TokenKind, TokenRecord};
+use tessera_store::{Store, StoreError, testing};
+
+async fn store(postgres: bool) -> Option<Arc<dyn Store>> {
+    let url = if postgres {
+        match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
+            Ok(url) => url,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
+                return None;
+            }
+            Err(e) => panic!("PostgreSQL is required in CI: {e}"),
+        }
+    } else {
+        testing::fresh_sqlite_url().unwrap().0
+    };
+    let store = tessera_store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    // Migrating twice is harmless: every node runs migrations at start.
+    store.migrate().await.unwrap();
+    Some(store)
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    if let Some(s) = super::store(false).await { super::$name(s).await }
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(s) = super::store(true).await { super::$name(s).await }
+                }
+            }
+        )*
+    };
+}
+
+conformance!(
+    clients_round_trip,
+    duplicate_client_is_a_conflict,
+    tokens_round_trip_and_revoke_once,
+    family_revocation_reaches_every_live_token,
+    purge_removes_only_dead_tokens_in_batches,
+    deleting_a_client_deletes_its_tokens,
+    token_insert_is_all_or_nothing,
+);
+
+fn client(name: &str, uris: &[&str]) -> Client {
+    let mut c = register(
+        &ClientRegistration {
+            name: name.into(),
+            redirect_uris: uris.iter().map(|s| s.to_string()).collect(),
+            scope: "api read".into(),
+            ..Default::default()
+        },
+        1000,
+    )
+    .unwrap()
+    .client;
+    c.secret_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+    c
+}
+
+fn token(
+    client: &Client,
+    kind: TokenKind,
+    family: &str,
+    expires_at: i64,
+) -> (RawToken, TokenRecord) {
+    let raw = RawToken::generate(kind).unwrap();
+    let record = TokenRecord {
+        hash: raw.hash(),
+        kind,
+        client_id: client.id.clone(),
+        subject: Some("user-1".into()),
+        scope: Scope::parse("api").unwrap(),
+        issued_at: 1000,
+        expires_at,
+        revoked_at: None,
+        family_id: family.into(),
+    };
+    (raw, record)
+}
+
+async fn clients_round_trip(store: Arc<dyn Store>) {
+    let web = client(
+        "web",
+        &["https://a.example/cb", "http://127.0.0.1:5000/authorize"],
+    );
+    let m2m = client("m2m", &[]);
+    store.create_client(&web).await.unwrap();
+    store.create_client(&m2m).await.unwrap();
+    assert_eq!(store.get_client(&web.id).await.unwrap(), Some(web.clone()));
+    assert_eq!(store.get_client("nobody").await.unwrap(), None);
+    let all = store.list_clients().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.contains(&m2m));
+    assert!(store.delete_client(&m2m.id).await.unwrap());
+    assert!(!store.delete_client(&m2m.id).await.unwrap());
+    assert_eq!(store.list_clients().await.unwrap(), vec![web]);
+}
+
+async fn duplicate_client_is_a_conflict(store: Arc<dyn Store>) {
+    let c = client("web", &[]);
+    store.create_client(&c).await.unwrap();
+    assert!(matches!(
+        store.create_client(&c).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+async fn tokens_round_trip_and_revoke_once(store: Arc<dyn Store>) {
+    let c = client("m2m", &[]);
+    store.create_client(&c).await.unwrap();
+    let (raw, record) = token(&c, TokenKind::Access, "f1", 5000);
+    store
+        .insert_tokens(std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_token(&raw.hash()).await.unwrap(),
+        Some(record.clone())
+    );
+    assert!(store.revoke_token(&raw.hash(), 2000).await.unwrap());
+    assert!(
+        !store.revoke_token(&raw.hash(), 3000).await.unwrap(),
+        "already revoked"
+    );
+    let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
+    assert_eq!(
+        found.revoked_at,
+        Some(2000),
+        "the first revocation time is kept"
+    );
+    assert!(!found.is_active(2500));
+}
+
+async fn family_revocation_reaches_every_live_token(store: Arc<dyn Store>) {
+    let c = client("web", &["https://a.example/cb"]);
+    store.create_client(&c).await.unwrap();
+    let (a1, r1) = token(&c, TokenKind::Access, "fam", 5000);
+    let (a2, r2) = token(&c, TokenKind::Refresh, "fam", 9000);
+    let (other, r3) = token(&c, TokenKind::Access, "other", 5000);
+    store.insert_tokens(&[r1, r2, r3]).await.unwrap();
+    assert_eq!(store.revoke_family("fam", 1500).await.unwrap(), 2);
+    assert_eq!(store.revoke_family("fam", 1600).await.unwrap(), 0);
+    for (raw, revoked) in [(a1, true), (a2, true), (other, false)] {
+        let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
+        assert_eq!(found.revoked_at.is_some(), revoked);
+    }
+}
+
+async fn purge_removes_only_dead_tokens_in_batches(store: Arc<dyn Store>) {
+    let c = client("m2m", &[]);
+    store.create_client(&c).await.unwrap();
+    let mut records = Vec::new();
+    for i in 0..7 {
+        records.push(token(&c, TokenKind::Access, "f", 1500 + i).1); // expire by 2000
+    }
+    let (live, live_record) = token(&c, TokenKind::Access, "f", 9000);
+    let (revoked, revoked_record) = token(&c, TokenKind::Access, "g", 9000);
+    records.push(live_record);
+    records.push(revoked_record);
+    store.insert_tokens(&records).await.unwrap();
+    store.revoke_token(&revoked.hash(), 1200).await.unwrap();
+    // 8 dead tokens in batches of 3: 3, 3, 2, then nothing.
+    let mut batches = Vec::new();
+    loop {
+        let n = store.purge_tokens(2000, 3).await.unwrap();
+        batches.push(n);
+        if n < 3 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![3, 3, 2]);
+    assert!(store.find_token(&live.hash()).await.unwrap().is_some());
+    assert!(store.find_token(&revoked.hash()).await.unwrap().is_none());
+}
+
+async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
+    let c = client("m2m", &[]);
+    store.create_client(&c).await.unwrap();
+    let (raw, record) = token(&c, TokenKind::Access, "f", 9000);
+    store.insert_tokens(&[record]).await.unwrap();
+    store.delete_client(&c.id).await.unwrap();
+    assert_eq!(store.find_token(&raw.hash()).await.unwrap(), None);
+}
+
+async fn token_insert_is_all_or_nothing(store: Arc<dyn Store>) {
+    let c = client("m2m", &[]);
+    store.create_client(&c).await.unwrap();
+    let (first, r1) = token(&c, TokenKind::Access, "f", 9000);
+    // The second record names a client that does not exist, so the whole insert must fail.
+    let (_, mut r2) = token(&c, TokenKind::Refresh, "f", 9000);
+    r2.client_id = "no-such-client".into();
+    assert!(store.insert_tokens(&[r1, r2]).await.is_err());
+    assert_eq!(store.find_token(&first.hash()).await.unwrap(), None);
+}

@@ -1,0 +1,120 @@
+use serde_json::json;
+use tessera_core::client::ClientRegistration;
+use tessera_core::token::TokenHash;
+
+use crate::both_backends;
+use crate::helpers::{Backend, spawn_app};
+
+both_backends!(
+    active_token_reports_its_claims,
+    inactive_tokens_reveal_nothing,
+    expiry_is_exclusive_and_follows_the_clock,
+    only_confidential_clients_may_introspect,
+    the_store_never_sees_the_clear_token,
+);
+
+async fn active_token_reports_its_claims(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let owner = app.m2m_client("api read").await;
+    let resource_server = app.m2m_client("").await;
+    let token = app.access_token(&owner, Some("api")).await;
+    let now = app.clock.now();
+    let info = app.introspect(&resource_server, &token).await;
+    assert_eq!(
+        info,
+        json!({
+            "active": true,
+            "scope": "api",
+            "client_id": owner.id,
+            "token_type": "Bearer",
+            "exp": now + 3600,
+            "iat": now,
+            "sub": owner.id,
+            "iss": app.base,
+            "token_use": "access_token",
+        })
+    );
+}
+
+async fn inactive_tokens_reveal_nothing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let rs = app.m2m_client("").await;
+    let real = app.access_token(&rs, None).await;
+    let truncated = &real[..real.len() - 1];
+    for token in [
+        "tsa_unknown",
+        "not a token at all",
+        truncated,
+        "%00",
+        "tsr_x",
+    ] {
+        assert_eq!(
+            app.introspect(&rs, token).await,
+            json!({"active": false}),
+            "{token}"
+        );
+    }
+    app.post_basic("/revoke", &rs, &[("token", &real)]).await;
+    assert_eq!(app.introspect(&rs, &real).await, json!({"active": false}));
+}
+
+async fn expiry_is_exclusive_and_follows_the_clock(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let client = app.m2m_client("api").await;
+    let token = app.access_token(&client, None).await;
+    app.clock.advance(3599);
+    assert_eq!(app.introspect(&client, &token).await["active"], true);
+    app.clock.advance(1);
+    assert_eq!(
+        app.introspect(&client, &token).await,
+        json!({"active": false})
+    );
+}
+
+async fn only_confidential_clients_may_introspect(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let owner = app.m2m_client("api").await;
+    let token = app.access_token(&owner, None).await;
+    let public = app
+        .client(ClientRegistration {
+            name: "spa".into(),
+            public: true,
+            redirect_uris: vec!["http://127.0.0.1:5000/cb".into()],
+            ..Default::default()
+        })
+        .await;
+    let reply = app
+        .http
+        .post(app.url("/introspect"))
+        .form(&[("token", token.as_str()), ("client_id", public.id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+}
+
+async fn the_store_never_sees_the_clear_token(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let client = app.m2m_client("api").await;
+    let token = app.access_token(&client, None).await;
+    let record = app
+        .store
+        .find_token(&TokenHash::of(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.hash, TokenHash::of(&token));
+    assert_ne!(record.hash.as_bytes().as_slice(), token.as_bytes());
+}

@@ -1,0 +1,29 @@
+//! Tessera's integration tests: one binary, real HTTP, real databases.
+//!
+//! Every test runs against SQLite and PostgreSQL through `both_backends!`; PostgreSQL tests
+//! skip with a message on a machine without it, and fail when `CI` is set.
+
+// A test crate: a failed unwrap is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod helpers;
+
+/// The CLI and two `tessera serve` processes sharing one database.
+mod cli;
+/// Introspection (RFC 7662): what active and inactive tokens reveal.
+mod introspect;
+/// Discovery (RFC 8414) and health endpoints.
+mod metadata;
+/// The `oauth2` crate, an independent client implementation, against Tessera.
+mod oauth2_client;
+/// Every rejection of the token, introspection and revocation endpoints, table-driven.
+mod rejections;
+/// Revocation (RFC 7009): ownership, unknown tokens, families.
+mod revoke;
+/// The token endpoint's happy paths (RFC 6749 §4.4, §5.1).
+mod token;
