@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
-use tessera_core::secret::hash_secret;
+use tessera_core::random::random_b64;
+use tessera_core::secret::{Secret, hash_secret};
+use tessera_core::user::{MIN_PASSWORD_CHARS, User, Username};
 use tessera_server::{Config, Server};
 use tessera_store::Store;
 
@@ -43,6 +46,27 @@ enum Command {
     /// Register, list and delete clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Create and delete users, and set their passwords.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (one line).
+    Create {
+        username: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Delete a user with their tokens and sessions.
+    Delete { username: String },
+    /// Replace a user's password (read from standard input) and end their sessions.
+    SetPassword {
+        username: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Args)]
@@ -58,6 +82,13 @@ struct ServeArgs {
     /// Refresh token lifetime in seconds.
     #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", default_value_t = 2_592_000, value_parser = clap::value_parser!(i64).range(1..))]
     refresh_token_ttl: i64,
+    /// Let confidential clients skip PKCE (public clients always need it). Off by default,
+    /// as OAuth 2.1 recommends PKCE for every client.
+    #[arg(long, env = "TESSERA_PKCE_OPTIONAL_FOR_CONFIDENTIAL")]
+    pkce_optional_for_confidential: bool,
+    /// Lifetime of a sign-in session at the server, in seconds.
+    #[arg(long, env = "TESSERA_SESSION_TTL", default_value_t = 28_800, value_parser = clap::value_parser!(i64).range(60..))]
+    session_ttl: i64,
     /// Seconds between purges of expired and revoked tokens.
     #[arg(long, env = "TESSERA_JANITOR_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     janitor_interval: u64,
@@ -111,6 +142,60 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Client(cmd) => client(store.as_ref(), cmd).await,
+        Command::User(cmd) => user(store.as_ref(), cmd).await,
+    }
+}
+
+/// Reads one line from standard input: the password, without its line ending.
+fn password_from_stdin() -> Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
+    }
+    Ok(Secret::new(password))
+}
+
+async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Create { username, .. } => {
+            let username = Username::parse(&username)?;
+            let password_hash = hash_secret(&password_from_stdin()?)?;
+            let user = User {
+                id: random_b64::<16>().context("no randomness")?,
+                username,
+                password_hash,
+                created_at: Clock::system().now(),
+            };
+            match store.create_user(&user).await {
+                Err(tessera_store::StoreError::Conflict) => {
+                    bail!("a user named {} exists already", user.username.as_str())
+                }
+                other => other?,
+            }
+            eprintln!("created user {} (sub {})", user.username.as_str(), user.id);
+            Ok(())
+        }
+        UserCommand::Delete { username } => {
+            if store.delete_user(&username).await? {
+                eprintln!("deleted user {username}, their tokens and sessions");
+                Ok(())
+            } else {
+                bail!("no user named {username}")
+            }
+        }
+        UserCommand::SetPassword { username, .. } => {
+            let password_hash = hash_secret(&password_from_stdin()?)?;
+            if store.set_password(&username, &password_hash).await? {
+                eprintln!("password of {username} replaced; their sessions are ended");
+                Ok(())
+            } else {
+                bail!("no user named {username}")
+            }
+        }
     }
 }
 
@@ -146,6 +231,10 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         },
         janitor_interval: Duration::from_secs(args.janitor_interval),
         clock: Clock::system(),
+        pkce: PkcePolicy {
+            require_for_confidential: !args.pkce_optional_for_confidential,
+        },
+        session_ttl: args.session_ttl,
     };
     let server = Server::build(config, store)
         .await

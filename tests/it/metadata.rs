@@ -28,14 +28,25 @@ async fn discovery_document_names_every_endpoint(backend: Backend) {
         assert_eq!(doc["token_endpoint"], app.url("/token"));
         assert_eq!(doc["introspection_endpoint"], app.url("/introspect"));
         assert_eq!(doc["revocation_endpoint"], app.url("/revoke"));
+        assert_eq!(doc["authorization_endpoint"], app.url("/authorize"));
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
+            serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
+        );
+        assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
         );
         assert_eq!(
             doc["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+        );
+        assert_eq!(
+            doc["introspection_endpoint_auth_methods_supported"],
             serde_json::json!(["client_secret_basic", "client_secret_post"])
         );
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
         assert_eq!(doc["scopes_supported"], serde_json::json!(["api", "read"]));
     }
 }

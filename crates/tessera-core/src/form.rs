@@ -27,21 +27,14 @@ pub struct FormParams {
 impl FormParams {
     /// Parses a form body or a query string.
     pub fn parse(input: &[u8]) -> Result<Self, FormError> {
+        Self::from_decoded(pairs(input)?)
+    }
+
+    /// Applies the OAuth rules to decoded pairs: no name twice, empty values dropped.
+    pub fn from_decoded(pairs: Vec<(String, String)>) -> Result<Self, FormError> {
         let mut params = HashMap::new();
         let mut seen_empty = Vec::new();
-        for pair in input.split(|b| *b == b'&') {
-            if pair.is_empty() {
-                continue;
-            }
-            let (name, value) = match pair.iter().position(|b| *b == b'=') {
-                Some(eq) => (
-                    pair.get(..eq).unwrap_or_default(),
-                    pair.get(eq + 1..).unwrap_or_default(),
-                ),
-                None => (pair, &[][..]),
-            };
-            let name = decode_component(name)?;
-            let value = decode_component(value)?;
+        for (name, value) in pairs {
             // A repeated name is an error even when one of the copies is empty.
             if params.contains_key(&name) || seen_empty.contains(&name) {
                 return Err(FormError::Duplicate(name));
@@ -73,6 +66,25 @@ impl FormParams {
                 .collect(),
         }
     }
+}
+
+/// Decodes every `name=value` pair strictly, keeping repeats (callers decide what they mean).
+pub fn pairs(input: &[u8]) -> Result<Vec<(String, String)>, FormError> {
+    let mut out = Vec::new();
+    for pair in input.split(|b| *b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(eq) => (
+                pair.get(..eq).unwrap_or_default(),
+                pair.get(eq + 1..).unwrap_or_default(),
+            ),
+            None => (pair, &[][..]),
+        };
+        out.push((decode_component(name)?, decode_component(value)?));
+    }
+    Ok(out)
 }
 
 /// Decodes one name or value: `+` is a space, `%XX` a byte, and the result must be UTF-8.

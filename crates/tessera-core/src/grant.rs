@@ -6,14 +6,28 @@
 use serde::Serialize;
 
 use crate::client::{Client, GrantType};
+use crate::clock::UnixTime;
 use crate::error::OAuthError;
 use crate::form::FormParams;
+use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::Scope;
+use crate::token::{RawToken, TokenHash, TokenKind, TokenRecord};
 
 /// A parsed token request, one variant per supported `grant_type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenRequest {
-    ClientCredentials { scope: Option<Scope> },
+    ClientCredentials {
+        scope: Option<Scope>,
+    },
+    AuthorizationCode {
+        code: String,
+        redirect_uri: Option<String>,
+        code_verifier: Option<String>,
+    },
+    RefreshToken {
+        refresh_token: String,
+        scope: Option<Scope>,
+    },
 }
 
 impl TokenRequest {
@@ -41,6 +55,8 @@ impl TokenRequest {
     pub fn grant_type(&self) -> GrantType {
         match self {
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+            Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            Self::RefreshToken { .. } => GrantType::RefreshToken,
         }
     }
 }
@@ -95,6 +111,165 @@ impl Default for Lifetimes {
     }
 }
 
+/// How long an authorization code may wait to be redeemed (RFC 6749 §4.1.2 recommends at
+/// most ten minutes; a client redeems at once, so one minute leaves ample slack).
+pub const CODE_LIFETIME: i64 = 60;
+
+/// An authorization code as stored, under its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCodeRecord {
+    pub hash: TokenHash,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_given: bool,
+    pub scope: Scope,
+    pub code_challenge: Option<String>,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// Set once, when the code is exchanged; a second exchange is an attack.
+    pub redeemed_at: Option<UnixTime>,
+    /// The family of the tokens the code is exchanged for, so a replay can revoke them.
+    pub family_id: String,
+}
+
+/// Checks a token request against the code it presents (RFC 6749 §4.1.3, RFC 7636 §4.6).
+/// Whether the code was already redeemed is the store's atomic decision, not this one's.
+pub fn check_code(
+    code: &AuthorizationCodeRecord,
+    client: &Client,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+    now: UnixTime,
+) -> Result<(), OAuthError> {
+    let invalid = |why: &str| Err(OAuthError::InvalidGrant(why.into()));
+    if code.client_id != client.id {
+        return invalid("the code was issued to another client");
+    }
+    if now >= code.expires_at {
+        return invalid("the code has expired");
+    }
+    match redirect_uri {
+        Some(uri) if uri != code.redirect_uri => {
+            return invalid("redirect_uri differs from the authorization request");
+        }
+        None if code.redirect_uri_given => {
+            return invalid("redirect_uri is required: the authorization request had one");
+        }
+        _ => {}
+    }
+    match (&code.code_challenge, code_verifier) {
+        (Some(challenge), Some(verifier)) => {
+            let verifier = CodeVerifier::parse(verifier)?;
+            if !CodeChallenge::from_stored(challenge.clone()).is_satisfied_by(&verifier) {
+                return invalid("code_verifier does not match the code_challenge");
+            }
+        }
+        (Some(_), None) => return invalid("code_verifier is required"),
+        // RFC 9700 §2.1.1: a verifier without a challenge is refused, or PKCE downgrade
+        // attacks would pass unnoticed.
+        (None, Some(_)) => return invalid("code_verifier sent but no code_challenge was"),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// What to do with a presented refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshCheck {
+    /// Rotate it: issue a new pair with this scope in the same family.
+    Rotate { scope: Scope },
+    /// It was already rotated: someone replays it. Revoke the family and refuse.
+    Reused,
+}
+
+/// Checks a refresh request (RFC 6749 §6) against the stored refresh token.
+pub fn check_refresh(
+    record: &TokenRecord,
+    client: &Client,
+    requested: Option<&Scope>,
+    now: UnixTime,
+) -> Result<RefreshCheck, OAuthError> {
+    let invalid = |why: &str| Err(OAuthError::InvalidGrant(why.into()));
+    if record.kind != TokenKind::Refresh || record.client_id != client.id {
+        return invalid("unknown refresh token");
+    }
+    if record.revoked_at.is_some() || now >= record.expires_at {
+        return invalid("the refresh token is no longer valid");
+    }
+    if record.rotated_at.is_some() {
+        return Ok(RefreshCheck::Reused);
+    }
+    let scope = match requested {
+        None => record.scope.clone(),
+        Some(s) if s.is_subset(&record.scope) => s.clone(),
+        Some(_) => {
+            return Err(OAuthError::InvalidScope(
+                "a refresh may narrow the scope, never widen it".into(),
+            ));
+        }
+    };
+    Ok(RefreshCheck::Rotate { scope })
+}
+
+/// Newly minted tokens: the response for the client and the records for the store.
+#[derive(Debug)]
+pub struct Minted {
+    pub response: TokenResponse,
+    pub records: Vec<TokenRecord>,
+}
+
+/// What the tokens of one grant are about.
+#[derive(Debug, Clone)]
+pub struct TokenSubject<'a> {
+    pub client_id: &'a str,
+    /// The user, or `None` for the client itself.
+    pub user_id: Option<&'a str>,
+    pub scope: Scope,
+    pub family_id: &'a str,
+}
+
+/// Mints an access token, and a refresh token when `with_refresh`.
+pub fn mint_tokens(
+    subject: &TokenSubject<'_>,
+    lifetimes: Lifetimes,
+    with_refresh: bool,
+    now: UnixTime,
+) -> Result<Minted, getrandom::Error> {
+    let record = |kind: TokenKind, token: &RawToken, ttl: i64| TokenRecord {
+        hash: token.hash(),
+        kind,
+        client_id: subject.client_id.to_owned(),
+        subject: subject.user_id.map(str::to_owned),
+        scope: subject.scope.clone(),
+        issued_at: now,
+        expires_at: now.saturating_add(ttl),
+        revoked_at: None,
+        rotated_at: None,
+        family_id: subject.family_id.to_owned(),
+        username: None,
+    };
+    let access = RawToken::generate(TokenKind::Access)?;
+    let mut records = vec![record(TokenKind::Access, &access, lifetimes.access)];
+    let refresh = if with_refresh {
+        let refresh = RawToken::generate(TokenKind::Refresh)?;
+        records.push(record(TokenKind::Refresh, &refresh, lifetimes.refresh));
+        Some(refresh.expose().to_owned())
+    } else {
+        None
+    };
+    Ok(Minted {
+        response: TokenResponse {
+            access_token: access.expose().to_owned(),
+            token_type: "Bearer",
+            expires_in: lifetimes.access,
+            refresh_token: refresh,
+            scope: subject.scope.to_string(),
+        },
+        records,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +295,7 @@ mod tests {
                 ensure_grant_allowed(&c, req.grant_type())?;
                 match req {
                     TokenRequest::ClientCredentials { scope } => granted_scope(&c, scope.as_ref()),
+                    _ => Err(OAuthError::ServerError),
                 }
             });
         assert_eq!(got.map_err(|e| e.code()), want, "{form:?}");

@@ -61,7 +61,7 @@ pub fn introspect(
         active: true,
         scope: Some(record.scope.to_string()),
         client_id: Some(record.client_id.clone()),
-        username: None,
+        username: record.username.clone(),
         token_type: (record.kind == TokenKind::Access).then(|| "Bearer".to_owned()),
         exp: Some(record.expires_at),
         iat: Some(record.issued_at),
@@ -93,7 +93,9 @@ mod tests {
             issued_at: 100,
             expires_at: 200,
             revoked_at: None,
+            rotated_at: None,
             family_id: "f".into(),
+            username: None,
         }
     }
 

@@ -13,11 +13,15 @@
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
 //! - [`token`]: opaque token generation and the hash kept at rest.
 //! - [`secret`]: client-secret generation and hashing.
+//! - [`authorize`]: the authorization endpoint's request, checked in the safe order.
+//! - [`pkce`]: RFC 7636 with S256 only.
 //! - [`grant`]: the token endpoint's grants, as sans-IO decisions.
+//! - [`user`]: resource owners.
 //! - [`introspection`], [`metadata`]: RFC 7662 and RFC 8414 documents.
 //! - [`error`]: [`OAuthError`], one variant per RFC error code.
 //! - [`clock`]: the one place that reads the system time.
 
+pub mod authorize;
 pub mod client;
 pub mod client_auth;
 pub mod clock;
@@ -26,9 +30,11 @@ pub mod form;
 pub mod grant;
 pub mod introspection;
 pub mod metadata;
+pub mod pkce;
 pub mod random;
 pub mod scope;
 pub mod secret;
 pub mod token;
+pub mod user;
 
 pub use error::OAuthError;

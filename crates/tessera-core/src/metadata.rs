@@ -8,16 +8,19 @@ use crate::client::GrantType;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ServerMetadata {
     pub issuer: String,
+    pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub grant_types_supported: Vec<&'static str>,
-    /// REQUIRED by RFC 8414 §2 even before the authorization endpoint exists.
     pub response_types_supported: Vec<&'static str>,
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
     pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     pub scopes_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<&'static str>,
+    /// RFC 9207: authorization responses carry `iss`, against mix-up attacks.
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Builds the metadata for an issuer. The issuer has no trailing slash, so endpoint URLs are
@@ -25,16 +28,21 @@ pub struct ServerMetadata {
 pub fn server_metadata(issuer: &str, scopes_supported: Vec<String>) -> ServerMetadata {
     let issuer = issuer.trim_end_matches('/');
     let secret_methods = vec!["client_secret_basic", "client_secret_post"];
+    // Public clients authenticate with `none` at the token and revocation endpoints.
+    let all_methods = vec!["client_secret_basic", "client_secret_post", "none"];
     ServerMetadata {
         issuer: issuer.to_owned(),
+        authorization_endpoint: format!("{issuer}/authorize"),
         token_endpoint: format!("{issuer}/token"),
         introspection_endpoint: format!("{issuer}/introspect"),
         revocation_endpoint: format!("{issuer}/revoke"),
-        grant_types_supported: vec![GrantType::ClientCredentials.as_str()],
-        response_types_supported: vec![],
-        token_endpoint_auth_methods_supported: secret_methods.clone(),
-        introspection_endpoint_auth_methods_supported: secret_methods.clone(),
-        revocation_endpoint_auth_methods_supported: secret_methods,
+        grant_types_supported: GrantType::ALL.iter().map(|g| g.as_str()).collect(),
+        response_types_supported: vec!["code"],
+        token_endpoint_auth_methods_supported: all_methods.clone(),
+        introspection_endpoint_auth_methods_supported: secret_methods,
+        revocation_endpoint_auth_methods_supported: all_methods,
         scopes_supported,
+        code_challenge_methods_supported: vec!["S256"],
+        authorization_response_iss_parameter_supported: true,
     }
 }

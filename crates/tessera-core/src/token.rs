@@ -99,15 +99,21 @@ pub struct TokenRecord {
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+    /// When a refresh token was exchanged for a new one. A rotated token is dead, and
+    /// presenting it again is the sign of theft that revokes its family (RFC 9700 §4.14.2).
+    pub rotated_at: Option<UnixTime>,
     /// Every token descended from one grant shares a family; revoking a refresh token or
     /// detecting its reuse revokes the whole family at once.
     pub family_id: String,
+    /// The subject's username, read from the user on lookup (not stored with the token).
+    pub username: Option<String>,
 }
 
 impl TokenRecord {
-    /// Active means: not revoked and not yet expired at `now` (expiry is exclusive).
+    /// Active means: not revoked, not rotated, and not yet expired at `now` (expiry is
+    /// exclusive).
     pub fn is_active(&self, now: UnixTime) -> bool {
-        self.revoked_at.is_none() && now < self.expires_at
+        self.revoked_at.is_none() && self.rotated_at.is_none() && now < self.expires_at
     }
 }
 

@@ -78,7 +78,7 @@ async fn verify_cached(state: &AppState, stored: &str, secret: &Secret) -> Resul
 }
 
 /// Argon2 is CPU-bound; running it on the async workers would stall every other request.
-async fn verify_blocking(stored: Option<String>, secret: Secret) -> Result<bool, WebError> {
+pub async fn verify_blocking(stored: Option<String>, secret: Secret) -> Result<bool, WebError> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(|| verify_secret(&secret, stored.as_deref())))
         .await

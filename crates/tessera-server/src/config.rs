@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tessera_core::authorize::PkcePolicy;
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
 
@@ -15,6 +16,10 @@ pub struct Config {
     /// How often the janitor purges expired and revoked tokens.
     pub janitor_interval: Duration,
     pub clock: Clock,
+    /// Whether confidential clients must use PKCE too (public clients always must).
+    pub pkce: PkcePolicy,
+    /// How long a browser session at the server lasts, in seconds.
+    pub session_ttl: i64,
 }
 
 impl Default for Config {
@@ -25,6 +30,8 @@ impl Default for Config {
             lifetimes: Lifetimes::default(),
             janitor_interval: Duration::from_secs(60),
             clock: Clock::system(),
+            pkce: PkcePolicy::default(),
+            session_ttl: 8 * 3600,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Extractors for OAuth requests: the strict form body and the `Authorization` header.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use tessera_core::OAuthError;
@@ -18,32 +21,53 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
     type Rejection = WebError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, WebError> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let media_type = content_type.split(';').next().unwrap_or_default().trim();
-        if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(OAuthError::invalid_request(
-                "the body must be application/x-www-form-urlencoded",
-            )
-            .into());
-        }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > FORM_BODY_LIMIT as u64) {
-            return Err(WebError::PayloadTooLarge);
-        }
-        let body = axum::body::to_bytes(req.into_body(), FORM_BODY_LIMIT)
-            .await
-            .map_err(|_| WebError::PayloadTooLarge)?;
+        let body = form_body(req).await?;
         FormParams::parse(&body)
             .map(OAuthForm)
             .map_err(|e| OAuthError::invalid_request(e.to_string()).into())
+    }
+}
+
+/// The raw body of a form POST, after checking its media type and size.
+pub async fn form_body(req: Request) -> Result<Bytes, WebError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        )
+        .into());
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > FORM_BODY_LIMIT as u64) {
+        return Err(WebError::PayloadTooLarge);
+    }
+    axum::body::to_bytes(req.into_body(), FORM_BODY_LIMIT)
+        .await
+        .map_err(|_| WebError::PayloadTooLarge)
+}
+
+/// The client's IP address as the socket saw it (no proxy headers are trusted).
+pub struct PeerIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
     }
 }
 

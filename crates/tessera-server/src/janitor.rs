@@ -34,7 +34,7 @@ pub async fn purge_all(
 ) -> Result<u64, tessera_store::StoreError> {
     let mut total = 0;
     loop {
-        let n = state.store.purge_tokens(state.now(), BATCH).await?;
+        let n = state.store.purge_expired(state.now(), BATCH).await?;
         total += n;
         if n < u64::from(BATCH) || *stop.borrow() {
             return Ok(total);

@@ -12,15 +12,21 @@
 //! - [`extract`]: the strict OAuth form extractor and the `Authorization` header.
 //! - [`client_auth`]: authenticating clients, with a cache of verified credentials.
 //! - [`routes`]: one module per endpoint.
-//! - [`janitor`]: purges expired and revoked tokens in small batches.
+//! - [`browser`]: session and CSRF cookies for the login and consent pages.
+//! - [`pages`]: askama templates and the security headers of every HTML page.
+//! - [`throttle`]: failed-login throttling.
+//! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
 
+pub mod browser;
 pub mod client_auth;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod janitor;
+pub mod pages;
 pub mod routes;
 pub mod state;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;

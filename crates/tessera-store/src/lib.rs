@@ -29,7 +29,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
+use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::scope::Scope;
 use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::user::User;
 
 pub use error::StoreError;
 
@@ -48,20 +51,97 @@ pub trait Store: Send + Sync + 'static {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
     /// All clients, oldest first.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
-    /// Deletes a client and, with it, every token issued to it. Returns whether it existed.
+    /// Deletes a client and, with it, every token, code and consent of it.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a new user; [`StoreError::Conflict`] if the username is taken.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// Deletes a user with their tokens, codes, sessions and consents.
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Replaces a password hash and ends the user's sessions.
+    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
 
     /// Stores tokens atomically: all of them (an access and a refresh token) or none.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
+    /// The token under `hash`, with its subject's username.
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
     /// Marks one token revoked at `now`, unless it already is. Returns whether a row changed.
     async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError>;
     /// Revokes every live token of a family. Returns how many rows changed.
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError>;
+    /// Marks the refresh token rotated and stores its successors, in one transaction.
+    /// Returns `false` (and stores nothing) if it was already rotated or revoked: of two
+    /// concurrent rotations exactly one wins.
+    async fn rotate_refresh_token(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        successors: &[TokenRecord],
+    ) -> Result<bool, StoreError>;
 
-    /// Deletes up to `batch` tokens that are expired at `now` or revoked. Small batches keep
-    /// each transaction short, so the janitor never holds long locks.
-    async fn purge_tokens(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError>;
+    async fn insert_code(&self, code: &AuthorizationCodeRecord) -> Result<(), StoreError>;
+    async fn find_code(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError>;
+    /// Marks the code redeemed and stores the tokens it is exchanged for, in one transaction.
+    /// Of two concurrent redemptions exactly one gets [`Redemption::Redeemed`].
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        tokens: &[TokenRecord],
+    ) -> Result<Redemption, StoreError>;
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// The user of a session that is live at `now`.
+    async fn find_session_user(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<User>, StoreError>;
+    async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError>;
+
+    /// The scope a user has approved for a client, if any.
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Scope>, StoreError>;
+    /// Records (replacing) the scope a user has approved for a client.
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &Scope,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes up to `batch` rows from each table of expiring things (tokens expired at `now`
+    /// or revoked, codes and sessions expired). Returns the largest count of one table, so a
+    /// caller repeats while it equals `batch`. Small batches keep transactions short.
+    async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError>;
+}
+
+/// The outcome of [`Store::redeem_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    Redeemed,
+    /// The code was redeemed before: a replay. The family is that of the first exchange.
+    AlreadyRedeemed {
+        family_id: String,
+    },
+    NotFound,
+}
+
+/// A browser session: the SHA-256 of its cookie value and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub hash: TokenHash,
+    pub user_id: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://...`.

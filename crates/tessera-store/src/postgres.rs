@@ -15,9 +15,15 @@ use crate::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-const PURGE: &str = "DELETE FROM tokens WHERE hash IN \
-    (SELECT hash FROM tokens WHERE expires_at <= $1 OR revoked_at IS NOT NULL \
-     LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// The statements this dialect spells its own way.
+mod dialect {
+    pub const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
+        WHERE expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const PURGE_CODES: &str = "DELETE FROM authorization_codes WHERE hash IN (SELECT hash \
+        FROM authorization_codes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
+        FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+}
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -39,4 +45,4 @@ impl PgStore {
     }
 }
 
-impl_store_with_shared_sql!(PgStore, MIGRATOR, PURGE);
+impl_store_with_shared_sql!(PgStore, sqlx::Postgres, MIGRATOR, dialect);

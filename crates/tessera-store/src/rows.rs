@@ -4,8 +4,10 @@
 //! backend reuses it and spells out only what differs.
 
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
+use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenHash, TokenKind, TokenRecord};
+use tessera_core::user::{User, Username};
 
 use crate::StoreError;
 
@@ -18,10 +20,41 @@ pub const LIST_CLIENTS: &str = "SELECT client_id, name, secret_hash, auth_method
     scope, redirect_uris, skip_consent, created_at FROM clients ORDER BY created_at, client_id";
 pub const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1";
 pub const INSERT_TOKEN: &str = "INSERT INTO tokens \
-    (hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at, family_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-pub const SELECT_TOKEN: &str = "SELECT hash, kind, client_id, subject, scope, issued_at, \
-    expires_at, revoked_at, family_id FROM tokens WHERE hash = $1";
+    (hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at, rotated_at, family_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub const SELECT_TOKEN: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.scope, \
+    t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, u.username \
+    FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = $1";
+pub const ROTATE_REFRESH: &str = "UPDATE tokens SET rotated_at = $2 WHERE hash = $1 AND kind = 1 \
+    AND rotated_at IS NULL AND revoked_at IS NULL";
+pub const INSERT_USER: &str =
+    "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)";
+pub const SELECT_USER_BY_NAME: &str =
+    "SELECT id, username, password_hash, created_at FROM users WHERE username = $1";
+pub const DELETE_USER_TOKENS: &str =
+    "DELETE FROM tokens WHERE subject = (SELECT id FROM users WHERE username = $1)";
+pub const DELETE_USER: &str = "DELETE FROM users WHERE username = $1";
+pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE username = $1";
+pub const DELETE_USER_SESSIONS: &str =
+    "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)";
+pub const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, client_id, user_id, \
+    redirect_uri, redirect_uri_given, scope, code_challenge, issued_at, expires_at, redeemed_at, \
+    family_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+pub const SELECT_CODE: &str = "SELECT hash, client_id, user_id, redirect_uri, redirect_uri_given, \
+    scope, code_challenge, issued_at, expires_at, redeemed_at, family_id \
+    FROM authorization_codes WHERE hash = $1";
+pub const REDEEM_CODE: &str = "UPDATE authorization_codes SET redeemed_at = $2 \
+    WHERE hash = $1 AND redeemed_at IS NULL";
+pub const CODE_FAMILY: &str = "SELECT family_id FROM authorization_codes WHERE hash = $1";
+pub const INSERT_SESSION: &str =
+    "INSERT INTO sessions (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+pub const SELECT_SESSION_USER: &str = "SELECT u.id, u.username, u.password_hash, u.created_at \
+    FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.hash = $1 AND s.expires_at > $2";
+pub const DELETE_SESSION: &str = "DELETE FROM sessions WHERE hash = $1";
+pub const SELECT_CONSENT: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
+pub const UPSERT_CONSENT: &str = "INSERT INTO consents (user_id, client_id, scope, granted_at) \
+    VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, client_id) \
+    DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at";
 pub const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_at = $2 WHERE hash = $1 AND revoked_at IS NULL";
 pub const REVOKE_FAMILY: &str =
@@ -101,7 +134,9 @@ pub struct TokenRow {
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    pub rotated_at: Option<i64>,
     pub family_id: String,
+    pub username: Option<String>,
 }
 
 pub fn kind_code(kind: TokenKind) -> i16 {
@@ -132,6 +167,66 @@ impl TryFrom<TokenRow> for TokenRecord {
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
+            rotated_at: row.rotated_at,
+            family_id: row.family_id,
+            username: row.username,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(row: UserRow) -> Result<Self, StoreError> {
+        Ok(User {
+            username: Username::parse(&row.username)
+                .map_err(|_| StoreError::Corrupt(format!("user {}: username", row.id)))?,
+            id: row.id,
+            password_hash: row.password_hash,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct CodeRow {
+    pub hash: Vec<u8>,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_given: bool,
+    pub scope: String,
+    pub code_challenge: Option<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub redeemed_at: Option<i64>,
+    pub family_id: String,
+}
+
+impl TryFrom<CodeRow> for AuthorizationCodeRecord {
+    type Error = StoreError;
+
+    fn try_from(row: CodeRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("code row: {what}"));
+        Ok(AuthorizationCodeRecord {
+            hash: TokenHash::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
+            scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
+            client_id: row.client_id,
+            user_id: row.user_id,
+            redirect_uri: row.redirect_uri,
+            redirect_uri_given: row.redirect_uri_given,
+            code_challenge: row.code_challenge,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            redeemed_at: row.redeemed_at,
             family_id: row.family_id,
         })
     }

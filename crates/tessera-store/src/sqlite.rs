@@ -14,8 +14,15 @@ use crate::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-const PURGE: &str = "DELETE FROM tokens WHERE hash IN \
-    (SELECT hash FROM tokens WHERE expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2)";
+/// The statements this dialect spells its own way.
+mod dialect {
+    pub const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
+        WHERE expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2)";
+    pub const PURGE_CODES: &str = "DELETE FROM authorization_codes WHERE hash IN (SELECT hash \
+        FROM authorization_codes WHERE expires_at <= $1 LIMIT $2)";
+    pub const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
+        FROM sessions WHERE expires_at <= $1 LIMIT $2)";
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -45,4 +52,4 @@ impl SqliteStore {
     }
 }
 
-impl_store_with_shared_sql!(SqliteStore, MIGRATOR, PURGE);
+impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite, MIGRATOR, dialect);

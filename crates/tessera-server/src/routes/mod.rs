@@ -1,7 +1,9 @@
 //! The router: one module per endpoint, and the layers every request passes through.
 
+pub mod authorize;
 mod health;
 mod introspect;
+mod login;
 mod metadata;
 mod revoke;
 mod token;
@@ -27,6 +29,14 @@ pub use metadata::METADATA_PATH;
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
+        .route("/", get(login::home))
+        .route(
+            "/authorize",
+            get(authorize::authorize_get).post(authorize::authorize_post),
+        )
+        .route("/login", get(login::login_get).post(login::login_post))
+        .route("/logout", get(login::logout_get).post(login::logout_post))
+        .route("/static/tessera.css", get(crate::pages::stylesheet))
         .route("/token", post(token::token))
         .route("/introspect", post(introspect::introspect))
         .route("/revoke", post(revoke::revoke))

@@ -95,7 +95,9 @@ fn token(
         issued_at: 1000,
         expires_at,
         revoked_at: None,
+        rotated_at: None,
         family_id: family.into(),
+        username: None,
     };
     (raw, record)
 }
@@ -184,7 +186,7 @@ async fn purge_removes_only_dead_tokens_in_batches(store: Arc<dyn Store>) {
     // 8 dead tokens in batches of 3: 3, 3, 2, then nothing.
     let mut batches = Vec::new();
     loop {
-        let n = store.purge_tokens(2000, 3).await.unwrap();
+        let n = store.purge_expired(2000, 3).await.unwrap();
         batches.push(n);
         if n < 3 {
             break;
