@@ -133,6 +133,29 @@ impl TestApp {
         }
     }
 
+    /// Creates a user with `password`, as `tessera user create` would; returns the user id.
+    pub async fn user(&self, username: &str, password: &str) -> String {
+        let user = tessera_core::user::User {
+            id: tessera_core::random::random_b64::<16>().unwrap(),
+            username: tessera_core::user::Username::parse(username).unwrap(),
+            password_hash: hash_secret(&tessera_core::secret::Secret::new(password)).unwrap(),
+            created_at: self.clock.now(),
+        };
+        self.store.create_user(&user).await.unwrap();
+        user.id
+    }
+
+    /// A confidential web client (authorization_code + refresh_token) for `redirect_uri`.
+    pub async fn web_client(&self, redirect_uri: &str, scope: &str) -> TestClient {
+        self.client(ClientRegistration {
+            name: "Web App".into(),
+            redirect_uris: vec![redirect_uri.into()],
+            scope: scope.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// A confidential client_credentials client allowed `scope`.
     pub async fn m2m_client(&self, scope: &str) -> TestClient {
         self.client(ClientRegistration {
