@@ -13,6 +13,8 @@
 
 mod helpers;
 
+/// The login and consent pages in a real headless Chromium.
+mod browser;
 /// The CLI and two `tessera serve` processes sharing one database.
 mod cli;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.
