@@ -17,12 +17,18 @@ mod helpers;
 mod browser;
 /// The CLI and two `tessera serve` processes sharing one database.
 mod cli;
+/// The authorization code flow: login, consent, PKCE, codes, refresh rotation.
+mod code_flow;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.
 mod introspect;
+/// Browser-facing rejections: redirect URIs, CSRF, passwords, throttling; `tessera user`.
+mod login;
 /// Discovery (RFC 8414) and health endpoints.
 mod metadata;
 /// The `oauth2` crate, an independent client implementation, against Tessera.
 mod oauth2_client;
+/// A person with a browser, simulated over HTTP (helpers for the flows).
+mod person;
 /// Every rejection of the token, introspection and revocation endpoints, table-driven.
 mod rejections;
 /// Revocation (RFC 7009): ownership, unknown tokens, families.

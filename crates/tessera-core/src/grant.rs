@@ -42,13 +42,25 @@ impl TokenRequest {
             ),
             None => None,
         };
+        let required = |name: &str| {
+            form.get(name)
+                .map(str::to_owned)
+                .ok_or_else(|| OAuthError::invalid_request(format!("missing {name}")))
+        };
         match GrantType::parse(grant_type) {
             Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials { scope }),
-            Some(GrantType::AuthorizationCode | GrantType::RefreshToken) | None => {
-                Err(OAuthError::UnsupportedGrantType(format!(
-                    "grant_type `{grant_type}` is not supported"
-                )))
-            }
+            Some(GrantType::AuthorizationCode) => Ok(Self::AuthorizationCode {
+                code: required("code")?,
+                redirect_uri: form.get("redirect_uri").map(str::to_owned),
+                code_verifier: form.get("code_verifier").map(str::to_owned),
+            }),
+            Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
+                refresh_token: required("refresh_token")?,
+                scope,
+            }),
+            None => Err(OAuthError::UnsupportedGrantType(format!(
+                "grant_type `{grant_type}` is not supported"
+            ))),
         }
     }
 
@@ -322,7 +334,128 @@ mod tests {
         check(&[("grant_type", "implicit")], Err("unsupported_grant_type"));
         check(
             &[("grant_type", "authorization_code")],
-            Err("unsupported_grant_type"),
+            Err("invalid_request"),
+        );
+        check(&[("grant_type", "refresh_token")], Err("invalid_request"));
+        check(
+            &[("grant_type", "authorization_code"), ("code", "x")],
+            Err("unauthorized_client"),
+        );
+    }
+
+    fn code_record(client: &Client) -> AuthorizationCodeRecord {
+        AuthorizationCodeRecord {
+            hash: TokenHash::of("tsc_x"),
+            client_id: client.id.clone(),
+            user_id: "u1".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            redirect_uri_given: true,
+            scope: Scope::parse("api").unwrap(),
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+            issued_at: 100,
+            expires_at: 160,
+            redeemed_at: None,
+            family_id: "f".into(),
+        }
+    }
+
+    #[test]
+    fn code_checks() {
+        let c = client();
+        let code = code_record(&c);
+        let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let uri = "https://app.example/cb";
+        assert_eq!(check_code(&code, &c, Some(uri), Some(v), 159), Ok(()));
+        let bad = |r: Result<(), OAuthError>| r.map_err(|e| e.code());
+        assert_eq!(
+            bad(check_code(&code, &c, Some(uri), Some(v), 160)),
+            Err("invalid_grant")
+        );
+        assert_eq!(
+            bad(check_code(&code, &c, None, Some(v), 120)),
+            Err("invalid_grant")
+        );
+        assert_eq!(
+            bad(check_code(
+                &code,
+                &c,
+                Some("https://app.example/cb/"),
+                Some(v),
+                120
+            )),
+            Err("invalid_grant")
+        );
+        assert_eq!(
+            bad(check_code(&code, &c, Some(uri), None, 120)),
+            Err("invalid_grant")
+        );
+        assert_eq!(
+            bad(check_code(&code, &c, Some(uri), Some(&"a".repeat(43)), 120)),
+            Err("invalid_grant")
+        );
+        let other = Client {
+            id: "other".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            bad(check_code(&code, &other, Some(uri), Some(v), 120)),
+            Err("invalid_grant")
+        );
+        let no_pkce = AuthorizationCodeRecord {
+            code_challenge: None,
+            redirect_uri_given: false,
+            ..code
+        };
+        assert_eq!(check_code(&no_pkce, &c, None, None, 120), Ok(()));
+        assert_eq!(
+            bad(check_code(&no_pkce, &c, None, Some(v), 120)),
+            Err("invalid_grant")
+        );
+    }
+
+    #[test]
+    fn refresh_checks() {
+        let c = client();
+        let token = RawToken::generate(TokenKind::Refresh).unwrap();
+        let subject = TokenSubject {
+            client_id: &c.id,
+            user_id: Some("u1"),
+            scope: Scope::parse("api read").unwrap(),
+            family_id: "f",
+        };
+        let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
+        assert_eq!(minted.records.len(), 2);
+        assert!(minted.response.refresh_token.is_some());
+        let mut record = minted.records[1].clone();
+        assert_ne!(record.hash, token.hash());
+        let narrow = Scope::parse("api").unwrap();
+        assert_eq!(
+            check_refresh(&record, &c, Some(&narrow), 1001),
+            Ok(RefreshCheck::Rotate {
+                scope: narrow.clone()
+            })
+        );
+        let wide = Scope::parse("api read admin").unwrap();
+        assert_eq!(
+            check_refresh(&record, &c, Some(&wide), 1001)
+                .unwrap_err()
+                .code(),
+            "invalid_scope"
+        );
+        record.rotated_at = Some(1002);
+        assert_eq!(
+            check_refresh(&record, &c, None, 1003),
+            Ok(RefreshCheck::Reused)
+        );
+        record.revoked_at = Some(1004);
+        assert_eq!(
+            check_refresh(&record, &c, None, 1005).unwrap_err().code(),
+            "invalid_grant"
+        );
+        let access = &minted.records[0];
+        assert_eq!(
+            check_refresh(access, &c, None, 1001).unwrap_err().code(),
+            "invalid_grant"
         );
     }
 }

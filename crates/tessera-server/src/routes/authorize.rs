@@ -251,7 +251,13 @@ fn consent_page(
     let origin = origin_of(request.redirect_uri.as_str());
     let host = url::Url::parse(request.redirect_uri.as_str())
         .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
         .unwrap_or_else(|| request.redirect_uri.as_str().to_owned());
     let body = page(
         StatusCode::OK,
