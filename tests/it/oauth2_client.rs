@@ -101,3 +101,82 @@ async fn client_credentials_introspect_revoke_with_oauth2_crate(backend: Backend
         }
     }
 }
+
+both_backends!(code_flow_with_pkce_and_refresh_with_oauth2_crate);
+
+/// The tutorial's flow through the `oauth2` crate: a confidential and a public client each get
+/// a code with PKCE S256, exchange it, and refresh.
+async fn code_flow_with_pkce_and_refresh_with_oauth2_crate(backend: Backend) {
+    use oauth2::{AuthUrl, AuthorizationCode, CsrfToken, PkceCodeChallenge, RedirectUrl};
+    use tessera_core::client::ClientRegistration;
+
+    use crate::person::{PASSWORD, Person};
+
+    const CALLBACK: &str = "http://127.0.0.1:5000/authorize";
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.user("alice", PASSWORD).await;
+    let http = oauth_http(app.http.clone());
+    for public in [false, true] {
+        let registered = app
+            .client(ClientRegistration {
+                name: if public { "SPA" } else { "Web App" }.into(),
+                public,
+                redirect_uris: vec![CALLBACK.into()],
+                scope: "api restricted".into(),
+                ..Default::default()
+            })
+            .await;
+        let mut client = BasicClient::new(ClientId::new(registered.id.clone()))
+            .set_auth_uri(AuthUrl::new(app.url("/authorize")).unwrap())
+            .set_token_uri(TokenUrl::new(app.url("/token")).unwrap())
+            .set_redirect_uri(RedirectUrl::new(CALLBACK.into()).unwrap());
+        if let Some(secret) = &registered.secret {
+            client = client.set_client_secret(ClientSecret::new(secret.clone()));
+        }
+
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, csrf) = client
+            .authorize_url(CsrfToken::new_random)
+            .add_scope(Scope::new("api".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        let params = Person::new(&app).authorize(url.as_str(), "alice").await;
+        assert_eq!(&params["state"], csrf.secret());
+
+        let token = client
+            .exchange_code(AuthorizationCode::new(params["code"].clone()))
+            .set_pkce_verifier(verifier)
+            .request_async(&http)
+            .await
+            .expect("code exchange");
+        assert_eq!(token.scopes(), Some(&vec![Scope::new("api".into())]));
+        let info = app
+            .introspect(&app.m2m_client("").await, token.access_token().secret())
+            .await;
+        assert_eq!(info["username"], "alice");
+
+        let refreshed = client
+            .exchange_refresh_token(token.refresh_token().expect("a refresh token"))
+            .request_async(&http)
+            .await
+            .expect("refresh");
+        assert_ne!(
+            refreshed.refresh_token().unwrap().secret(),
+            token.refresh_token().unwrap().secret()
+        );
+        // The old refresh token is now a reused one: refused with the standard error.
+        let err = client
+            .exchange_refresh_token(token.refresh_token().unwrap())
+            .request_async(&http)
+            .await
+            .unwrap_err();
+        match err {
+            oauth2::RequestTokenError::ServerResponse(r) => {
+                assert_eq!(r.error().as_ref(), "invalid_grant")
+            }
+            other => panic!("unexpected error: {other:?}"),
+        }
+    }
+}
