@@ -54,7 +54,9 @@ pub async fn fresh_database(backend: Backend) -> Option<String> {
 }
 
 pub struct TestApp {
+    pub addr: std::net::SocketAddr,
     pub base: String,
+    pub database_url: String,
     pub store: Arc<dyn Store>,
     pub clock: Clock,
     pub http: reqwest::Client,
@@ -81,11 +83,17 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 /// Starts a server whose clock is manual (tests move it with `app.clock.advance`).
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
     let database_url = fresh_database(backend).await?;
-    let store = tessera_store::connect(&database_url)
-        .await
-        .expect("connect");
+    Some(start_app(&database_url, Clock::manual(1_800_000_000), tweak).await)
+}
+
+/// Starts a server on an existing database (e.g. to restart one on the same address).
+pub async fn start_app(
+    database_url: &str,
+    clock: Clock,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let store = tessera_store::connect(database_url).await.expect("connect");
     store.migrate().await.expect("migrate");
-    let clock = Clock::manual(1_800_000_000);
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         clock: clock.clone(),
@@ -98,13 +106,15 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     tokio::spawn(server.run_until(async {
         let _ = stopped.await;
     }));
-    Some(TestApp {
+    TestApp {
+        addr,
         base: format!("http://{addr}"),
+        database_url: database_url.to_owned(),
         store,
         clock,
         http: http_client(),
         _stop: stop,
-    })
+    }
 }
 
 /// A client that never follows redirects, so tests see exactly what the server sent.

@@ -19,6 +19,8 @@ mod browser;
 mod cli;
 /// The authorization code flow: login, consent, PKCE, codes, refresh rotation.
 mod code_flow;
+/// The resource-server guard (RFC 6750) against a running Tessera, remote and local.
+mod guard;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.
 mod introspect;
 /// Browser-facing rejections: redirect URIs, CSRF, passwords, throttling; `tessera user`.

@@ -15,6 +15,7 @@
 //! - [`browser`]: session and CSRF cookies for the login and consent pages.
 //! - [`pages`]: askama templates and the security headers of every HTML page.
 //! - [`throttle`]: failed-login throttling.
+//! - [`local_guard`]: the guard's validator reading the store directly (no HTTP hop).
 //! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
 
 pub mod browser;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod janitor;
+pub mod local_guard;
 pub mod pages;
 pub mod routes;
 pub mod state;

@@ -1,0 +1,34 @@
+//! The demo API: two endpoints behind the guard, each answering with who called.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tessera_guard::{Guard, Token};
+
+/// `GET /api/data` needs scope `api`; `GET /api/restricted` needs scope `restricted`.
+pub fn router(guard: &Guard) -> Router {
+    Router::new()
+        .route("/api/data", get(data).route_layer(guard.require("api")))
+        .route(
+            "/api/restricted",
+            get(restricted).route_layer(guard.require("restricted")),
+        )
+}
+
+async fn data(Token(token): Token) -> Json<Value> {
+    Json(json!({
+        "message": "Hello from /api/data",
+        "caller": token.username.as_ref().or(token.subject.as_ref()),
+        "client_id": token.client_id,
+        "scope": token.scope.to_string(),
+    }))
+}
+
+async fn restricted(Token(token): Token) -> Json<Value> {
+    Json(json!({
+        "message": "Restricted data, for tokens with the restricted scope",
+        "caller": token.username.as_ref().or(token.subject.as_ref()),
+        "client_id": token.client_id,
+        "scope": token.scope.to_string(),
+    }))
+}

@@ -1,0 +1,8 @@
+//! The tutorial's other two parts, built only on Tessera's public interfaces.
+//!
+//! - [`api`]: the demo API, protected by `tessera-guard` (`/api/data` needs `api`,
+//!   `/api/restricted` needs `restricted`).
+//! - [`app`]: the client web app (`/login`, `/authorize`, `/protected`), an OAuth client
+//!   written with the `oauth2` crate, knowing Tessera only by its URLs.
+
+pub mod api;

@@ -1,0 +1,55 @@
+//! `tessera-guard`: protect axum (or any tower) routes with opaque OAuth 2.0 bearer tokens,
+//! by scope, the way Authlib's `ResourceProtector` does.
+//!
+//! The key design decision: an opaque token means nothing by itself, so every check asks the
+//! authorization server (RFC 7662 introspection), and the guard *fails closed*: when the
+//! answer cannot be known (server down, slow, or answering nonsense) the request gets a 503,
+//! never access and never a misleading 401. A bounded cache keyed by the token's SHA-256 keeps
+//! the cost at one introspection per token per TTL; the TTL is the longest time a revoked token
+//! can still be accepted, so it is a setting (0 turns the cache off).
+//!
+//! ```no_run
+//! use axum::{Json, Router, routing::get};
+//! use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection, Token};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let validator = RemoteIntrospection::discover(
+//!     "http://127.0.0.1:8080",
+//!     RemoteConfig::new("", "my-api-client-id", "my-api-client-secret"),
+//! )
+//! .await?;
+//! let guard = Guard::new(validator, "demo-api");
+//! let app = Router::new()
+//!     .route("/api/data", get(data).route_layer(guard.require("api")))
+//!     .route("/api/restricted", get(data).route_layer(guard.require("restricted")));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5001").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//!
+//! async fn data(Token(token): Token) -> Json<serde_json::Value> {
+//!     Json(serde_json::json!({ "hello": token.username.or(token.subject) }))
+//! }
+//! ```
+//!
+//! Answers follow RFC 6750 §3: no token, 401 with a bare `Bearer realm` challenge; a malformed
+//! `Authorization` header, 400 `invalid_request`; an inactive token (unknown, expired, revoked,
+//! or a refresh token), 401 `invalid_token`; missing scope, 403 `insufficient_scope` naming it.
+//! Tokens are read from the `Authorization` header only, never from the query string.
+//!
+//! Layout:
+//! - [`Guard`], [`RequireScope`], [`Token`]: the layer and the extractor.
+//! - [`TokenValidator`]: how a token is checked; [`RemoteIntrospection`] is the HTTP one (the
+//!   Tessera server provides a local one reading its store directly).
+//! - [`bearer_token`]: the RFC 6750 §2.1 header parser.
+
+mod bearer;
+mod info;
+mod layer;
+mod remote;
+mod validator;
+
+pub use bearer::{Bearer, bearer_token};
+pub use info::{ScopeRequirement, TokenInfo};
+pub use layer::{Guard, Refusal, Rejection, RequireScope, RequireScopeService, Token};
+pub use remote::{RemoteConfig, RemoteIntrospection, parse_introspection};
+pub use validator::{TokenValidator, ValidationError};

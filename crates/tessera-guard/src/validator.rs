@@ -1,0 +1,28 @@
+//! [`TokenValidator`]: how a guard learns what a token means.
+//!
+//! Two implementations exist: [`crate::RemoteIntrospection`] asks any RFC 7662 server over
+//! HTTP, and the Tessera server crate provides a local one that reads its own store. Both fail
+//! closed: when the answer cannot be known, the request is refused with a 503, never let in.
+
+use async_trait::async_trait;
+
+use crate::info::TokenInfo;
+
+/// Why a token could not be validated (as opposed to being invalid).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the authorization server could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the authorization server answered {0}")]
+    BadStatus(u16),
+    #[error("the introspection response is malformed: {0}")]
+    Malformed(String),
+    #[error("validation failed: {0}")]
+    Other(String),
+}
+
+/// Answers what a bearer token means: `Ok(Some(info))` if active, `Ok(None)` if not.
+#[async_trait]
+pub trait TokenValidator: Send + Sync + 'static {
+    async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError>;
+}
