@@ -17,6 +17,8 @@ use tessera_core::user::{MIN_PASSWORD_CHARS, User, Username};
 use tessera_server::{Config, Server};
 use tessera_store::Store;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
@@ -41,6 +43,8 @@ struct Cli {
 enum Command {
     /// Run the authorization server (migrations are applied first).
     Serve(ServeArgs),
+    /// Run the whole tutorial locally: the server, the client web app and the demo API.
+    Demo(DemoArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Register, list and delete clients.
@@ -94,6 +98,27 @@ struct ServeArgs {
     janitor_interval: u64,
 }
 
+#[derive(Args)]
+struct DemoArgs {
+    /// The authorization server's address.
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The client web app's address.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    app_listen: SocketAddr,
+    /// The demo API's address.
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    api_listen: SocketAddr,
+    /// How the API checks tokens: `remote` (RFC 7662 introspection over HTTP, as any
+    /// resource server would) or `local` (straight from the store).
+    #[arg(long, default_value = "remote", value_parser = ["remote", "local"])]
+    api_validation: String,
+    /// Seconds the API may reuse an introspection answer (remote mode). 0 = ask every time,
+    /// so a revocation shows at once; more saves calls but delays revocation by that much.
+    #[arg(long, default_value_t = 0)]
+    api_cache_ttl: u64,
+}
+
 #[derive(Subcommand)]
 enum ClientCommand {
     /// Register a client. The secret of a confidential client is printed once and only its
@@ -137,6 +162,7 @@ async fn main() -> Result<()> {
     let store = open_store(&cli.database_url).await?;
     match cli.command {
         Command::Serve(args) => serve(store, args).await,
+        Command::Demo(args) => demo::run(store, args).await,
         Command::Migrate => {
             eprintln!("migrations applied");
             Ok(())
@@ -246,7 +272,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

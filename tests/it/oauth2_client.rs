@@ -1,36 +1,16 @@
 //! Tessera driven by the `oauth2` crate: if an independent client library can use it with
 //! nothing but the standard endpoints, other clients can too.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthType, ClientId, ClientSecret, IntrospectionUrl, Scope, TokenIntrospectionResponse,
     TokenResponse, TokenUrl,
 };
 
+use tessera_demo::http_client::oauth_http;
+
 use crate::both_backends;
 use crate::helpers::{Backend, spawn_app};
-
-type HttpFuture =
-    Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, reqwest::Error>> + Send>>;
-
-/// The `oauth2` crate's HTTP client, over our reqwest with redirects disabled.
-fn oauth_http(client: reqwest::Client) -> impl Fn(oauth2::HttpRequest) -> HttpFuture {
-    move |request| {
-        let client = client.clone();
-        Box::pin(async move {
-            let response = client.execute(reqwest::Request::try_from(request)?).await?;
-            let mut builder = http::Response::builder().status(response.status());
-            for (name, value) in response.headers() {
-                builder = builder.header(name, value);
-            }
-            let body = response.bytes().await?.to_vec();
-            Ok(builder.body(body).expect("valid response parts"))
-        })
-    }
-}
 
 both_backends!(client_credentials_introspect_revoke_with_oauth2_crate);
 

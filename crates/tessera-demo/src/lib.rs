@@ -6,3 +6,5 @@
 //!   written with the `oauth2` crate, knowing Tessera only by its URLs.
 
 pub mod api;
+pub mod app;
+pub mod http_client;

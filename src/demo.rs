@@ -1,0 +1,188 @@
+//! `tessera demo`: the tutorial's three parts in one process, on the same store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tessera_core::client::{Client, ClientRegistration, register};
+use tessera_core::clock::Clock;
+use tessera_core::random::random_b64;
+use tessera_core::secret::{Secret, hash_secret};
+use tessera_core::user::{User, Username};
+use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection};
+use tessera_server::local_guard::LocalValidator;
+use tessera_server::{Config, Server};
+use tessera_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::DemoArgs;
+
+// Fixed demo credentials, printed at start. They protect nothing but a local demo.
+const DEMO_USER: &str = "demo";
+const DEMO_PASSWORD: &str = "demo-password";
+const APP_CLIENT_ID: &str = "tessera-demo-app";
+const APP_CLIENT_SECRET: &str = "tss_demo-app-secret-for-local-use-only";
+const API_CLIENT_ID: &str = "tessera-demo-api";
+const API_CLIENT_SECRET: &str = "tss_demo-api-secret-for-local-use-only";
+
+pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
+    let app_url = format!("http://{}", args.app_listen);
+    let api_url = format!("http://{}", args.api_listen);
+    let redirect_uri = format!("{app_url}/authorize");
+    ensure_user(store.as_ref()).await?;
+    ensure_client(
+        store.as_ref(),
+        APP_CLIENT_ID,
+        APP_CLIENT_SECRET,
+        &ClientRegistration {
+            name: "Tessera demo app".into(),
+            redirect_uris: vec![redirect_uri.clone()],
+            scope: "api restricted".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    ensure_client(
+        store.as_ref(),
+        API_CLIENT_ID,
+        API_CLIENT_SECRET,
+        &ClientRegistration {
+            name: "Tessera demo API (resource server)".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    let clock = Clock::system();
+    let server = Server::build(
+        Config {
+            listen: args.listen,
+            clock: clock.clone(),
+            ..Config::default()
+        },
+        store.clone(),
+    )
+    .await
+    .with_context(|| format!("binding {}", args.listen))?;
+    let issuer = server.issuer().to_owned();
+
+    let guard = match args.api_validation.as_str() {
+        "local" => Guard::new(
+            LocalValidator::new(store.clone(), clock),
+            "tessera-demo-api",
+        ),
+        _ => {
+            let mut config = RemoteConfig::new(
+                format!("{issuer}/introspect"),
+                API_CLIENT_ID,
+                API_CLIENT_SECRET,
+            );
+            config.cache_ttl = Duration::from_secs(args.api_cache_ttl);
+            Guard::new(RemoteIntrospection::new(config)?, "tessera-demo-api")
+        }
+    };
+    let api = tessera_demo::api::router(&guard);
+    let app = tessera_demo::app::router(tessera_demo::app::AppConfig {
+        issuer: issuer.clone(),
+        client_id: APP_CLIENT_ID.into(),
+        client_secret: APP_CLIENT_SECRET.into(),
+        redirect_uri,
+        api_base: api_url.clone(),
+        scope: vec!["api".into()],
+    })?;
+    let app_listener = TcpListener::bind(args.app_listen)
+        .await
+        .with_context(|| format!("binding {}", args.app_listen))?;
+    let api_listener = TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding {}", args.api_listen))?;
+
+    println!();
+    println!("  Tessera demo: for local use only (fixed, published credentials).");
+    println!();
+    println!("  Open the app:            {app_url}");
+    println!("  Sign in as:              {DEMO_USER} / {DEMO_PASSWORD}");
+    println!("  Authorization server:    {issuer}");
+    println!(
+        "  Demo API:                {api_url}/api/data (scope api), {api_url}/api/restricted (scope restricted)"
+    );
+    println!(
+        "  API token validation:    {} (cache TTL {} s)",
+        args.api_validation, args.api_cache_ttl
+    );
+    println!();
+    println!("  Ctrl-C stops all three.");
+    println!();
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let as_task = tokio::spawn(server.run_until(until_stopped(stopped.clone())));
+    let app_task = tokio::spawn(
+        axum::serve(app_listener, app)
+            .with_graceful_shutdown(until_stopped(stopped.clone()))
+            .into_future(),
+    );
+    let api_task = tokio::spawn(
+        axum::serve(api_listener, api)
+            .with_graceful_shutdown(until_stopped(stopped))
+            .into_future(),
+    );
+    crate::shutdown_signal().await;
+    let _ = stop.send(true);
+    let (a, b, c) = tokio::join!(as_task, app_task, api_task);
+    a??;
+    b??;
+    c??;
+    tracing::info!("demo stopped");
+    Ok(())
+}
+
+/// Creates the demo user unless it exists (its password is then left as it is).
+async fn ensure_user(store: &dyn Store) -> Result<()> {
+    if store.get_user_by_username(DEMO_USER).await?.is_some() {
+        return Ok(());
+    }
+    let user = User {
+        id: random_b64::<16>().context("no randomness")?,
+        username: Username::parse(DEMO_USER)?,
+        password_hash: hash_secret(&Secret::new(DEMO_PASSWORD))?,
+        created_at: Clock::system().now(),
+    };
+    match store.create_user(&user).await {
+        // Another process created it in the meantime: fine.
+        Err(tessera_store::StoreError::Conflict) | Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a demo client with a fixed id and secret, or replaces it if its registration
+/// changed (e.g. another `--app-listen` means another redirect URI).
+async fn ensure_client(
+    store: &dyn Store,
+    id: &str,
+    secret: &str,
+    registration: &ClientRegistration,
+) -> Result<()> {
+    let mut wanted: Client = register(registration, Clock::system().now())?.client;
+    wanted.id = id.to_owned();
+    if let Some(existing) = store.get_client(id).await? {
+        let same = existing.redirect_uris == wanted.redirect_uris
+            && existing.scope == wanted.scope
+            && existing.grant_types == wanted.grant_types
+            && existing.secret_hash.as_deref().is_some_and(|h| {
+                tessera_core::secret::verify_secret(&Secret::new(secret), Some(h))
+            });
+        if same {
+            return Ok(());
+        }
+        store.delete_client(id).await?;
+    }
+    wanted.secret_hash = Some(hash_secret(&Secret::new(secret))?);
+    match store.create_client(&wanted).await {
+        Err(tessera_store::StoreError::Conflict) | Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
