@@ -13,7 +13,7 @@ use crate::helpers::{Backend, TestClient, fresh_database, http_client};
 
 const TESSERA: &str = env!("CARGO_BIN_EXE_tessera");
 
-async fn tessera(database_url: &str, args: &[&str]) -> std::process::Output {
+pub(crate) async fn tessera(database_url: &str, args: &[&str]) -> std::process::Output {
     Command::new(TESSERA)
         .args(args)
         .env("TESSERA_DATABASE_URL", database_url)
@@ -24,13 +24,18 @@ async fn tessera(database_url: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// A `tessera serve` child process, killed when dropped.
-struct Node {
-    child: Child,
-    base: String,
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Node {
-    async fn start(database_url: &str) -> Node {
+    pub(crate) async fn start(database_url: &str) -> Node {
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// Starts `tessera serve` with extra arguments and waits until it is ready.
+    pub(crate) async fn start_with(database_url: &str, extra: &[&str]) -> Node {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -39,6 +44,7 @@ impl Node {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(TESSERA)
             .args(["serve", "--listen", &listen])
+            .args(extra)
             .env("TESSERA_DATABASE_URL", database_url)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -61,7 +67,12 @@ impl Node {
         panic!("tessera serve did not become ready on {listen}");
     }
 
-    async fn post(&self, path: &str, client: &TestClient, form: &[(&str, &str)]) -> Value {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        client: &TestClient,
+        form: &[(&str, &str)],
+    ) -> Value {
         let r = http_client()
             .post(format!("{}{path}", self.base))
             .basic_auth(&client.id, client.secret.as_deref())

@@ -19,6 +19,8 @@ mod browser;
 mod cli;
 /// The authorization code flow: login, consent, PKCE, codes, refresh rotation.
 mod code_flow;
+/// SIGKILL in the middle of bursts: nothing acknowledged is lost or resurrected.
+mod crash;
 /// The resource-server guard (RFC 6750) against a running Tessera, remote and local.
 mod guard;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.
@@ -27,8 +29,12 @@ mod introspect;
 mod login;
 /// Discovery (RFC 8414) and health endpoints.
 mod metadata;
+/// Three `tessera serve` nodes on one PostgreSQL database: agreement and fair races.
+mod nodes;
 /// The `oauth2` crate, an independent client implementation, against Tessera.
 mod oauth2_client;
+/// A PostgreSQL outage: 503s, failing readiness, recovery without restart.
+mod outage;
 /// A person with a browser, simulated over HTTP (helpers for the flows).
 mod person;
 /// Every rejection of the token, introspection and revocation endpoints, table-driven.

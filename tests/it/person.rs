@@ -85,13 +85,18 @@ fn unescape(s: &str) -> String {
 
 impl Person {
     pub fn new(app: &TestApp) -> Self {
+        Self::at(&app.base)
+    }
+
+    /// A person using the Tessera at `base` (e.g. one node of several).
+    pub fn at(base: &str) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .cookie_store(true)
                 .build()
                 .unwrap(),
-            base: app.base.clone(),
+            base: base.to_owned(),
         }
     }
 
@@ -178,7 +183,17 @@ pub fn authorize_url(
     redirect_uri: &str,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
+    authorize_url_at(&app.base, client_id, redirect_uri, extra)
+}
+
+/// [`authorize_url`] for the Tessera at `base`.
+pub fn authorize_url_at(
+    base: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", client_id)

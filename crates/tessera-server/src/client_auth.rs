@@ -67,14 +67,25 @@ async fn verify_cached(state: &AppState, stored: &str, secret: &Secret) -> Resul
         .chain_update(secret.expose().as_bytes())
         .finalize()
         .into();
-    if state.verified_credentials.contains_key(&key) {
-        return Ok(true);
+    // Concurrent first requests with the same credentials share one Argon2 run. Only a
+    // success is cached: a wrong secret is an `Err` here, which moka does not store.
+    let verified = state
+        .verified_credentials
+        .try_get_with(key, async {
+            match verify_blocking(Some(stored.to_owned()), secret.clone()).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(None),
+                Err(e) => Err(Some(e.to_string())),
+            }
+        })
+        .await;
+    match verified {
+        Ok(()) => Ok(true),
+        Err(e) => match e.as_ref() {
+            None => Ok(false),
+            Some(internal) => Err(WebError::internal(internal)),
+        },
     }
-    let ok = verify_blocking(Some(stored.to_owned()), secret.clone()).await?;
-    if ok {
-        state.verified_credentials.insert(key, ()).await;
-    }
-    Ok(ok)
 }
 
 /// Argon2 is CPU-bound; running it on the async workers would stall every other request.

@@ -41,7 +41,14 @@ impl From<sqlx::Error> for StoreError {
             // restarts; SQLite says BUSY/LOCKED when another writer holds the lock too long.
             sqlx::Error::Database(db)
                 if db.code().is_some_and(|c| {
-                    c.starts_with("57P") || c.starts_with("08") || c == "5" || c == "6"
+                    // 57P: shutting down; 08: connection exception; 53300: too many
+                    // connections; 55000: the database refuses connections for now.
+                    c.starts_with("57P")
+                        || c.starts_with("08")
+                        || c == "53300"
+                        || c == "55000"
+                        || c == "5"
+                        || c == "6"
                 }) =>
             {
                 Self::Unavailable(e)
