@@ -25,7 +25,7 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 // Generous for a loaded 2-core machine, yet a hung browser still fails the test rather than
 // the whole run.
-const STEP: Duration = Duration::from_secs(15);
+pub(crate) const STEP: Duration = Duration::from_secs(15);
 const WHOLE_FLOW: Duration = Duration::from_secs(90);
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn sign_in_and_approve(
     }
 }
 
-async fn find(browser: &Client, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn find(browser: &Client, css: &str) -> fantoccini::elements::Element {
     match browser
         .wait()
         .at_most(STEP)
@@ -159,7 +159,7 @@ async fn find(browser: &Client, css: &str) -> fantoccini::elements::Element {
 }
 
 /// Written under `target/screenshots/` so a person can look at the pages after a run.
-async fn screenshot(browser: &Client, name: &str) {
+pub(crate) async fn screenshot(browser: &Client, name: &str) {
     let png = browser.screenshot().await.unwrap();
     let dir = target_dir().join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -175,7 +175,7 @@ fn target_dir() -> PathBuf {
 
 /// Whether Chromium and chromedriver are installed; like PostgreSQL, their absence skips the
 /// test on a workstation and fails it in CI.
-fn browser_installed() -> bool {
+pub(crate) fn browser_installed() -> bool {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
         .into_iter()
         .filter(|p| !Path::new(p).exists())
@@ -225,14 +225,14 @@ async fn answer_ok(mut stream: TcpStream) {
 }
 
 /// A chromedriver child process and one Chromium session in a throw-away profile.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     profile: PathBuf,
     _driver: Child,
 }
 
 impl Browser {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = free_port().await;
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -242,7 +242,7 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        wait_for_port(port).await;
+        wait_for_port(port, "chromedriver").await;
 
         let profile = fresh_profile_dir();
         let args = [
@@ -285,23 +285,24 @@ impl Browser {
 
     /// Ends the session, which makes chromedriver quit Chromium; chromedriver itself is killed
     /// when dropped.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = timeout(STEP, self.client.close()).await;
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
-async fn free_port() -> u16 {
+pub(crate) async fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }
 
-async fn wait_for_port(port: u16) {
+/// Waits, at most [`STEP`], until something listens on `port`.
+pub(crate) async fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + STEP;
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(
             Instant::now() < deadline,
-            "chromedriver did not listen on port {port} within {STEP:?}"
+            "{what} did not listen on port {port} within {STEP:?}"
         );
         sleep(Duration::from_millis(50)).await;
     }

@@ -21,6 +21,8 @@ mod cli;
 mod code_flow;
 /// SIGKILL in the middle of bursts: nothing acknowledged is lost or resurrected.
 mod crash;
+/// `tessera demo`: the tutorial in Chromium, and restarts on the same database.
+mod demo;
 /// The resource-server guard (RFC 6750) against a running Tessera, remote and local.
 mod guard;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.

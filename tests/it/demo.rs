@@ -1,0 +1,467 @@
+//! `tessera demo` as a newcomer meets it: the real binary with its three servers (Tessera, the
+//! client web app, the demo API) on one fresh SQLite file, walked through in headless Chromium
+//! as the README's tutorial describes, then stopped and started again on the same database.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fantoccini::Client;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::browser::{Browser, STEP, browser_installed, find, screenshot};
+
+const TESSERA: &str = env!("CARGO_BIN_EXE_tessera");
+
+// Starting hashes the demo password and two client secrets (Argon2) and migrates the file.
+const START: Duration = Duration::from_secs(30);
+const STOP: Duration = Duration::from_secs(15);
+const WHOLE_FLOW: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn the_demo_walks_the_tutorial_in_a_browser() {
+    if !browser_installed() {
+        return;
+    }
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let demo = Demo::start(&database_url, free_ports()).await;
+
+    let browser = Browser::start().await;
+    // In its own task so that a failed assertion still ends the browser session below.
+    let flow = tokio::spawn(walk_the_tutorial(browser.client.clone(), demo.app.clone()));
+    let outcome = timeout(WHOLE_FLOW, flow).await;
+    browser.stop().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(join)) => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => panic!("the browser flow did not finish within {WHOLE_FLOW:?}"),
+    }
+    demo.stop().await;
+    remove_database(&db_path);
+}
+
+/// The README's steps: Log in, sign in as demo, Approve, look at /protected, revoke.
+async fn walk_the_tutorial(browser: Client, app: String) {
+    browser.goto(&format!("{app}/")).await.unwrap();
+    find(&browser, "a.button[href='/login']")
+        .await
+        .click()
+        .await
+        .unwrap();
+
+    find(&browser, "input[name=username]")
+        .await
+        .send_keys("demo")
+        .await
+        .unwrap();
+    find(&browser, "input[name=password]")
+        .await
+        .send_keys("demo-password")
+        .await
+        .unwrap();
+    find(&browser, "button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    find(&browser, "button[name=decision][value=approve]")
+        .await
+        .click()
+        .await
+        .unwrap();
+
+    let protected = format!("{app}/protected");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let url = browser.current_url().await.unwrap();
+        if url.as_str() == protected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the browser stayed on {url} instead of going to {protected}"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    // Tall enough for the whole page, buttons included, in the screenshots.
+    browser.set_window_size(1000, 1300).await.unwrap();
+    assert_eq!(text(&browser, "#username").await, "demo");
+    assert_eq!(status_of(&browser, "/api/data").await, "200 OK");
+    assert_eq!(
+        status_of(&browser, "/api/restricted").await,
+        "403 Forbidden"
+    );
+    screenshot(&browser, "demo-protected.png").await;
+
+    find(&browser, "form[action='/revoke'] button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    // The first /protected has no notice; the one after revoking says what happened.
+    let notice = text(&browser, "p.notice").await;
+    assert!(notice.contains("revoked"), "{notice}");
+    assert_eq!(status_of(&browser, "/api/data").await, "401 Unauthorized");
+    assert_eq!(
+        status_of(&browser, "/api/restricted").await,
+        "401 Unauthorized"
+    );
+    screenshot(&browser, "demo-revoked.png").await;
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    find(browser, css).await.text().await.unwrap()
+}
+
+async fn status_of(browser: &Client, path: &str) -> String {
+    text(browser, &format!("strong.status[data-path='{path}']")).await
+}
+
+#[tokio::test]
+async fn the_demo_is_idempotent_across_restarts() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let ports = free_ports();
+
+    let first = Demo::start(&database_url, ports).await;
+    let stdout = first.stop().await;
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("Tessera demo") && l.contains("for local use only")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("Sign in as") && l.contains("demo / demo-password")),
+        "{stdout}"
+    );
+
+    // The same ports: the demo finds its user and clients as it left them, and the first run
+    // released its three ports.
+    let second = Demo::start(&database_url, ports).await;
+    second.serves().await;
+    sign_in_over_http(&second).await;
+    second.stop().await;
+    assert_demo_clients(&database_url, ports.app).await;
+
+    // Another app port means another redirect URI: the app client is replaced, not added.
+    let moved = free_ports();
+    let third = Demo::start(&database_url, moved).await;
+    sign_in_over_http(&third).await;
+    third.stop().await;
+    assert_demo_clients(&database_url, moved.app).await;
+    remove_database(&db_path);
+}
+
+/// `tessera client list` shows the two demo clients once each, the app's with its current
+/// redirect URI.
+async fn assert_demo_clients(database_url: &str, app_port: u16) {
+    let out = Command::new(TESSERA)
+        .args(["client", "list", "--json", "--database-url", database_url])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clients: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<&str> = clients
+        .iter()
+        .map(|c| c["client_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["tessera-demo-api", "tessera-demo-app"], "{clients:?}");
+    let app = clients
+        .iter()
+        .find(|c| c["client_id"] == "tessera-demo-app")
+        .unwrap();
+    assert_eq!(
+        app["redirect_uris"],
+        serde_json::json!([format!("http://127.0.0.1:{app_port}/authorize")])
+    );
+}
+
+/// The tutorial's flow without a browser: a cookie jar follows the redirects and fills in the
+/// login and consent forms. It proves the demo password and both client secrets still work
+/// after a restart (the API checks tokens by introspection with its own secret).
+async fn sign_in_over_http(demo: &Demo) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .timeout(STEP)
+        .build()
+        .unwrap();
+    let protected = format!("{}/protected", demo.app);
+    let mut url = reqwest::Url::parse(&format!("{}/login", demo.app)).unwrap();
+    let mut form: Option<Vec<(String, String)>> = None;
+    for _ in 0..10 {
+        let request = match form.take() {
+            Some(fields) => http.post(url.clone()).form(&fields),
+            None => http.get(url.clone()),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.text().await.unwrap();
+        if let Some(location) = location {
+            url = url.join(&location).unwrap();
+            continue;
+        }
+        assert_eq!(status, 200, "{url}: {body}");
+        if url.as_str() == protected {
+            assert!(
+                body.contains(r#"<strong id="username">demo</strong>"#),
+                "{body}"
+            );
+            assert!(body.contains(r#"data-path="/api/data">200 OK<"#), "{body}");
+            assert!(
+                body.contains(r#"data-path="/api/restricted">403 Forbidden<"#),
+                "{body}"
+            );
+            return;
+        }
+        let mut fields = hidden_fields(&body);
+        if body.contains(r#"name="password""#) {
+            fields.push(("username".into(), "demo".into()));
+            fields.push(("password".into(), "demo-password".into()));
+            url = url.join("/login").unwrap();
+        } else if body.contains(r#"name="decision""#) {
+            fields.push(("decision".into(), "approve".into()));
+            url = url.join("/authorize").unwrap();
+        } else {
+            panic!("unexpected page {url}: {body}");
+        }
+        form = Some(fields);
+    }
+    panic!("the sign-in did not reach {protected}");
+}
+
+/// Every `<input type="hidden" name=".." value="..">` of a Tessera page.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    let marker = r#"<input type="hidden" name=""#;
+    html.split(marker)
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once('"')?;
+            let (_, rest) = rest.split_once(r#"value=""#)?;
+            let (value, _) = rest.split_once('"')?;
+            Some((unescape(name), unescape(value)))
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
+#[derive(Clone, Copy)]
+struct Ports {
+    server: u16,
+    app: u16,
+    api: u16,
+}
+
+/// Three distinct free ports: all bound at once, so none is handed out twice.
+fn free_ports() -> Ports {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let port = |i: usize| listeners[i].local_addr().unwrap().port();
+    Ports {
+        server: port(0),
+        app: port(1),
+        api: port(2),
+    }
+}
+
+/// A `tessera demo` child process, killed when dropped.
+struct Demo {
+    child: Child,
+    issuer: String,
+    app: String,
+    api: String,
+    stdout: JoinHandle<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_task: JoinHandle<String>,
+}
+
+impl Demo {
+    /// Starts the demo and waits, at most [`START`], until all three servers answer.
+    async fn start(database_url: &str, ports: Ports) -> Demo {
+        let listen = |port: u16| format!("127.0.0.1:{port}");
+        let mut child = Command::new(TESSERA)
+            .args([
+                "demo",
+                "--database-url",
+                database_url,
+                "--listen",
+                &listen(ports.server),
+                "--app-listen",
+                &listen(ports.app),
+                "--api-listen",
+                &listen(ports.api),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = tokio::spawn(read_all(child.stdout.take().unwrap(), None));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_task =
+            tokio::spawn(read_all(child.stderr.take().unwrap(), Some(stderr.clone())));
+        let mut demo = Demo {
+            child,
+            issuer: format!("http://{}", listen(ports.server)),
+            app: format!("http://{}", listen(ports.app)),
+            api: format!("http://{}", listen(ports.api)),
+            stdout,
+            stderr,
+            stderr_task,
+        };
+        demo.wait_until_ready().await;
+        demo
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        // The API answers 401 to a request without a token: listening, and guarded.
+        let checks = [
+            (format!("{}/readyz", self.issuer), 200),
+            (format!("{}/", self.app), 200),
+            (format!("{}/api/data", self.api), 401),
+        ];
+        let deadline = Instant::now() + START;
+        'wait: loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "tessera demo exited early ({status}):\n{}",
+                    self.stderr_so_far()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tessera demo did not answer on all three ports within {START:?}:\n{}",
+                self.stderr_so_far()
+            );
+            for (url, expected) in &checks {
+                match http.get(url).send().await {
+                    Ok(r) if r.status() == *expected => {}
+                    _ => {
+                        sleep(Duration::from_millis(100)).await;
+                        continue 'wait;
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// The discovery document and the app's home page, as a newcomer opens them first.
+    async fn serves(&self) {
+        let http = reqwest::Client::builder().timeout(STEP).build().unwrap();
+        let r = http
+            .get(format!(
+                "{}/.well-known/oauth-authorization-server",
+                self.issuer
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let metadata: Value = r.json().await.unwrap();
+        assert_eq!(metadata["issuer"], self.issuer.as_str());
+        let r = http.get(format!("{}/", self.app)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.text().await.unwrap().contains(r#"href="/login""#),
+            "no Log in link"
+        );
+    }
+
+    fn stderr_so_far(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM, as a service manager or Ctrl-C would, and checks that all three servers
+    /// stop cleanly within [`STOP`]. Returns everything the demo printed on stdout.
+    async fn stop(mut self) -> String {
+        let pid = self.child.id().expect("the demo is still running");
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success(), "kill -TERM {pid}: {kill}");
+        let status = match timeout(STOP, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!(
+                "tessera demo did not stop within {STOP:?} of SIGTERM:\n{}",
+                self.stderr_so_far()
+            ),
+        };
+        // The pipes close with the process, so both readers finish.
+        let stdout = timeout(STOP, &mut self.stdout).await;
+        let stderr = timeout(STOP, &mut self.stderr_task).await;
+        let stderr = stderr.ok().and_then(Result::ok).unwrap_or_default();
+        assert!(
+            status.success(),
+            "tessera demo exited with {status} after SIGTERM:\n{stderr}"
+        );
+        stdout.unwrap().unwrap()
+    }
+}
+
+/// Reads `pipe` to its end, keeping a copy in `shared` as it goes (for error messages while
+/// the process still runs).
+async fn read_all(mut pipe: impl AsyncRead + Unpin, shared: Option<Arc<Mutex<String>>>) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = pipe.read(&mut buf).await {
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        all.extend_from_slice(chunk);
+        if let Some(shared) = &shared
+            && let Ok(mut s) = shared.lock()
+        {
+            s.push_str(&String::from_utf8_lossy(chunk));
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
