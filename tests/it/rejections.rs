@@ -1,9 +1,13 @@
-//! Every rejection of the machine-facing endpoints, one row each, through one `check` helper.
+//! Hostile and malformed input at every endpoint (token, introspection, revocation,
+//! authorization, login, consent, and a guarded API), one row each, through one `check`
+//! helper. After the whole table the server must still serve a good request.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::Method;
 use tessera_core::client::ClientRegistration;
+use tessera_guard::Guard;
+use tessera_server::local_guard::LocalValidator;
 
 use crate::both_backends;
 use crate::helpers::{Backend, Reply, TestApp, TestClient, spawn_app};
@@ -36,6 +40,22 @@ struct Row {
     status: u16,
     error: Option<&'static str>,
     www_authenticate: Option<&'static str>,
+    expect: Expect,
+}
+
+/// What kind of answer a row must get.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// RFC 6749 §5.2 JSON (or a bare status when `error` is `None`).
+    OAuthJson,
+    /// An HTML error page, never a redirect.
+    Page,
+    /// A redirect to the web client's registered URI carrying `error`.
+    ErrorRedirect,
+    /// An RFC 6750 answer of the guarded API (`path` is the API's).
+    Bearer,
+    /// `200` with `{"active": false}` (introspection of garbage).
+    Inactive,
 }
 
 enum Body {
@@ -45,6 +65,24 @@ enum Body {
 }
 
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+const TEN_KB_SCOPE: &str = concat!(
+    "grant_type=client_credentials&scope=",
+    include_str!("ten_kb.txt")
+);
+const TEN_KB_TOKEN: &str = concat!("token=tsa_", include_str!("ten_kb.txt"));
+
+impl Row {
+    fn with_content_type(self, content_type: &'static str) -> Row {
+        Row {
+            content_type: Some(content_type),
+            ..self
+        }
+    }
+
+    fn with_body(self, body: Body) -> Row {
+        Row { body, ..self }
+    }
+}
 const BASIC_CHALLENGE: Option<&str> = Some("Basic realm=\"tessera\", charset=\"UTF-8\"");
 
 fn row(
@@ -65,6 +103,54 @@ fn row(
         status,
         error: Some(error),
         www_authenticate: None,
+        expect: Expect::OAuthJson,
+    }
+}
+
+fn page(
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    body: &'static str,
+    status: u16,
+) -> Row {
+    Row {
+        method,
+        error: None,
+        expect: Expect::Page,
+        ..row(name, path, Auth::None, body, status, "")
+    }
+}
+
+fn redirect(name: &'static str, path: &'static str, error: &'static str) -> Row {
+    Row {
+        method: Method::GET,
+        expect: Expect::ErrorRedirect,
+        ..row(name, path, Auth::None, "", 302, error)
+    }
+}
+
+fn api(
+    name: &'static str,
+    auth: Auth,
+    path: &'static str,
+    status: u16,
+    error: Option<&'static str>,
+) -> Row {
+    Row {
+        method: Method::GET,
+        content_type: None,
+        error,
+        expect: Expect::Bearer,
+        ..row(name, path, auth, "", status, "")
+    }
+}
+
+fn inactive(name: &'static str, body: &'static str) -> Row {
+    Row {
+        error: None,
+        expect: Expect::Inactive,
+        ..row(name, "/introspect", Auth::Basic, body, 200, "")
     }
 }
 
@@ -505,6 +591,336 @@ fn rows() -> Vec<Row> {
             error: Option::None,
             ..row("revoke: GET", "/revoke", Basic, "", 405, "")
         },
+        // Injection attempts and odd bytes.
+        row(
+            "token: NUL in grant_type",
+            "/token",
+            Basic,
+            "grant_type=client_credentials%00",
+            400,
+            "unsupported_grant_type",
+        ),
+        row(
+            "token: leading space in grant_type",
+            "/token",
+            Basic,
+            "grant_type=%20client_credentials",
+            400,
+            "unsupported_grant_type",
+        ),
+        row(
+            "token: SQL in client_id",
+            "/token",
+            None,
+            "grant_type=client_credentials&client_id=%27%20OR%201%3D1%20--&client_secret=x",
+            401,
+            "invalid_client",
+        ),
+        row(
+            "token: SQL in scope",
+            "/token",
+            Basic,
+            "grant_type=client_credentials&scope=api%27%3B%20DROP%20TABLE%20tokens%3B--",
+            400,
+            "invalid_scope",
+        ),
+        row(
+            "token: 10 KB scope",
+            "/token",
+            Basic,
+            TEN_KB_SCOPE,
+            400,
+            "invalid_scope",
+        ),
+        row(
+            "token: empty body",
+            "/token",
+            Basic,
+            "",
+            400,
+            "invalid_request",
+        ),
+        row(
+            "token: only separators",
+            "/token",
+            Basic,
+            "&&&=&",
+            400,
+            "invalid_request",
+        ),
+        row(
+            "token: code grant without code",
+            "/token",
+            WebClient,
+            "grant_type=authorization_code&redirect_uri=x",
+            400,
+            "invalid_request",
+        ),
+        row(
+            "token: refresh grant without refresh_token",
+            "/token",
+            WebClient,
+            "grant_type=refresh_token",
+            400,
+            "invalid_request",
+        ),
+        row(
+            "token: unknown code",
+            "/token",
+            WebClient,
+            "grant_type=authorization_code&code=tsc_nope&code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            400,
+            "invalid_grant",
+        ),
+        row(
+            "token: unknown refresh token",
+            "/token",
+            WebClient,
+            "grant_type=refresh_token&refresh_token=tsr_nope",
+            400,
+            "invalid_grant",
+        ),
+        row(
+            "token: access token as refresh token",
+            "/token",
+            WebClient,
+            "grant_type=refresh_token&refresh_token={access}",
+            400,
+            "invalid_grant",
+        ),
+        Row {
+            www_authenticate: BASIC_CHALLENGE,
+            ..row(
+                "token: basic with NUL in secret",
+                "/token",
+                Raw("Basic aWQ6JTAw"),
+                cc,
+                401,
+                "invalid_client",
+            )
+        },
+        Row {
+            www_authenticate: BASIC_CHALLENGE,
+            ..row(
+                "token: basic decoding to invalid UTF-8",
+                "/token",
+                Raw("Basic /w=="),
+                cc,
+                401,
+                "invalid_client",
+            )
+        },
+        inactive(
+            "introspect: SQL in token",
+            "token=%27%20OR%20%271%27%3D%271",
+        ),
+        inactive("introspect: NUL token", "token=%00"),
+        inactive("introspect: 10 KB token", TEN_KB_TOKEN),
+        inactive(
+            "introspect: HTML token",
+            "token=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        ),
+        row(
+            "revoke: SQL in token",
+            "/revoke",
+            Basic,
+            "token=%27%3B%20DELETE%20FROM%20tokens%3B--",
+            200,
+            "",
+        ),
+        // The authorization endpoint: a page until client and redirect URI are proven...
+        page(
+            "authorize: no parameters",
+            Method::GET,
+            "/authorize",
+            "",
+            400,
+        ),
+        page(
+            "authorize: NUL client_id",
+            Method::GET,
+            "/authorize?response_type=code&client_id=%00",
+            "",
+            400,
+        ),
+        page(
+            "authorize: SQL client_id",
+            Method::GET,
+            "/authorize?response_type=code&client_id=%27%20OR%201%3D1--",
+            "",
+            400,
+        ),
+        page(
+            "authorize: CRLF in redirect_uri",
+            Method::GET,
+            "/authorize?response_type=code&client_id={web}&redirect_uri=http%3A%2F%2F127.0.0.1%3A5000%2Fauthorize%0D%0ASet-Cookie%3A%20x%3D1",
+            "",
+            400,
+        ),
+        page(
+            "authorize: javascript redirect_uri",
+            Method::GET,
+            "/authorize?response_type=code&client_id={web}&redirect_uri=javascript%3Aalert(1)",
+            "",
+            400,
+        ),
+        page(
+            "authorize: bad percent-encoding",
+            Method::GET,
+            "/authorize?client_id=%ZZ",
+            "",
+            400,
+        ),
+        page(
+            "authorize: JSON POST",
+            Method::POST,
+            "/authorize",
+            "{\"client_id\":\"x\"}",
+            400,
+        )
+        .with_content_type("application/json"),
+        page(
+            "authorize: 70 KiB POST",
+            Method::POST,
+            "/authorize",
+            "",
+            413,
+        )
+        .with_body(Body::Large),
+        // ...and a redirect with the error once they are.
+        redirect(
+            "authorize: CRLF in state is encoded",
+            "/authorize?response_type=token&client_id={web}&state=a%0D%0ALocation%3A%20https%3A%2F%2Fevil.example&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+            "unsupported_response_type",
+        ),
+        redirect(
+            "authorize: script in scope",
+            "/authorize?response_type=code&client_id={web}&scope=%3Cscript%3E&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+            "invalid_scope",
+        ),
+        redirect(
+            "authorize: duplicate scope",
+            "/authorize?response_type=code&client_id={web}&scope=api&scope=api&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+            "invalid_request",
+        ),
+        redirect(
+            "authorize: 200-character challenge",
+            "/authorize?response_type=code&client_id={web}&code_challenge=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&code_challenge_method=S256",
+            "invalid_request",
+        ),
+        // Login and consent forms.
+        page(
+            "login: no CSRF token",
+            Method::POST,
+            "/login",
+            "username=alice&password=x&return_to=%2F",
+            403,
+        ),
+        page("login: JSON body", Method::POST, "/login", "{}", 400)
+            .with_content_type("application/json"),
+        page("login: invalid UTF-8", Method::POST, "/login", "", 400)
+            .with_body(Body::Bytes(b"username=\xff&password=x")),
+        page(
+            "login: duplicate username",
+            Method::POST,
+            "/login",
+            "username=a&username=b&password=x",
+            400,
+        ),
+        page("login: 70 KiB body", Method::POST, "/login", "", 413).with_body(Body::Large),
+        page(
+            "consent: approve without CSRF token",
+            Method::POST,
+            "/authorize",
+            "decision=approve&response_type=code&client_id={web}",
+            403,
+        ),
+        page(
+            "consent: forged CSRF token",
+            Method::POST,
+            "/authorize",
+            "decision=deny&csrf_token=forged&response_type=code&client_id={web}",
+            403,
+        ),
+        page("logout: no CSRF token", Method::POST, "/logout", "", 403),
+        // The guarded API (RFC 6750).
+        api(
+            "guard: no Authorization header",
+            None,
+            "/api/data",
+            401,
+            Option::None,
+        ),
+        api(
+            "guard: Basic scheme",
+            Raw("Basic YTpi"),
+            "/api/data",
+            401,
+            Option::None,
+        ),
+        api(
+            "guard: empty bearer",
+            Raw("Bearer "),
+            "/api/data",
+            400,
+            Some("invalid_request"),
+        ),
+        api(
+            "guard: bearer with a space",
+            Raw("Bearer a b"),
+            "/api/data",
+            400,
+            Some("invalid_request"),
+        ),
+        api(
+            "guard: bearer with a quote",
+            Raw("Bearer a\"b"),
+            "/api/data",
+            400,
+            Some("invalid_request"),
+        ),
+        api(
+            "guard: two Authorization headers",
+            Twice,
+            "/api/data",
+            400,
+            Some("invalid_request"),
+        ),
+        api(
+            "guard: unknown token",
+            Raw("Bearer tsa_unknown"),
+            "/api/data",
+            401,
+            Some("invalid_token"),
+        ),
+        api(
+            "guard: SQL as token",
+            Raw("Bearer x'--"),
+            "/api/data",
+            400,
+            Some("invalid_request"),
+        ),
+        api(
+            "guard: client secret as token",
+            Raw("Bearer tss_abc"),
+            "/api/data",
+            401,
+            Some("invalid_token"),
+        ),
+        api(
+            "guard: token in the query string",
+            None,
+            "/api/data?access_token=tsa_x",
+            401,
+            Option::None,
+        ),
+        api(
+            "guard: refresh token as bearer",
+            Raw("Bearer tsr_x"),
+            "/api/data",
+            401,
+            Some("invalid_token"),
+        ),
         Row {
             method: Method::POST,
             error: Option::None,
@@ -544,8 +960,27 @@ async fn every_rejection_is_a_clear_standard_error(backend: Backend) {
             ..Default::default()
         })
         .await;
-    for row in rows() {
-        let reply = send(&app, &row, &m2m, &web, &public).await;
+    let access = app.access_token(&m2m, None).await;
+    let guard = Guard::new(
+        LocalValidator::new(app.store.clone(), app.clock.clone()),
+        "demo",
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, tessera_demo::api::router(&guard)).await });
+
+    let table = rows();
+    assert!(table.len() >= 60, "the table has {} rows", table.len());
+    let ctx = Context {
+        app: &app,
+        api: &api,
+        m2m: &m2m,
+        web: &web,
+        public: &public,
+        access: &access,
+    };
+    for row in table {
+        let reply = send(&ctx, &row).await;
         check(&row, &reply);
     }
     // The server is still healthy and serving after the whole table.
@@ -553,17 +988,23 @@ async fn every_rejection_is_a_clear_standard_error(backend: Backend) {
     assert_eq!(app.introspect(&m2m, &token).await["active"], true);
 }
 
-async fn send(
-    app: &TestApp,
-    row: &Row,
-    m2m: &TestClient,
-    web: &TestClient,
-    public: &TestClient,
-) -> Reply {
+struct Context<'a> {
+    app: &'a TestApp,
+    api: &'a str,
+    m2m: &'a TestClient,
+    web: &'a TestClient,
+    public: &'a TestClient,
+    access: &'a str,
+}
+
+async fn send(ctx: &Context<'_>, row: &Row) -> Reply {
+    let (m2m, web) = (ctx.m2m, ctx.web);
     let fill = |s: &str| {
         s.replace("{id}", &m2m.id)
             .replace("{secret}", m2m.secret())
-            .replace("{public}", &public.id)
+            .replace("{public}", &ctx.public.id)
+            .replace("{web}", &web.id)
+            .replace("{access}", ctx.access)
     };
     let body: Vec<u8> = match &row.body {
         Body::Text(t) => fill(t).into_bytes(),
@@ -574,9 +1015,15 @@ async fn send(
         )
         .into_bytes(),
     };
-    let mut req = app
+    let base = if row.expect == Expect::Bearer {
+        ctx.api.to_owned()
+    } else {
+        ctx.app.base.clone()
+    };
+    let mut req = ctx
+        .app
         .http
-        .request(row.method.clone(), app.url(row.path))
+        .request(row.method.clone(), format!("{base}{}", fill(row.path)))
         .body(body);
     if let Some(ct) = row.content_type {
         req = req.header("content-type", ct);
@@ -598,32 +1045,61 @@ async fn send(
 }
 
 fn check(row: &Row, reply: &Reply) {
-    assert_eq!(reply.status, row.status, "{}: {:?}", row.name, reply.body);
-    if let Some(error) = row.error {
-        assert_eq!(reply.body["error"], error, "{}", row.name);
-        let description = reply.body["error_description"].as_str().unwrap_or_default();
-        assert!(
-            !description.is_empty(),
-            "{}: no error_description",
-            row.name
-        );
-        assert_eq!(
-            reply.header("content-type"),
-            Some("application/json"),
-            "{}",
-            row.name
-        );
-        assert_eq!(
-            reply.header("cache-control"),
-            Some("no-store"),
-            "{}",
-            row.name
-        );
+    let name = row.name;
+    assert_eq!(reply.status, row.status, "{name}: {:?}", reply.body);
+    let error = row.error.filter(|e| !e.is_empty());
+    match row.expect {
+        Expect::OAuthJson => {
+            if let Some(error) = error {
+                assert_eq!(reply.body["error"], error, "{name}");
+                let description = reply.body["error_description"].as_str().unwrap_or_default();
+                assert!(!description.is_empty(), "{name}: no error_description");
+                assert_eq!(
+                    reply.header("content-type"),
+                    Some("application/json"),
+                    "{name}"
+                );
+                assert_eq!(reply.header("cache-control"), Some("no-store"), "{name}");
+            }
+            assert_eq!(
+                reply.header("www-authenticate"),
+                row.www_authenticate,
+                "{name}"
+            );
+        }
+        Expect::Inactive => assert_eq!(reply.body, serde_json::json!({"active": false}), "{name}"),
+        Expect::Page => {
+            let ct = reply.header("content-type").unwrap_or_default();
+            assert!(ct.starts_with("text/html"), "{name}: {ct}");
+            assert_eq!(
+                reply.header("location"),
+                None,
+                "{name}: a page, never a redirect"
+            );
+            assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{name}");
+        }
+        Expect::ErrorRedirect => {
+            let location = reply.header("location").unwrap_or_default();
+            assert!(
+                location.starts_with("http://127.0.0.1:5000/authorize?"),
+                "{name}: {location}"
+            );
+            let params = crate::person::query_of(location);
+            assert_eq!(params.get("error").map(String::as_str), error, "{name}");
+        }
+        Expect::Bearer => {
+            let challenge = reply.header("www-authenticate").unwrap_or_default();
+            assert!(
+                challenge.starts_with("Bearer realm=\"demo\""),
+                "{name}: {challenge}"
+            );
+            match error {
+                Some(e) => assert!(
+                    challenge.contains(&format!("error=\"{e}\"")),
+                    "{name}: {challenge}"
+                ),
+                None => assert_eq!(challenge, "Bearer realm=\"demo\"", "{name}"),
+            }
+        }
     }
-    assert_eq!(
-        reply.header("www-authenticate"),
-        row.www_authenticate,
-        "{}",
-        row.name
-    );
 }

@@ -60,6 +60,12 @@ pub const REVOKE_TOKEN: &str =
 pub const REVOKE_FAMILY: &str =
     "UPDATE tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
 
+/// Whether a lookup key can exist at all. PostgreSQL text cannot hold NUL, and refuses a
+/// query containing one with an error; such a key names nothing, on either backend.
+pub fn storable(key: &str) -> bool {
+    !key.contains('\0')
+}
+
 #[derive(sqlx::FromRow)]
 pub struct ClientRow {
     pub client_id: String,

@@ -84,6 +84,9 @@ macro_rules! impl_store_with_shared_sql {
                 &self,
                 client_id: &str,
             ) -> Result<Option<tessera_core::client::Client>, $crate::StoreError> {
+                if !$crate::rows::storable(client_id) {
+                    return Ok(None);
+                }
                 sqlx::query_as::<_, $crate::rows::ClientRow>($crate::rows::SELECT_CLIENT)
                     .bind(client_id)
                     .fetch_optional(&self.pool)
@@ -104,6 +107,9 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn delete_client(&self, client_id: &str) -> Result<bool, $crate::StoreError> {
+                if !$crate::rows::storable(client_id) {
+                    return Ok(false);
+                }
                 let done = sqlx::query($crate::rows::DELETE_CLIENT)
                     .bind(client_id)
                     .execute(&self.pool)
@@ -129,6 +135,9 @@ macro_rules! impl_store_with_shared_sql {
                 &self,
                 username: &str,
             ) -> Result<Option<tessera_core::user::User>, $crate::StoreError> {
+                if !$crate::rows::storable(username) {
+                    return Ok(None);
+                }
                 sqlx::query_as::<_, $crate::rows::UserRow>($crate::rows::SELECT_USER_BY_NAME)
                     .bind(username)
                     .fetch_optional(&self.pool)
@@ -138,6 +147,9 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn delete_user(&self, username: &str) -> Result<bool, $crate::StoreError> {
+                if !$crate::rows::storable(username) {
+                    return Ok(false);
+                }
                 // Tokens name their user in `subject` without a foreign key (client tokens
                 // have none), so they go explicitly; the rest cascades.
                 let deleted = self
@@ -154,6 +166,9 @@ macro_rules! impl_store_with_shared_sql {
                 username: &str,
                 password_hash: &str,
             ) -> Result<bool, $crate::StoreError> {
+                if !$crate::rows::storable(username) {
+                    return Ok(false);
+                }
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query($crate::rows::SET_PASSWORD)
                     .bind(username)
