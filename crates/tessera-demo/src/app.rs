@@ -58,6 +58,8 @@ struct Session {
     tokens: Option<Tokens>,
     username: Option<String>,
     notice: Option<String>,
+    /// The user revoked their tokens; the page then offers to log in again.
+    revoked: bool,
 }
 
 #[derive(Clone)]
@@ -118,6 +120,7 @@ struct ProtectedPage {
     username: String,
     notice: Option<String>,
     calls: Vec<ApiCall>,
+    revoked: bool,
 }
 
 struct ApiCall {
@@ -211,7 +214,7 @@ async fn stylesheet() -> impl IntoResponse {
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let signed_in = state
         .session(&headers)
-        .is_some_and(|s| with_session(&s, |s| s.tokens.is_some()));
+        .is_some_and(|s| with_session(&s, |s| s.tokens.is_some() && !s.revoked));
     render(StatusCode::OK, &IndexPage { signed_in })
 }
 
@@ -318,6 +321,7 @@ async fn authorize(
         s.tokens = Some(tokens);
         s.username = username;
         s.notice = None;
+        s.revoked = false;
     });
     Redirect::to("/protected").into_response()
 }
@@ -327,8 +331,13 @@ async fn protected(State(state): State<AppState>, headers: HeaderMap) -> Respons
     let Some(session) = state.session(&headers) else {
         return Redirect::to("/").into_response();
     };
-    let (tokens, username, notice) = with_session(&session, |s| {
-        (s.tokens.clone(), s.username.clone(), s.notice.take())
+    let (tokens, username, notice, revoked) = with_session(&session, |s| {
+        (
+            s.tokens.clone(),
+            s.username.clone(),
+            s.notice.take(),
+            s.revoked,
+        )
     });
     let Some(mut tokens) = tokens else {
         return Redirect::to("/").into_response();
@@ -358,6 +367,7 @@ async fn protected(State(state): State<AppState>, headers: HeaderMap) -> Respons
             username: username.unwrap_or_else(|| "(unknown)".into()),
             notice,
             calls,
+            revoked,
         },
     )
 }
@@ -447,13 +457,16 @@ async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> Response {
         .form(&[("token", token.as_str())])
         .send()
         .await;
-    let notice = match result {
-        Ok(r) if r.status().is_success() => {
-            "Your tokens were revoked at Tessera. The API now refuses the access token, and the refresh token no longer works."
-        }
-        Ok(_) | Err(_) => "Revocation failed; see the app's log.",
+    let revoked = matches!(&result, Ok(r) if r.status().is_success());
+    let notice = if revoked {
+        "Your tokens were revoked at Tessera. The API now refuses the access token, and the refresh token no longer works."
+    } else {
+        "Revocation failed; see the app's log."
     };
-    with_session(&session, |s| s.notice = Some(notice.into()));
+    with_session(&session, |s| {
+        s.notice = Some(notice.into());
+        s.revoked |= revoked;
+    });
     Redirect::to("/protected").into_response()
 }
 
