@@ -59,6 +59,10 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         Config {
             listen: args.listen,
             clock: clock.clone(),
+            lifetimes: tessera_core::grant::Lifetimes {
+                access: args.access_token_ttl,
+                ..Default::default()
+            },
             ..Config::default()
         },
         store.clone(),

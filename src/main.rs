@@ -117,6 +117,9 @@ struct DemoArgs {
     /// so a revocation shows at once; more saves calls but delays revocation by that much.
     #[arg(long, default_value_t = 0)]
     api_cache_ttl: u64,
+    /// Access token lifetime in seconds (short values show the app's automatic refresh).
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
+    access_token_ttl: i64,
 }
 
 #[derive(Subcommand)]

@@ -45,6 +45,42 @@ async fn the_demo_walks_the_tutorial_in_a_browser() {
     remove_database(&db_path);
 }
 
+/// "Refreshes the access token with the refresh token when it expires": with 2-second access
+/// tokens, the protected page still gets 200s after the first token has expired.
+#[tokio::test]
+async fn the_demo_app_refreshes_an_expired_access_token() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let demo = Demo::start_with(&database_url, free_ports(), &["--access-token-ttl", "2"]).await;
+    let person = crate::person::Person::at(&demo.issuer);
+    let login = person.get(&format!("{}/login", demo.app)).await;
+    let to_tessera = login.location().unwrap().to_owned();
+    let back = person
+        .authorize_as(&to_tessera, "demo", "demo-password")
+        .await;
+    assert!(
+        back.starts_with(&format!("{}/authorize?", demo.app)),
+        "{back}"
+    );
+    assert_eq!(person.get(&back).await.location(), Some("/protected"));
+    let page = person.get(&format!("{}/protected", demo.app)).await;
+    assert!(
+        page.body.contains("data-path=\"/api/data\">200 OK"),
+        "{}",
+        page.body
+    );
+
+    sleep(Duration::from_millis(3100)).await;
+    let page = person.get(&format!("{}/protected", demo.app)).await;
+    assert!(page.body.contains("refreshed"), "{}", page.body);
+    assert!(
+        page.body.contains("data-path=\"/api/data\">200 OK"),
+        "{}",
+        page.body
+    );
+    demo.stop().await;
+    remove_database(&db_path);
+}
+
 /// The README's steps: Log in, sign in as demo, Approve, look at /protected, revoke.
 async fn walk_the_tutorial(browser: Client, app: String) {
     browser.goto(&format!("{app}/")).await.unwrap();
@@ -310,6 +346,11 @@ struct Demo {
 impl Demo {
     /// Starts the demo and waits, at most [`START`], until all three servers answer.
     async fn start(database_url: &str, ports: Ports) -> Demo {
+        Self::start_with(database_url, ports, &[]).await
+    }
+
+    /// [`Demo::start`] with extra command-line arguments.
+    async fn start_with(database_url: &str, ports: Ports, extra: &[&str]) -> Demo {
         let listen = |port: u16| format!("127.0.0.1:{port}");
         let mut child = Command::new(TESSERA)
             .args([
@@ -323,6 +364,7 @@ impl Demo {
                 "--api-listen",
                 &listen(ports.api),
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

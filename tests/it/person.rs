@@ -147,17 +147,22 @@ impl Person {
     /// Opens an authorization URL and goes through login and consent (approving) as needed,
     /// until Tessera redirects away. Returns that redirect's query parameters.
     pub async fn authorize(&self, url: &str, username: &str) -> HashMap<String, String> {
+        query_of(&self.authorize_as(url, username, PASSWORD).await)
+    }
+
+    /// [`Person::authorize`] with a given password; returns the final redirect's URL.
+    pub async fn authorize_as(&self, url: &str, username: &str, password: &str) -> String {
         let mut page = self.get(url).await;
         for _ in 0..4 {
             if page.is_login() {
-                page = self.log_in(&page, username, PASSWORD).await;
+                page = self.log_in(&page, username, password).await;
             } else if page.is_consent() {
                 page = self.decide(&page, "approve").await;
             } else if let Some(location) = page.location() {
                 if location.starts_with('/') {
                     page = self.get(location).await;
                 } else {
-                    return query_of(location);
+                    return location.to_owned();
                 }
             } else {
                 panic!("unexpected page {}: {}", page.status, page.body);
