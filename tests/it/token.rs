@@ -66,3 +66,54 @@ async fn absent_scope_means_the_clients_scope(backend: Backend) {
     // Tokens are unique even when issued in the same second to the same client.
     assert_ne!(token, app.access_token(&client, None).await);
 }
+
+both_backends!(browser_apps_may_call_the_token_endpoint_cross_origin);
+
+/// A single-page app (public client with PKCE) calls `/token` from its own origin.
+async fn browser_apps_may_call_the_token_endpoint_cross_origin(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/token"))
+        .header("origin", "https://spa.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "*",
+        "any origin, and never with credentials"
+    );
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    let client = app.m2m_client("api").await;
+    let r = app
+        .http
+        .post(app.url("/token"))
+        .header("origin", "https://spa.example")
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // The browser pages are not opened to other origins.
+    let page = app
+        .http
+        .get(app.url("/login"))
+        .header("origin", "https://spa.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+}

@@ -11,10 +11,11 @@ mod token;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -37,11 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::login_get).post(login::login_post))
         .route("/logout", get(login::logout_get).post(login::logout_post))
         .route("/static/tessera.css", get(crate::pages::stylesheet))
-        .route("/token", post(token::token))
-        .route("/introspect", post(introspect::introspect))
-        .route("/revoke", post(revoke::revoke))
-        .route(METADATA_PATH, get(metadata::metadata))
-        .route("/.well-known/openid-configuration", get(metadata::metadata))
+        .merge(cross_origin_api())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
@@ -62,6 +59,24 @@ pub fn router(state: AppState) -> Router {
             header::COOKIE,
         ]))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The endpoints a browser-based public client (a single-page app using PKCE) calls from its
+/// own origin. They take no cookies, so allowing every origin without credentials exposes
+/// nothing: each request carries its own client authentication or token.
+fn cross_origin_api() -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600));
+    Router::new()
+        .route("/token", post(token::token))
+        .route("/introspect", post(introspect::introspect))
+        .route("/revoke", post(revoke::revoke))
+        .route(METADATA_PATH, get(metadata::metadata))
+        .route("/.well-known/openid-configuration", get(metadata::metadata))
+        .layer(cors)
 }
 
 async fn not_found() -> Response {
