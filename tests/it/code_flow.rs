@@ -31,23 +31,12 @@ async fn setup(backend: Backend, scope: &str) -> Option<(TestApp, TestClient, St
 }
 
 async fn exchange(app: &TestApp, client: &TestClient, code: &str, verifier: &str) -> Reply {
-    let mut form = vec![
+    let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", CALLBACK),
         ("code_verifier", verifier),
     ];
-    if client.secret.is_none() {
-        form.push(("client_id", client.id.as_str()));
-        let r = app
-            .http
-            .post(app.url("/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        return Reply::from(r).await;
-    }
     app.post_basic("/token", client, &form).await
 }
 
@@ -55,17 +44,6 @@ async fn refresh(app: &TestApp, client: &TestClient, token: &str, scope: Option<
     let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
     if let Some(s) = scope {
         form.push(("scope", s));
-    }
-    if client.secret.is_none() {
-        form.push(("client_id", client.id.as_str()));
-        let r = app
-            .http
-            .post(app.url("/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        return Reply::from(r).await;
     }
     app.post_basic("/token", client, &form).await
 }

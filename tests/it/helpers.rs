@@ -176,18 +176,24 @@ impl TestApp {
         .await
     }
 
-    /// POSTs a form with HTTP Basic credentials; returns status, headers and JSON body.
+    /// POSTs a form as `client` (HTTP Basic, or `client_id` alone for a public client);
+    /// returns status, headers and JSON body.
     pub async fn post_basic(
         &self,
         path: &str,
         client: &TestClient,
         form: &[(&str, &str)],
     ) -> Reply {
-        let req = self
-            .http
-            .post(self.url(path))
-            .basic_auth(&client.id, client.secret.as_deref())
-            .form(form);
+        let req = self.http.post(self.url(path));
+        // A public client has no secret: it names itself in the body (auth method `none`).
+        let req = match &client.secret {
+            Some(secret) => req.basic_auth(&client.id, Some(secret)).form(form),
+            None => {
+                let mut form = form.to_vec();
+                form.push(("client_id", client.id.as_str()));
+                req.form(&form)
+            }
+        };
         Reply::from(req.send().await.unwrap()).await
     }
 
