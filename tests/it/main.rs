@@ -25,6 +25,8 @@ mod crash;
 mod demo;
 /// The resource-server guard (RFC 6750) against a running Tessera, remote and local.
 mod guard;
+/// The guard's remote mode against Authlib's RFC 7662 endpoint, an independent implementation.
+mod interop;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.
 mod introspect;
 /// Browser-facing rejections: redirect URIs, CSRF, passwords, throttling; `tessera user`.
