@@ -239,19 +239,15 @@ async fn credentials_authlib_refuses_fail_closed() {
     assert_eq!(reply.status, 401, "{:?}", reply.body);
     assert_eq!(reply.header("www-authenticate"), Some(INVALID));
 
-    // FIXME(interop): a resource-server secret with a space ("rs secret") does not work with
-    // Authlib. The guard form-encodes the credentials before Basic encoding (RFC 6749 §2.3.1),
-    // which turns the space into `+`; Authlib 1.9.10 decodes them with
-    // `urllib.parse.unquote`, which leaves `+` alone, so it sees "rs+secret" and answers
-    // 401 invalid_client, and the guard answers 503. Encoding a space as `%20` (equally valid
-    // form encoding) would satisfy both. This asserts the current behaviour.
+    // A secret with a space: the guard encodes it as `%20`, which Authlib's plain
+    // percent-decoding of Basic credentials reads correctly (a `+` would not be).
     let api = serve_api(&Guard::new(
         remote(&authlib, "spaced-rs", "rs secret", Duration::ZERO),
         "authlib",
     ))
     .await;
     let reply = call(&api, "/api/data", API).await;
-    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
 }
 
 #[tokio::test]

@@ -107,8 +107,8 @@ impl RemoteIntrospection {
             .build()
             .map_err(|e| ValidationError::Other(e.to_string()))?;
         // RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic encoding.
-        let user: String = byte_serialize(config.client_id.as_bytes()).collect();
-        let pass: String = byte_serialize(config.client_secret.as_bytes()).collect();
+        let user = form_encode(&config.client_id);
+        let pass = form_encode(&config.client_secret);
         let basic = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));
         let cache = (!config.cache_ttl.is_zero()).then(|| {
             Cache::builder()
@@ -235,6 +235,14 @@ fn still_valid(info: &TokenInfo, now: UnixTime) -> bool {
     info.expires_at.is_none_or(|exp| now < exp)
 }
 
+/// Form-urlencodes a credential, writing a space as `%20` rather than `+`: both decode to a
+/// space in a form decoder, but servers that decode Basic credentials with a plain
+/// percent-decoder (Authlib uses `urllib.parse.unquote`) read only `%20` as one.
+fn form_encode(s: &str) -> String {
+    // `byte_serialize` escapes a literal `+` as `%2B`, so every `+` it emits is a space.
+    byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
 /// An RFC 7662 response, leniently typed: servers differ in which optional fields they send.
 #[derive(Deserialize)]
 struct Wire {
@@ -303,6 +311,12 @@ pub fn parse_introspection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_encode_spaces_for_every_decoder() {
+        assert_eq!(form_encode("rs secret"), "rs%20secret");
+        assert_eq!(form_encode("a+b:c/%"), "a%2Bb%3Ac%2F%25");
+    }
 
     #[test]
     fn interprets_introspection_answers() {
