@@ -240,7 +240,9 @@ fn still_valid(info: &TokenInfo, now: UnixTime) -> bool {
 /// percent-decoder (Authlib uses `urllib.parse.unquote`) read only `%20` as one.
 fn form_encode(s: &str) -> String {
     // `byte_serialize` escapes a literal `+` as `%2B`, so every `+` it emits is a space.
-    byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+    byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// An RFC 7662 response, leniently typed: servers differ in which optional fields they send.
