@@ -1,0 +1,341 @@
+//! `tessera-bench`: the helpers `bench/run` calls.
+//!
+//! - `free-port`: prints a free TCP port on 127.0.0.1.
+//! - `tokens`: writes tokens that exist nowhere (request bodies for the baseline).
+//! - `fill`: pre-fills a (migrated, not yet served) database with access tokens of one client:
+//!   `--real` tokens generated exactly as the server does (`tsa_` + 256 random bits), inserted
+//!   under their SHA-256 and written in clear to `--tokens-out` for the load generator to rotate
+//!   over, then filler rows up to `--total`, generated inside the database: hashes of random
+//!   values whose clear text nobody holds, like the tokens of every other client of a real
+//!   deployment.
+//! - `issue`: obtains tokens the ordinary way, POST /token with client_credentials over
+//!   HTTP, bounded in count and time, and writes them to a file.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use sqlx::Connection;
+use tessera_core::token::{RawToken, TokenKind, new_family_id};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a free TCP port on 127.0.0.1.
+    FreePort,
+    /// Write freshly generated tokens, stored nowhere (request bodies for the baseline).
+    Tokens {
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Pre-fill the tokens table (the server must not be running).
+    Fill {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        client_id: String,
+        /// Tokens generated in clear and written to --tokens-out.
+        #[arg(long)]
+        real: usize,
+        /// Rows the tokens table holds at the end (real + filler).
+        #[arg(long)]
+        total: usize,
+        #[arg(long)]
+        tokens_out: std::path::PathBuf,
+        /// Lifetime of the generated tokens, seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: i64,
+    },
+    /// Issue tokens over HTTP (client_credentials, Basic auth) and write them to --out.
+    Issue {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Give up (with an error) after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        max_seconds: u64,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::FreePort => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            println!("{}", listener.local_addr()?.port());
+            Ok(())
+        }
+        Command::Tokens { count, out } => {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+            for _ in 0..count {
+                writeln!(file, "{}", RawToken::generate(TokenKind::Access)?.expose())?;
+            }
+            file.flush()?;
+            Ok(())
+        }
+        Command::Fill {
+            database_url,
+            client_id,
+            real,
+            total,
+            tokens_out,
+            ttl,
+        } => {
+            let started = Instant::now();
+            let now = tessera_core::clock::Clock::system().now();
+            let mut tokens = Vec::with_capacity(real);
+            for _ in 0..real {
+                let raw = RawToken::generate(TokenKind::Access)?;
+                tokens.push((
+                    raw.expose().to_owned(),
+                    raw.hash().0.to_vec(),
+                    new_family_id()?,
+                ));
+            }
+            let filler = total.saturating_sub(real);
+            let fill = Fill {
+                client_id: &client_id,
+                tokens: &tokens,
+                filler,
+                issued_at: now,
+                expires_at: now + ttl,
+            };
+            if database_url.starts_with("sqlite:") {
+                fill.sqlite(&database_url).await?;
+            } else if database_url.starts_with("postgres:") {
+                fill.postgres(&database_url).await?;
+            } else {
+                bail!("unsupported database URL {database_url}");
+            }
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tokens_out)?);
+            for (token, _, _) in &tokens {
+                writeln!(out, "{token}")?;
+            }
+            out.flush()?;
+            eprintln!(
+                "filled {real} real + {filler} filler tokens in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Issue {
+            url,
+            client_id,
+            client_secret,
+            count,
+            concurrency,
+            max_seconds,
+            out,
+        } => {
+            issue(
+                &url,
+                &client_id,
+                &client_secret,
+                count,
+                concurrency,
+                max_seconds,
+                &out,
+            )
+            .await
+        }
+    }
+}
+
+struct Fill<'a> {
+    client_id: &'a str,
+    /// (clear token, SHA-256, family id)
+    tokens: &'a [(String, Vec<u8>, String)],
+    filler: usize,
+    issued_at: i64,
+    expires_at: i64,
+}
+
+const BATCH: usize = 20_000;
+
+/// One `INSERT ... SELECT ... ORDER BY hash` from a staging table: every index of `tokens`
+/// but one (family) has the hash as its last key, so inserting in hash order appends to the
+/// B-trees instead of touching random pages, which makes the load take seconds, not minutes.
+/// Filler rows get a family id derived from their hash, which keeps that index ordered too.
+const SQLITE_MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
+    expires_at, family_id) SELECT h, 0, $1, 'api', $2, $3, coalesce(f, lower(hex(substr(h, 1, 16)))) \
+    FROM bench_fill ORDER BY h";
+const PG_MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
+    expires_at, family_id) SELECT h, 0, $1, 'api', $2, $3, coalesce(f, encode(substr(h, 1, 16), 'hex')) \
+    FROM bench_fill ORDER BY h";
+
+impl Fill<'_> {
+    async fn sqlite(&self, url: &str) -> Result<()> {
+        // A one-off bulk load: no fsync (the server reopens the file with its own durable
+        // settings afterwards, and closing checkpoints the WAL), and a page cache that holds
+        // the whole table.
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Off)
+            .pragma("cache_size", "-1000000")
+            .pragma("temp_store", "MEMORY");
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+        sqlx::query("CREATE TEMP TABLE bench_fill (h BLOB NOT NULL, f TEXT)")
+            .execute(&mut conn)
+            .await?;
+        let mut tx = conn.begin().await?;
+        for chunk in self.tokens.chunks(400) {
+            let values = vec!["(?, ?)"; chunk.len()].join(", ");
+            // Only placeholders are formatted in; the values are bound.
+            let sql = format!("INSERT INTO bench_fill (h, f) VALUES {values}");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (_, hash, family) in chunk {
+                query = query.bind(hash.as_slice()).bind(family.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             INSERT INTO bench_fill (h) SELECT randomblob(32) FROM n",
+        )
+        .bind(i64::try_from(self.filler)?)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(SQLITE_MERGE)
+            .bind(self.client_id)
+            .bind(self.issued_at)
+            .bind(self.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        sqlx::query("DROP TABLE bench_fill")
+            .execute(&mut conn)
+            .await?;
+        // No ANALYZE: the server never runs it, and with the bundled SQLite (STAT4) its
+        // statistics make every lookup re-prepare its statement for each new bound hash.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    async fn postgres(&self, url: &str) -> Result<()> {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("SET maintenance_work_mem = '256MB'")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("CREATE TEMP TABLE bench_fill (h BYTEA NOT NULL, f TEXT)")
+            .execute(&mut conn)
+            .await?;
+        for chunk in self.tokens.chunks(BATCH) {
+            let hashes: Vec<Vec<u8>> = chunk.iter().map(|(_, h, _)| h.clone()).collect();
+            let families: Vec<String> = chunk.iter().map(|(_, _, f)| f.clone()).collect();
+            sqlx::query("INSERT INTO bench_fill SELECT * FROM UNNEST($1::bytea[], $2::text[])")
+                .bind(hashes)
+                .bind(families)
+                .execute(&mut conn)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO bench_fill (h) SELECT sha256(convert_to(gen_random_uuid()::text || i, \
+             'UTF8')) FROM generate_series(1, $1) AS i",
+        )
+        .bind(i64::try_from(self.filler)?)
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(PG_MERGE)
+            .bind(self.client_id)
+            .bind(self.issued_at)
+            .bind(self.expires_at)
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("DROP TABLE bench_fill")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("VACUUM ANALYZE tokens")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+async fn issue(
+    url: &str,
+    client_id: &str,
+    client_secret: &str,
+    count: usize,
+    concurrency: usize,
+    max_seconds: u64,
+    out: &std::path::Path,
+) -> Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(max_seconds);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (http, next) = (http.clone(), next.clone());
+        let (url, id, secret) = (
+            format!("{url}/token"),
+            client_id.to_owned(),
+            client_secret.to_owned(),
+        );
+        workers.spawn(async move {
+            let mut got = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                if Instant::now() > deadline {
+                    bail!("issuing {count} tokens took more than {max_seconds} s");
+                }
+                let answer: serde_json::Value = http
+                    .post(&url)
+                    .basic_auth(&id, Some(&secret))
+                    .form(&[("grant_type", "client_credentials"), ("scope", "api")])
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let token = answer
+                    .get("access_token")
+                    .and_then(|t| t.as_str())
+                    .context("no access_token in the answer")?;
+                got.push(token.to_owned());
+            }
+            Ok(got)
+        });
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut n = 0;
+    while let Some(done) = workers.join_next().await {
+        for token in done?? {
+            writeln!(file, "{token}")?;
+            n += 1;
+        }
+    }
+    file.flush()?;
+    eprintln!(
+        "issued {n} tokens over HTTP in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
