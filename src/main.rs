@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Lifetime of a sign-in session at the server, in seconds.
     #[arg(long, env = "TESSERA_SESSION_TTL", default_value_t = 28_800, value_parser = clap::value_parser!(i64).range(60..))]
     session_ttl: i64,
+    /// Seconds a node may reuse a client's registration without reading the store again (0:
+    /// read it on every request). Deleting or changing a client takes effect within this time.
+    #[arg(long, env = "TESSERA_CLIENT_CACHE_TTL", default_value_t = 2)]
+    client_cache_ttl: u64,
     /// Seconds between purges of expired and revoked tokens.
     #[arg(long, env = "TESSERA_JANITOR_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     janitor_interval: u64,
@@ -264,6 +268,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
             require_for_confidential: !args.pkce_optional_for_confidential,
         },
         session_ttl: args.session_ttl,
+        client_cache_ttl: Duration::from_secs(args.client_cache_ttl),
     };
     let server = Server::build(config, store)
         .await

@@ -37,7 +37,7 @@ pub async fn authenticate(
         presented_client(authorization, form)?.ok_or_else(|| OAuthError::invalid_client(false))?;
     tracing::Span::current().record("client_id", presented.client_id());
     let basic = presented.used_basic();
-    let client = state.store.get_client(presented.client_id()).await?;
+    let client = state.client(presented.client_id()).await?;
     let authenticated = match (&client, presented.secret()) {
         (Some(c), None) => c.is_public() && allowed == Allowed::AnyClient,
         (Some(c), Some(secret)) => match &c.secret_hash {

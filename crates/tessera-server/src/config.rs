@@ -20,6 +20,10 @@ pub struct Config {
     pub pkce: PkcePolicy,
     /// How long a browser session at the server lasts, in seconds.
     pub session_ttl: i64,
+    /// How long a node may reuse a client's registration read from the store (zero: read it
+    /// on every request). A client deleted or changed by the CLI takes effect on every node
+    /// within this time; in exchange most requests skip one database round trip.
+    pub client_cache_ttl: Duration,
 }
 
 impl Default for Config {
@@ -32,6 +36,7 @@ impl Default for Config {
             clock: Clock::system(),
             pkce: PkcePolicy::default(),
             session_ttl: 8 * 3600,
+            client_cache_ttl: Duration::from_secs(2),
         }
     }
 }

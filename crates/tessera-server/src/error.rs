@@ -43,6 +43,8 @@ impl IntoResponse for WebError {
                 let e = OAuthError::invalid_request("the request body is too large");
                 return json_error(StatusCode::PAYLOAD_TOO_LARGE, &e);
             }
+            // The client was deleted between its authentication and the write.
+            WebError::Store(StoreError::MissingReference) => OAuthError::invalid_client(false),
             WebError::Store(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");
                 OAuthError::TemporarilyUnavailable

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
-use tessera_store::Store;
+use tessera_core::client::Client;
+use tessera_store::{Store, StoreError};
 
 use crate::browser::CookieNames;
 use crate::config::Config;
@@ -20,6 +21,10 @@ pub struct AppState {
     /// Memo of successful Argon2 verifications, keyed by SHA-256 of (stored hash, secret).
     /// Entries can never be stale: a new secret means a new stored hash, hence a new key.
     pub verified_credentials: Cache<[u8; 32], ()>,
+    /// Registered clients recently read from the store (see [`Config::client_cache_ttl`]).
+    /// Only clients that exist are kept, so a client registered a moment ago is never
+    /// hidden by an earlier miss.
+    clients: Option<Cache<String, Client>>,
     pub cookies: CookieNames,
     pub login_throttle: LoginThrottle,
 }
@@ -27,7 +32,14 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, issuer: String, store: Arc<dyn Store>) -> Self {
         let cookies = CookieNames::new(issuer.starts_with("https://"));
+        let ttl = config.client_cache_ttl;
         Self {
+            clients: (!ttl.is_zero()).then(|| {
+                Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(ttl)
+                    .build()
+            }),
             store,
             cookies,
             login_throttle: LoginThrottle::default(),
@@ -38,6 +50,21 @@ impl AppState {
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
         }
+    }
+
+    /// The client registered under `client_id`, from the cache or the store.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        let Some(cache) = &self.clients else {
+            return self.store.get_client(client_id).await;
+        };
+        if let Some(client) = cache.get(client_id).await {
+            return Ok(Some(client));
+        }
+        let found = self.store.get_client(client_id).await?;
+        if let Some(client) = &found {
+            cache.insert(client_id.to_owned(), client.clone()).await;
+        }
+        Ok(found)
     }
 
     pub fn now(&self) -> i64 {

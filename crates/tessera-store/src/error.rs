@@ -1,15 +1,21 @@
 use tessera_core::client::RegistrationError;
 
+/// The driver's own error, kept as the source of a [`StoreError`] for logs.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A storage failure, classified by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached right now (connection refused, pool exhausted, I/O).
-    /// Callers answer 503 and retry later; nothing was decided.
+    /// The database cannot be reached right now (connection refused, pool exhausted, I/O,
+    /// a lock held too long). Callers answer 503 and retry later; nothing was decided.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DriverError),
     /// A uniqueness constraint refused the write.
     #[error("record already exists")]
     Conflict,
+    /// A row refers to one that no longer exists (a client deleted a moment ago).
+    #[error("referenced record does not exist")]
+    MissingReference,
     /// A stored row does not decode into a valid value.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -19,7 +25,7 @@ pub enum StoreError {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] DriverError),
 }
 
 impl StoreError {
@@ -35,8 +41,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(Box::new(e)),
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => Self::MissingReference,
             // PostgreSQL says "shutting down" or "cannot connect now" (class 57P) while it
             // restarts; SQLite says BUSY/LOCKED when another writer holds the lock too long.
             sqlx::Error::Database(db)
@@ -51,9 +58,40 @@ impl From<sqlx::Error> for StoreError {
                         || c == "6"
                 }) =>
             {
-                Self::Unavailable(e)
+                Self::Unavailable(Box::new(e))
             }
-            _ => Self::Database(e),
+            _ => Self::Database(Box::new(e)),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let code = e.sqlite_error().map(|f| (f.code, f.extended_code));
+        match code {
+            Some((ErrorCode::ConstraintViolation, ext))
+                if ext == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || ext == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                Self::Conflict
+            }
+            Some((ErrorCode::ConstraintViolation, ext))
+                if ext == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+            {
+                Self::MissingReference
+            }
+            // A lock held too long by another process, or the disk failing or full: nothing
+            // was decided, and trying again later may work.
+            Some((
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen,
+                _,
+            )) => Self::Unavailable(Box::new(e)),
+            _ => Self::Database(Box::new(e)),
         }
     }
 }

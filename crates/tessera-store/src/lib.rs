@@ -16,8 +16,6 @@
 //! - [`postgres`]: for several nodes on one database; migrations take an advisory lock.
 //! - [`testing`]: fresh throw-away databases for tests and benchmarks.
 
-#[macro_use]
-mod shared_impl;
 mod error;
 pub mod postgres;
 mod rows;

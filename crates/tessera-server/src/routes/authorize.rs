@@ -68,7 +68,7 @@ async fn validated(
         Ok(u) => u,
         Err(e) => return Ok(Err(refusal(state, e, status))),
     };
-    let Some(client) = state.store.get_client(&unverified.client_id).await? else {
+    let Some(client) = state.client(&unverified.client_id).await? else {
         return Ok(Err(error_page(
             StatusCode::BAD_REQUEST,
             "Unknown application",

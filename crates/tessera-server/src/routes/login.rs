@@ -123,7 +123,7 @@ async fn login_form(
     // When resuming a flow, name the client again and allow the flow's final redirect.
     let query = return_to.strip_prefix("/authorize?").unwrap_or_default();
     let (client, origin) = match UnverifiedRequest::parse(query.as_bytes()) {
-        Ok(u) => match state.store.get_client(&u.client_id).await? {
+        Ok(u) => match state.client(&u.client_id).await? {
             Some(c) => {
                 let origin = u
                     .validate(&c, state.config.pkce)

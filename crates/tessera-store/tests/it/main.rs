@@ -61,6 +61,9 @@ conformance!(
     purge_removes_only_dead_tokens_in_batches,
     deleting_a_client_deletes_its_tokens,
     token_insert_is_all_or_nothing,
+    concurrent_writes_commit_together_but_fail_alone,
+    concurrent_rotations_have_one_winner,
+    missing_client_reference_is_reported,
 );
 
 fn client(name: &str, uris: &[&str]) -> Client {
@@ -215,4 +218,86 @@ async fn token_insert_is_all_or_nothing(store: Arc<dyn Store>) {
     r2.client_id = "no-such-client".into();
     assert!(store.insert_tokens(&[r1, r2]).await.is_err());
     assert_eq!(store.find_token(&first.hash()).await.unwrap(), None);
+}
+
+/// Many writes in flight at once (SQLite commits them as one batch): each acknowledged one is
+/// readable, and one failing write (a duplicate) fails alone without undoing its neighbours.
+async fn concurrent_writes_commit_together_but_fail_alone(store: Arc<dyn Store>) {
+    let c = client("m2m", &[]);
+    store.create_client(&c).await.unwrap();
+    let (_, duplicate) = token(&c, TokenKind::Access, "dup", 9000);
+    store
+        .insert_tokens(std::slice::from_ref(&duplicate))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        let record = if i % 50 == 7 {
+            duplicate.clone()
+        } else {
+            token(&c, TokenKind::Access, &format!("f{i}"), 9000).1
+        };
+        tasks.spawn(async move {
+            let outcome = store.insert_tokens(std::slice::from_ref(&record)).await;
+            (record, outcome)
+        });
+    }
+    let (mut stored, mut conflicts) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (record, outcome) = joined.unwrap();
+        match outcome {
+            Ok(()) => {
+                stored += 1;
+                assert_eq!(store.find_token(&record.hash).await.unwrap(), Some(record));
+            }
+            Err(StoreError::Conflict) => {
+                conflicts += 1;
+                assert_eq!(record.hash, duplicate.hash);
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((stored, conflicts), (196, 4));
+}
+
+async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
+    let c = client("web", &["https://a.example/cb"]);
+    store.create_client(&c).await.unwrap();
+    let (refresh, record) = token(&c, TokenKind::Refresh, "fam", 9000);
+    store.insert_tokens(&[record]).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let successor = token(&c, TokenKind::Refresh, "fam", 9000).1;
+        let hash = refresh.hash();
+        tasks.spawn(async move {
+            let won = store
+                .rotate_refresh_token(&hash, 2000 + i, std::slice::from_ref(&successor))
+                .await
+                .unwrap();
+            let found = store.find_token(&successor.hash).await.unwrap();
+            // A loser's successor must not exist: nothing of a lost rotation is stored.
+            assert_eq!(found.is_some(), won);
+            won
+        });
+    }
+    let mut winners = 0;
+    while let Some(won) = tasks.join_next().await {
+        winners += usize::from(won.unwrap());
+    }
+    assert_eq!(winners, 1);
+    let old = store.find_token(&refresh.hash()).await.unwrap().unwrap();
+    assert!(old.rotated_at.is_some());
+}
+
+async fn missing_client_reference_is_reported(store: Arc<dyn Store>) {
+    let c = client("gone", &[]);
+    store.create_client(&c).await.unwrap();
+    store.delete_client(&c.id).await.unwrap();
+    let (_, record) = token(&c, TokenKind::Access, "f", 9000);
+    assert!(matches!(
+        store.insert_tokens(&[record]).await,
+        Err(StoreError::MissingReference)
+    ));
 }

@@ -1,0 +1,572 @@
+//! PostgreSQL: any number of Tessera nodes on one database.
+//!
+//! No state lives in a node that another node needs: tokens, clients and (later) sessions
+//! are rows, so a token issued on one node introspects on another and a revocation anywhere
+//! is seen everywhere on the next lookup. Migrations take PostgreSQL's advisory lock (sqlx's
+//! migrator does), so nodes started together apply them once. The janitor's deletes use
+//! `FOR UPDATE SKIP LOCKED`, so janitors on several nodes never wait on each other.
+
+mod batch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgExecutor, PgPool};
+use tessera_core::clock::UnixTime;
+use tessera_core::token::{TokenHash, TokenRecord};
+
+use crate::StoreError;
+use crate::rows::{self, TokenRow};
+use batch::{BatchFn, Batcher};
+
+/// Connections per node. Several nodes share one server, whose own limit
+/// (`max_connections`, 100 by default) must cover them all.
+const POOL_SIZE: u32 = 16;
+/// Batched statements in flight at once, per kind: enough to keep the pool busy while
+/// leaving connections for everything else.
+const BATCH_LANES: usize = 4;
+
+/// Many token rows in one statement, each column an array (`unnest` zips them back into
+/// rows). As atomic as a transaction of single inserts, in one round trip.
+const INSERT_TOKENS: &str = "INSERT INTO tokens \
+    (hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at, rotated_at, family_id) \
+    SELECT * FROM unnest($1::bytea[], $2::int2[], $3::text[], $4::text[], $5::text[], \
+    $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[])";
+const SELECT_TOKENS: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.scope, \
+    t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, u.username \
+    FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = ANY($1)";
+const REVOKE_TOKENS: &str = "UPDATE tokens t SET revoked_at = v.now \
+    FROM unnest($1::bytea[], $2::int8[]) AS v(hash, now) \
+    WHERE t.hash = v.hash AND t.revoked_at IS NULL RETURNING t.hash";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The statements this dialect spells its own way.
+mod dialect {
+    pub const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
+        WHERE expires_at <= $1 OR revoked_at IS NOT NULL LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const PURGE_CODES: &str = "DELETE FROM authorization_codes WHERE hash IN (SELECT hash \
+        FROM authorization_codes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
+        FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+}
+
+/// The hot paths (introspection, issuance, revocation) go through [`Batcher`]s; everything
+/// else is one statement or one transaction on the pool.
+#[derive(Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    lookups: Batcher<TokenHash, Option<TokenRecord>>,
+    inserts: Batcher<Vec<TokenRecord>, ()>,
+    revocations: Batcher<(TokenHash, UnixTime), bool>,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(5))
+            // A dead connection shows itself as an error of the next statement, which is
+            // answered 503 and drops the connection; pinging first would cost a round trip
+            // per statement to learn the same thing.
+            .test_before_acquire(false)
+            .connect(url)
+            .await?;
+        Ok(Self {
+            lookups: Batcher::start(BATCH_LANES, find_batch(pool.clone())),
+            inserts: Batcher::start(BATCH_LANES, insert_batch(pool.clone())),
+            revocations: Batcher::start(BATCH_LANES, revoke_batch(pool.clone())),
+            pool,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl PgStore {
+    async fn insert_token_rows(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        tokens: &[tessera_core::token::TokenRecord],
+    ) -> Result<(), crate::StoreError> {
+        insert_rows(&mut **tx, tokens).await
+    }
+
+    async fn execute_on_username(
+        &self,
+        statements: &[&'static str],
+        username: &str,
+    ) -> Result<u64, crate::StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut last = 0;
+        for sql in statements {
+            last = sqlx::query(*sql)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Store for PgStore {
+    async fn migrate(&self) -> Result<(), crate::StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), crate::StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_client(
+        &self,
+        client: &tessera_core::client::Client,
+    ) -> Result<(), crate::StoreError> {
+        let cols = crate::rows::ClientColumns::of(client);
+        sqlx::query(crate::rows::INSERT_CLIENT)
+            .bind(&client.id)
+            .bind(&client.name)
+            .bind(&client.secret_hash)
+            .bind(client.auth_method.as_str())
+            .bind(&cols.grant_types)
+            .bind(&cols.scope)
+            .bind(&cols.redirect_uris)
+            .bind(client.skip_consent)
+            .bind(client.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<tessera_core::client::Client>, crate::StoreError> {
+        if !crate::rows::storable(client_id) {
+            return Ok(None);
+        }
+        sqlx::query_as::<_, crate::rows::ClientRow>(crate::rows::SELECT_CLIENT)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(tessera_core::client::Client::try_from)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<tessera_core::client::Client>, crate::StoreError> {
+        sqlx::query_as::<_, crate::rows::ClientRow>(crate::rows::LIST_CLIENTS)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(tessera_core::client::Client::try_from)
+            .collect()
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, crate::StoreError> {
+        if !crate::rows::storable(client_id) {
+            return Ok(false);
+        }
+        let done = sqlx::query(crate::rows::DELETE_CLIENT)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_user(&self, user: &tessera_core::user::User) -> Result<(), crate::StoreError> {
+        sqlx::query(crate::rows::INSERT_USER)
+            .bind(&user.id)
+            .bind(user.username.as_str())
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_user_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<tessera_core::user::User>, crate::StoreError> {
+        if !crate::rows::storable(username) {
+            return Ok(None);
+        }
+        sqlx::query_as::<_, crate::rows::UserRow>(crate::rows::SELECT_USER_BY_NAME)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(tessera_core::user::User::try_from)
+            .transpose()
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, crate::StoreError> {
+        if !crate::rows::storable(username) {
+            return Ok(false);
+        }
+        // Tokens name their user in `subject` without a foreign key (client tokens
+        // have none), so they go explicitly; the rest cascades.
+        let deleted = self
+            .execute_on_username(
+                &[crate::rows::DELETE_USER_TOKENS, crate::rows::DELETE_USER],
+                username,
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+    ) -> Result<bool, crate::StoreError> {
+        if !crate::rows::storable(username) {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(crate::rows::SET_PASSWORD)
+            .bind(username)
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(crate::rows::DELETE_USER_SESSIONS)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_tokens(
+        &self,
+        tokens: &[tessera_core::token::TokenRecord],
+    ) -> Result<(), crate::StoreError> {
+        self.inserts.submit(tokens.to_vec()).await
+    }
+
+    async fn find_token(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+    ) -> Result<Option<tessera_core::token::TokenRecord>, crate::StoreError> {
+        self.lookups.submit(*hash).await
+    }
+
+    async fn revoke_token(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+        now: tessera_core::clock::UnixTime,
+    ) -> Result<bool, crate::StoreError> {
+        self.revocations.submit((*hash, now)).await
+    }
+
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: tessera_core::clock::UnixTime,
+    ) -> Result<u64, crate::StoreError> {
+        let done = sqlx::query(crate::rows::REVOKE_FAMILY)
+            .bind(family_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+        now: tessera_core::clock::UnixTime,
+        successors: &[tessera_core::token::TokenRecord],
+    ) -> Result<bool, crate::StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(crate::rows::ROTATE_REFRESH)
+            .bind(hash.as_bytes().as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_token_rows(&mut tx, successors).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn insert_code(
+        &self,
+        code: &tessera_core::grant::AuthorizationCodeRecord,
+    ) -> Result<(), crate::StoreError> {
+        sqlx::query(crate::rows::INSERT_CODE)
+            .bind(code.hash.as_bytes().as_slice())
+            .bind(&code.client_id)
+            .bind(&code.user_id)
+            .bind(&code.redirect_uri)
+            .bind(code.redirect_uri_given)
+            .bind(code.scope.to_string())
+            .bind(&code.code_challenge)
+            .bind(code.issued_at)
+            .bind(code.expires_at)
+            .bind(code.redeemed_at)
+            .bind(&code.family_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_code(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+    ) -> Result<Option<tessera_core::grant::AuthorizationCodeRecord>, crate::StoreError> {
+        sqlx::query_as::<_, crate::rows::CodeRow>(crate::rows::SELECT_CODE)
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(tessera_core::grant::AuthorizationCodeRecord::try_from)
+            .transpose()
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+        now: tessera_core::clock::UnixTime,
+        tokens: &[tessera_core::token::TokenRecord],
+    ) -> Result<crate::Redemption, crate::StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(crate::rows::REDEEM_CODE)
+            .bind(hash.as_bytes().as_slice())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if claimed {
+            Self::insert_token_rows(&mut tx, tokens).await?;
+            tx.commit().await?;
+            return Ok(crate::Redemption::Redeemed);
+        }
+        let family: Option<String> = sqlx::query_scalar(crate::rows::CODE_FAMILY)
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(match family {
+            Some(family_id) => crate::Redemption::AlreadyRedeemed { family_id },
+            None => crate::Redemption::NotFound,
+        })
+    }
+
+    async fn create_session(&self, session: &crate::Session) -> Result<(), crate::StoreError> {
+        sqlx::query(crate::rows::INSERT_SESSION)
+            .bind(session.hash.as_bytes().as_slice())
+            .bind(&session.user_id)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_session_user(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+        now: tessera_core::clock::UnixTime,
+    ) -> Result<Option<tessera_core::user::User>, crate::StoreError> {
+        sqlx::query_as::<_, crate::rows::UserRow>(crate::rows::SELECT_SESSION_USER)
+            .bind(hash.as_bytes().as_slice())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(tessera_core::user::User::try_from)
+            .transpose()
+    }
+
+    async fn delete_session(
+        &self,
+        hash: &tessera_core::token::TokenHash,
+    ) -> Result<(), crate::StoreError> {
+        sqlx::query(crate::rows::DELETE_SESSION)
+            .bind(hash.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<tessera_core::scope::Scope>, crate::StoreError> {
+        let scope: Option<String> = sqlx::query_scalar(crate::rows::SELECT_CONSENT)
+            .bind(user_id)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        scope
+            .map(|s| {
+                tessera_core::scope::Scope::parse(&s)
+                    .map_err(|_| crate::StoreError::Corrupt("consent scope".into()))
+            })
+            .transpose()
+    }
+
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &tessera_core::scope::Scope,
+        now: tessera_core::clock::UnixTime,
+    ) -> Result<(), crate::StoreError> {
+        sqlx::query(crate::rows::UPSERT_CONSENT)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(scope.to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(
+        &self,
+        now: tessera_core::clock::UnixTime,
+        batch: u32,
+    ) -> Result<u64, crate::StoreError> {
+        let mut most = 0;
+        for sql in [
+            dialect::PURGE_TOKENS,
+            dialect::PURGE_CODES,
+            dialect::PURGE_SESSIONS,
+        ] {
+            let done = sqlx::query(sql)
+                .bind(now)
+                .bind(i64::from(batch))
+                .execute(&self.pool)
+                .await?;
+            most = most.max(done.rows_affected());
+        }
+        Ok(most)
+    }
+}
+
+/// Stores `tokens` in one statement: all of them or none.
+async fn insert_rows<'e>(
+    executor: impl PgExecutor<'e>,
+    tokens: &[TokenRecord],
+) -> Result<(), StoreError> {
+    let mut hashes = Vec::with_capacity(tokens.len());
+    let mut kinds = Vec::with_capacity(tokens.len());
+    let mut clients = Vec::with_capacity(tokens.len());
+    let mut subjects = Vec::with_capacity(tokens.len());
+    let mut scopes = Vec::with_capacity(tokens.len());
+    let mut issued = Vec::with_capacity(tokens.len());
+    let mut expires = Vec::with_capacity(tokens.len());
+    let mut revoked = Vec::with_capacity(tokens.len());
+    let mut rotated = Vec::with_capacity(tokens.len());
+    let mut families = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        hashes.push(t.hash.as_bytes().to_vec());
+        kinds.push(rows::kind_code(t.kind));
+        clients.push(t.client_id.as_str());
+        subjects.push(t.subject.as_deref());
+        scopes.push(t.scope.to_string());
+        issued.push(t.issued_at);
+        expires.push(t.expires_at);
+        revoked.push(t.revoked_at);
+        rotated.push(t.rotated_at);
+        families.push(t.family_id.as_str());
+    }
+    sqlx::query(INSERT_TOKENS)
+        .bind(hashes)
+        .bind(kinds)
+        .bind(clients)
+        .bind(subjects)
+        .bind(scopes)
+        .bind(issued)
+        .bind(expires)
+        .bind(revoked)
+        .bind(rotated)
+        .bind(families)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+fn find_batch(pool: PgPool) -> BatchFn<TokenHash, Option<TokenRecord>> {
+    Arc::new(move |hashes: Vec<TokenHash>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.as_bytes().to_vec()).collect();
+            let found: HashMap<TokenHash, TokenRecord> =
+                sqlx::query_as::<_, TokenRow>(SELECT_TOKENS)
+                    .bind(keys)
+                    .fetch_all(&pool)
+                    .await?
+                    .into_iter()
+                    .map(|row| TokenRecord::try_from(row).map(|t| (t.hash, t)))
+                    .collect::<Result<_, _>>()?;
+            // The same token asked twice in one batch: both get the row.
+            Ok(hashes.iter().map(|h| Ok(found.get(h).cloned())).collect())
+        })
+    })
+}
+
+fn insert_batch(pool: PgPool) -> BatchFn<Vec<TokenRecord>, ()> {
+    Arc::new(move |requests: Vec<Vec<TokenRecord>>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let all: Vec<TokenRecord> = requests.iter().flatten().cloned().collect();
+            match insert_rows(&pool, &all).await {
+                Ok(()) => return Ok(requests.iter().map(|_| Ok(())).collect()),
+                Err(e) if e.is_unavailable() || requests.len() == 1 => {
+                    if requests.len() == 1 {
+                        return Ok(vec![Err(e)]);
+                    }
+                    return Err(e);
+                }
+                // One request's rows spoiled the statement (a deleted client, say):
+                // try each request alone, so only that one fails.
+                Err(_) => {}
+            }
+            let mut answers = Vec::with_capacity(requests.len());
+            for tokens in &requests {
+                answers.push(insert_rows(&pool, tokens).await);
+            }
+            Ok(answers)
+        })
+    })
+}
+
+fn revoke_batch(pool: PgPool) -> BatchFn<(TokenHash, UnixTime), bool> {
+    Arc::new(move |requests: Vec<(TokenHash, UnixTime)>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let (hashes, times): (Vec<Vec<u8>>, Vec<UnixTime>) = requests
+                .iter()
+                .map(|(h, now)| (h.as_bytes().to_vec(), *now))
+                .unzip();
+            let mut changed: std::collections::HashSet<Vec<u8>> =
+                sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
+                    .bind(hashes)
+                    .bind(times)
+                    .fetch_all(&pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            // A token revoked twice in one batch changed once: the first request gets `true`.
+            Ok(requests
+                .iter()
+                .map(|(h, _)| Ok(changed.remove(h.as_bytes().as_slice())))
+                .collect())
+        })
+    })
+}

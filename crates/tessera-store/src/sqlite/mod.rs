@@ -1,0 +1,577 @@
+//! The embedded default: one SQLite file.
+//!
+//! WAL mode with `synchronous=FULL`: every acknowledged commit is on disk before the answer
+//! leaves, so a crash or power loss loses nothing that a client was told about.
+//!
+//! The shape follows from how SQLite works (measured in `docs/BENCHMARKS.md`):
+//! - reads are point lookups that run inline on the caller's thread ([`readers`]), on
+//!   read-only connections that never wait for the writer;
+//! - every write goes to one writer thread that commits whatever is queued in one
+//!   transaction ([`writer`]): one fsync per batch instead of one per request, and no two
+//!   connections of ours ever compete for SQLite's write lock.
+//!
+//! Migrations still run through sqlx's migrator, so the schema history table is the same as
+//! PostgreSQL's and as earlier versions wrote it.
+
+mod readers;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tessera_core::client::Client;
+use tessera_core::clock::UnixTime;
+use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::scope::Scope;
+use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::user::User;
+
+use crate::rows::{self, ClientColumns, ClientRow, CodeRow, TokenRow, UserRow, storable};
+use crate::{Redemption, Session, StoreError};
+use readers::Readers;
+use writer::Writer;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Enough that every async worker of a large machine finds one free.
+const READ_CONNECTIONS_MIN: usize = 4;
+
+const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
+    WHERE expires_at <= ?1 OR revoked_at IS NOT NULL LIMIT ?2)";
+const PURGE_CODES: &str = "DELETE FROM authorization_codes WHERE hash IN (SELECT hash \
+    FROM authorization_codes WHERE expires_at <= ?1 LIMIT ?2)";
+const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
+    FROM sessions WHERE expires_at <= ?1 LIMIT ?2)";
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: Readers,
+    writer: Writer,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file a `sqlite://PATH` URL names.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let path = path_of(url)?;
+        let writer_conn = open(&path, OpenFlags::SQLITE_OPEN_CREATE)?;
+        // Persistent in the file: set once by the first opener, kept by every later one.
+        let mode: String =
+            writer_conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Config(format!(
+                "SQLite refused WAL mode for {} (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        writer_conn.pragma_update(None, "synchronous", "FULL")?;
+        writer_conn.pragma_update(None, "foreign_keys", "ON")?;
+        let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+        let readers = (0..READ_CONNECTIONS_MIN.max(2 * parallelism))
+            .map(|_| {
+                let conn = open(&path, OpenFlags::empty())?;
+                conn.pragma_update(None, "query_only", "ON")?;
+                Ok(conn)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self {
+            readers: Readers::new(readers)?,
+            writer: Writer::start(writer_conn)?,
+            path,
+        })
+    }
+
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.readers.read(read)
+    }
+}
+
+/// `sqlite://PATH` or `sqlite:PATH`; an in-memory database is refused, since the writer and
+/// the readers must share one database.
+fn path_of(url: &str) -> Result<PathBuf, StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    if path.is_empty() || path.contains('?') || path.contains(":memory:") {
+        return Err(StoreError::Config(format!(
+            "bad SQLite URL `{url}`: use sqlite://PATH (a file; no options, no :memory:)"
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn open(path: &Path, extra: OpenFlags) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The shared SQL numbers its parameters `$1`, `$2`, ... SQLite reads `$1` as a *named*
+/// parameter and numbers names by first appearance, so `SET a = $2 WHERE b = $1` would bind
+/// backwards; `?1`, `?2` are positional.
+fn sql(shared: &str) -> String {
+    shared.replace('$', "?")
+}
+
+fn exists_one(
+    conn: &Connection,
+    statement: &str,
+    key: &dyn rusqlite::ToSql,
+) -> Result<bool, StoreError> {
+    Ok(conn.prepare_cached(&sql(statement))?.execute([key])? > 0)
+}
+
+fn client_row(r: &Row<'_>) -> rusqlite::Result<ClientRow> {
+    Ok(ClientRow {
+        client_id: r.get(0)?,
+        name: r.get(1)?,
+        secret_hash: r.get(2)?,
+        auth_method: r.get(3)?,
+        grant_types: r.get(4)?,
+        scope: r.get(5)?,
+        redirect_uris: r.get(6)?,
+        skip_consent: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        hash: r.get(0)?,
+        kind: r.get(1)?,
+        client_id: r.get(2)?,
+        subject: r.get(3)?,
+        scope: r.get(4)?,
+        issued_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+        rotated_at: r.get(8)?,
+        family_id: r.get(9)?,
+        username: r.get(10)?,
+    })
+}
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRow> {
+    Ok(CodeRow {
+        hash: r.get(0)?,
+        client_id: r.get(1)?,
+        user_id: r.get(2)?,
+        redirect_uri: r.get(3)?,
+        redirect_uri_given: r.get(4)?,
+        scope: r.get(5)?,
+        code_challenge: r.get(6)?,
+        issued_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        redeemed_at: r.get(9)?,
+        family_id: r.get(10)?,
+    })
+}
+
+fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+    let mut insert = conn.prepare_cached(&sql(rows::INSERT_TOKEN))?;
+    for t in tokens {
+        insert.execute(params![
+            t.hash.as_bytes().as_slice(),
+            rows::kind_code(t.kind),
+            t.client_id,
+            t.subject,
+            t.scope.to_string(),
+            t.issued_at,
+            t.expires_at,
+            t.revoked_at,
+            t.rotated_at,
+            t.family_id,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Runs each statement with `username` as `$1`; returns the last one's row count.
+fn execute_on_username(
+    conn: &Connection,
+    statements: &[&str],
+    username: &str,
+) -> Result<u64, StoreError> {
+    let mut last = 0;
+    for statement in statements {
+        last = conn.prepare_cached(&sql(statement))?.execute([username])?;
+    }
+    Ok(last as u64)
+}
+
+#[async_trait::async_trait]
+impl crate::Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // A pool of one, not a bare connection: the migrator's `Acquire` bound on
+        // `&mut SqliteConnection` is not general enough inside an `async_trait` method.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        let migrated = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        migrated?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT 1")?
+                .query_row([], |r| r.get::<_, i64>(0))?)
+        })?;
+        Ok(())
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let cols = ClientColumns::of(client);
+        let client = client.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::INSERT_CLIENT))?
+                    .execute(params![
+                        client.id,
+                        client.name,
+                        client.secret_hash,
+                        client.auth_method.as_str(),
+                        cols.grant_types,
+                        cols.scope,
+                        cols.redirect_uris,
+                        client.skip_consent,
+                        client.created_at,
+                    ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_CLIENT))?
+                .query_row([client_id], client_row)
+                .optional()?
+                .map(Client::try_from)
+                .transpose()
+        })
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::LIST_CLIENTS))?;
+            let rows = statement.query_map([], client_row)?;
+            rows.map(|row| Client::try_from(row?)).collect()
+        })
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        if !storable(client_id) {
+            return Ok(false);
+        }
+        let client_id = client_id.to_owned();
+        self.writer
+            .write(move |c| exists_one(c, rows::DELETE_CLIENT, &client_id))
+            .await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::INSERT_USER))?.execute(params![
+                    user.id,
+                    user.username.as_str(),
+                    user.password_hash,
+                    user.created_at,
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        if !storable(username) {
+            return Ok(None);
+        }
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_USER_BY_NAME))?
+                .query_row([username], user_row)
+                .optional()?
+                .map(User::try_from)
+                .transpose()
+        })
+    }
+
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        if !storable(username) {
+            return Ok(false);
+        }
+        let username = username.to_owned();
+        // Tokens name their user in `subject` without a foreign key (client tokens have
+        // none), so they go explicitly; the rest cascades.
+        let deleted = self
+            .writer
+            .write(move |c| {
+                execute_on_username(c, &[rows::DELETE_USER_TOKENS, rows::DELETE_USER], &username)
+            })
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        if !storable(username) {
+            return Ok(false);
+        }
+        let (username, password_hash) = (username.to_owned(), password_hash.to_owned());
+        self.writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(&sql(rows::SET_PASSWORD))?
+                    .execute([&username, &password_hash])?;
+                execute_on_username(c, &[rows::DELETE_USER_SESSIONS], &username)?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        let tokens = tokens.to_vec();
+        self.writer
+            .write(move |c| insert_token_rows(c, &tokens))
+            .await
+    }
+
+    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_TOKEN))?
+                .query_row([hash.as_bytes().as_slice()], token_row)
+                .optional()?
+                .map(TokenRecord::try_from)
+                .transpose()
+        })
+    }
+
+    async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError> {
+        let hash = *hash;
+        self.writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(&sql(rows::REVOKE_TOKEN))?
+                    .execute(params![hash.as_bytes().as_slice(), now])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError> {
+        let family_id = family_id.to_owned();
+        self.writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(&sql(rows::REVOKE_FAMILY))?
+                    .execute(params![family_id, now])?;
+                Ok(changed as u64)
+            })
+            .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        successors: &[TokenRecord],
+    ) -> Result<bool, StoreError> {
+        let (hash, successors) = (*hash, successors.to_vec());
+        self.writer
+            .write(move |c| {
+                let claimed = c
+                    .prepare_cached(&sql(rows::ROTATE_REFRESH))?
+                    .execute(params![hash.as_bytes().as_slice(), now])?
+                    == 1;
+                if claimed {
+                    insert_token_rows(c, &successors)?;
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCodeRecord) -> Result<(), StoreError> {
+        let code = code.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::INSERT_CODE))?.execute(params![
+                    code.hash.as_bytes().as_slice(),
+                    code.client_id,
+                    code.user_id,
+                    code.redirect_uri,
+                    code.redirect_uri_given,
+                    code.scope.to_string(),
+                    code.code_challenge,
+                    code.issued_at,
+                    code.expires_at,
+                    code.redeemed_at,
+                    code.family_id,
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_code(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_CODE))?
+                .query_row([hash.as_bytes().as_slice()], code_row)
+                .optional()?
+                .map(AuthorizationCodeRecord::try_from)
+                .transpose()
+        })
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        tokens: &[TokenRecord],
+    ) -> Result<Redemption, StoreError> {
+        let (hash, tokens) = (*hash, tokens.to_vec());
+        self.writer
+            .write(move |c| {
+                let key = hash.as_bytes().as_slice();
+                let claimed = c
+                    .prepare_cached(&sql(rows::REDEEM_CODE))?
+                    .execute(params![key, now])?
+                    == 1;
+                if claimed {
+                    insert_token_rows(c, &tokens)?;
+                    return Ok(Redemption::Redeemed);
+                }
+                let family: Option<String> = c
+                    .prepare_cached(&sql(rows::CODE_FAMILY))?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?;
+                Ok(match family {
+                    Some(family_id) => Redemption::AlreadyRedeemed { family_id },
+                    None => Redemption::NotFound,
+                })
+            })
+            .await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::INSERT_SESSION))?
+                    .execute(params![
+                        session.hash.as_bytes().as_slice(),
+                        session.user_id,
+                        session.created_at,
+                        session.expires_at,
+                    ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_session_user(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<User>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_SESSION_USER))?
+                .query_row(params![hash.as_bytes().as_slice(), now], user_row)
+                .optional()?
+                .map(User::try_from)
+                .transpose()
+        })
+    }
+
+    async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        let hash = *hash;
+        self.writer
+            .write(move |c| {
+                exists_one(c, rows::DELETE_SESSION, &hash.as_bytes().as_slice()).map(drop)
+            })
+            .await
+    }
+
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Scope>, StoreError> {
+        let scope: Option<String> = self.read(|c| {
+            Ok(c.prepare_cached(&sql(rows::SELECT_CONSENT))?
+                .query_row([user_id, client_id], |r| r.get(0))
+                .optional()?)
+        })?;
+        scope
+            .map(|s| Scope::parse(&s).map_err(|_| StoreError::Corrupt("consent scope".into())))
+            .transpose()
+    }
+
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &Scope,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let (user_id, client_id, scope) =
+            (user_id.to_owned(), client_id.to_owned(), scope.to_string());
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::UPSERT_CONSENT))?
+                    .execute(params![user_id, client_id, scope, now])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| {
+                let mut most = 0;
+                for statement in [PURGE_TOKENS, PURGE_CODES, PURGE_SESSIONS] {
+                    let done = c.prepare_cached(statement)?.execute(params![now, batch])?;
+                    most = most.max(done as u64);
+                }
+                Ok(most)
+            })
+            .await
+    }
+}

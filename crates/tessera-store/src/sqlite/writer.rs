@@ -1,0 +1,183 @@
+//! The one SQLite writer, with group commit.
+//!
+//! SQLite lets one connection write at a time, and with `synchronous=FULL` every commit is an
+//! fsync. Giving each request its own transaction therefore costs one fsync per token, and
+//! several writer connections fight over the lock through SQLite's busy handler, which
+//! *sleeps* (1, 2, 5, ... 100 ms) instead of waiting for the lock to be released.
+//!
+//! Instead, one thread owns the only writing connection. Requests queue their operation; the
+//! thread takes every operation waiting, runs them in one `BEGIN IMMEDIATE ... COMMIT`, each
+//! inside its own savepoint (so one failing operation does not undo the others), and answers
+//! each request only after the commit is durable. Durability is unchanged — nothing is
+//! acknowledged before its commit — while the fsync is shared by the whole batch, and a
+//! single writer never meets `SQLITE_BUSY` from its own process.
+
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::StoreError;
+
+/// The most operations in one transaction: bounds how long a batch holds the write lock.
+const MAX_BATCH: usize = 512;
+
+/// An operation queued for the writer.
+trait Job: Send {
+    /// Runs inside the batch's transaction. Returns whether it succeeded; a failed job's
+    /// savepoint is rolled back, so it leaves no trace.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Delivers the job's outcome once the batch is committed (or failed to commit).
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
+}
+
+struct Pending<T, F> {
+    op: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = match self.op.take() {
+            Some(op) => op(conn),
+            None => Err(StoreError::Config("write operation run twice".into())),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>) {
+        let outcome = match (self.outcome, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)), Err(e)) => Err(commit_failure(e)),
+            (None, Err(e)) => Err(commit_failure(e)),
+            (None, Ok(())) => Err(StoreError::Config("write operation never ran".into())),
+        };
+        // The requester may have gone away (a dropped HTTP request); the write stands.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Each job of a failed batch gets its own error, classified like the driver's.
+fn commit_failure(e: &rusqlite::Error) -> StoreError {
+    let classified = StoreError::from(copy_error(e));
+    match classified {
+        StoreError::Conflict | StoreError::MissingReference => {
+            StoreError::Database(e.to_string().into())
+        }
+        other => other,
+    }
+}
+
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e.sqlite_error() {
+        Some(f) => rusqlite::Error::SqliteFailure(*f, Some(e.to_string())),
+        None => rusqlite::Error::ToSqlConversionFailure(e.to_string().into()),
+    }
+}
+
+/// The handle requests use to reach the writer thread. Dropping the last handle ends the
+/// thread after it has finished what was queued.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`, which must be the only connection that writes.
+    pub fn start(conn: Connection) -> Result<Self, StoreError> {
+        let (queue, jobs) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tessera-sqlite-writer".into())
+            .spawn(move || write_loop(&conn, &jobs))
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        Ok(Self { queue })
+    }
+
+    /// Runs `op` in the writer's next transaction and returns its result once that
+    /// transaction is committed. `op` must not return an error after writing something it
+    /// wants kept: an error rolls back everything `op` wrote.
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending {
+            op: Some(op),
+            outcome: None,
+            reply,
+        });
+        self.queue.send(job).map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".into())
+}
+
+fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+    // `recv` fails only when every handle is dropped: the store is gone.
+    while let Ok(first) = jobs.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(conn, batch);
+    }
+}
+
+fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, jobs = batch.len(), "SQLite writer could not begin a transaction");
+        for job in batch {
+            job.finish(Err(&e));
+        }
+        return;
+    }
+    let mut savepoint_error = None;
+    for job in &mut batch {
+        if let Err(e) = run_in_savepoint(conn, job.as_mut()) {
+            savepoint_error = Some(e);
+            break;
+        }
+    }
+    let commit = match savepoint_error {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT"),
+    };
+    if let Err(e) = &commit {
+        tracing::warn!(error = %e, jobs = batch.len(), "SQLite writer batch failed");
+        // After a failed COMMIT SQLite may or may not have rolled back already.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    let commit = commit.as_ref().map(|_| ());
+    for job in batch {
+        job.finish(commit);
+    }
+}
+
+fn run_in_savepoint(conn: &Connection, job: &mut dyn Job) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    if job.run(conn) {
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    } else {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    }
+    Ok(())
+}
