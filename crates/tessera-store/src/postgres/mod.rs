@@ -14,11 +14,15 @@ use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgExecutor, PgPool};
+use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
+use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::scope::Scope;
 use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::user::User;
 
-use crate::StoreError;
 use crate::rows::{self, TokenRow};
+use crate::{Redemption, Session, StoreError};
 use batch::{BatchFn, Batcher};
 
 /// Connections per node. Several nodes share one server, whose own limit
@@ -37,9 +41,10 @@ const INSERT_TOKENS: &str = "INSERT INTO tokens \
 const SELECT_TOKENS: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.scope, \
     t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, u.username \
     FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = ANY($1)";
-const REVOKE_TOKENS: &str = "UPDATE tokens t SET revoked_at = v.now \
-    FROM unnest($1::bytea[], $2::int8[]) AS v(hash, now) \
-    WHERE t.hash = v.hash AND t.revoked_at IS NULL RETURNING t.hash";
+/// One revocation time for the batch (the latest of its requests, all within the same
+/// moment): an index scan by `ANY`, where a join with `unnest` may be planned as a scan.
+const REVOKE_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
+    WHERE hash = ANY($1) AND revoked_at IS NULL RETURNING hash";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -88,50 +93,62 @@ impl PgStore {
 }
 
 impl PgStore {
-    async fn insert_token_rows(
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        tokens: &[tessera_core::token::TokenRecord],
-    ) -> Result<(), crate::StoreError> {
-        insert_rows(&mut **tx, tokens).await
-    }
-
+    /// Runs each statement with `username` as `$1` in one transaction; returns the last
+    /// one's row count.
     async fn execute_on_username(
         &self,
-        statements: &[&'static str],
+        statements: &'static [&'static str],
         username: &str,
-    ) -> Result<u64, crate::StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut last = 0;
-        for sql in statements {
-            last = sqlx::query(*sql)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(last)
+    ) -> Result<u64, StoreError> {
+        let (pool, username) = (self.pool.clone(), username.to_owned());
+        detached(async move {
+            let mut tx = pool.begin().await?;
+            let mut last = 0;
+            for sql in statements {
+                last = sqlx::query(*sql)
+                    .bind(&username)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(last)
+        })
+        .await
     }
+}
+
+/// Runs a transaction in a task of its own, which a caller that goes away cannot cancel.
+///
+/// sqlx 0.9.0's `Pool::begin` is not cancel-safe on PostgreSQL (sqlx issues 4385 and 4393,
+/// fixed upstream after that release): a future dropped while `BEGIN` is on the wire, as
+/// happens when an HTTP client hangs up, returns the connection to the pool *inside* a
+/// transaction that nothing ends. Every later statement on it joins that transaction, holds
+/// its locks and is never committed. Seen here as lost sessions and codes, then deadlocks,
+/// under load with clients disconnecting. A detached task always runs to its end.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
 }
 
 #[async_trait::async_trait]
 impl crate::Store for PgStore {
-    async fn migrate(&self) -> Result<(), crate::StoreError> {
+    async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), crate::StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    async fn create_client(
-        &self,
-        client: &tessera_core::client::Client,
-    ) -> Result<(), crate::StoreError> {
-        let cols = crate::rows::ClientColumns::of(client);
-        sqlx::query(crate::rows::INSERT_CLIENT)
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let cols = rows::ClientColumns::of(client);
+        sqlx::query(rows::INSERT_CLIENT)
             .bind(&client.id)
             .bind(&client.name)
             .bind(&client.secret_hash)
@@ -146,43 +163,40 @@ impl crate::Store for PgStore {
         Ok(())
     }
 
-    async fn get_client(
-        &self,
-        client_id: &str,
-    ) -> Result<Option<tessera_core::client::Client>, crate::StoreError> {
-        if !crate::rows::storable(client_id) {
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        if !rows::storable(client_id) {
             return Ok(None);
         }
-        sqlx::query_as::<_, crate::rows::ClientRow>(crate::rows::SELECT_CLIENT)
+        sqlx::query_as::<_, rows::ClientRow>(rows::SELECT_CLIENT)
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?
-            .map(tessera_core::client::Client::try_from)
+            .map(Client::try_from)
             .transpose()
     }
 
-    async fn list_clients(&self) -> Result<Vec<tessera_core::client::Client>, crate::StoreError> {
-        sqlx::query_as::<_, crate::rows::ClientRow>(crate::rows::LIST_CLIENTS)
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        sqlx::query_as::<_, rows::ClientRow>(rows::LIST_CLIENTS)
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(tessera_core::client::Client::try_from)
+            .map(Client::try_from)
             .collect()
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, crate::StoreError> {
-        if !crate::rows::storable(client_id) {
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        if !rows::storable(client_id) {
             return Ok(false);
         }
-        let done = sqlx::query(crate::rows::DELETE_CLIENT)
+        let done = sqlx::query(rows::DELETE_CLIENT)
             .bind(client_id)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn create_user(&self, user: &tessera_core::user::User) -> Result<(), crate::StoreError> {
-        sqlx::query(crate::rows::INSERT_USER)
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        sqlx::query(rows::INSERT_USER)
             .bind(&user.id)
             .bind(user.username.as_str())
             .bind(&user.password_hash)
@@ -192,86 +206,70 @@ impl crate::Store for PgStore {
         Ok(())
     }
 
-    async fn get_user_by_username(
-        &self,
-        username: &str,
-    ) -> Result<Option<tessera_core::user::User>, crate::StoreError> {
-        if !crate::rows::storable(username) {
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        if !rows::storable(username) {
             return Ok(None);
         }
-        sqlx::query_as::<_, crate::rows::UserRow>(crate::rows::SELECT_USER_BY_NAME)
+        sqlx::query_as::<_, rows::UserRow>(rows::SELECT_USER_BY_NAME)
             .bind(username)
             .fetch_optional(&self.pool)
             .await?
-            .map(tessera_core::user::User::try_from)
+            .map(User::try_from)
             .transpose()
     }
 
-    async fn delete_user(&self, username: &str) -> Result<bool, crate::StoreError> {
-        if !crate::rows::storable(username) {
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+        if !rows::storable(username) {
             return Ok(false);
         }
         // Tokens name their user in `subject` without a foreign key (client tokens
         // have none), so they go explicitly; the rest cascades.
         let deleted = self
-            .execute_on_username(
-                &[crate::rows::DELETE_USER_TOKENS, crate::rows::DELETE_USER],
-                username,
-            )
+            .execute_on_username(&[rows::DELETE_USER_TOKENS, rows::DELETE_USER], username)
             .await?;
         Ok(deleted > 0)
     }
 
-    async fn set_password(
-        &self,
-        username: &str,
-        password_hash: &str,
-    ) -> Result<bool, crate::StoreError> {
-        if !crate::rows::storable(username) {
+    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        if !rows::storable(username) {
             return Ok(false);
         }
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(crate::rows::SET_PASSWORD)
-            .bind(username)
-            .bind(password_hash)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(crate::rows::DELETE_USER_SESSIONS)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        let (pool, username, password_hash) = (
+            self.pool.clone(),
+            username.to_owned(),
+            password_hash.to_owned(),
+        );
+        detached(async move {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(rows::SET_PASSWORD)
+                .bind(&username)
+                .bind(&password_hash)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(rows::DELETE_USER_SESSIONS)
+                .bind(&username)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
-    async fn insert_tokens(
-        &self,
-        tokens: &[tessera_core::token::TokenRecord],
-    ) -> Result<(), crate::StoreError> {
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         self.inserts.submit(tokens.to_vec()).await
     }
 
-    async fn find_token(
-        &self,
-        hash: &tessera_core::token::TokenHash,
-    ) -> Result<Option<tessera_core::token::TokenRecord>, crate::StoreError> {
+    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         self.lookups.submit(*hash).await
     }
 
-    async fn revoke_token(
-        &self,
-        hash: &tessera_core::token::TokenHash,
-        now: tessera_core::clock::UnixTime,
-    ) -> Result<bool, crate::StoreError> {
+    async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError> {
         self.revocations.submit((*hash, now)).await
     }
 
-    async fn revoke_family(
-        &self,
-        family_id: &str,
-        now: tessera_core::clock::UnixTime,
-    ) -> Result<u64, crate::StoreError> {
-        let done = sqlx::query(crate::rows::REVOKE_FAMILY)
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(rows::REVOKE_FAMILY)
             .bind(family_id)
             .bind(now)
             .execute(&self.pool)
@@ -281,32 +279,33 @@ impl crate::Store for PgStore {
 
     async fn rotate_refresh_token(
         &self,
-        hash: &tessera_core::token::TokenHash,
-        now: tessera_core::clock::UnixTime,
-        successors: &[tessera_core::token::TokenRecord],
-    ) -> Result<bool, crate::StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query(crate::rows::ROTATE_REFRESH)
-            .bind(hash.as_bytes().as_slice())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if !claimed {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        Self::insert_token_rows(&mut tx, successors).await?;
-        tx.commit().await?;
-        Ok(true)
+        hash: &TokenHash,
+        now: UnixTime,
+        successors: &[TokenRecord],
+    ) -> Result<bool, StoreError> {
+        let (pool, hash, successors) = (self.pool.clone(), *hash, successors.to_vec());
+        detached(async move {
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query(rows::ROTATE_REFRESH)
+                .bind(hash.as_bytes().as_slice())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !claimed {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            insert_rows(&mut *tx, &successors).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
-    async fn insert_code(
-        &self,
-        code: &tessera_core::grant::AuthorizationCodeRecord,
-    ) -> Result<(), crate::StoreError> {
-        sqlx::query(crate::rows::INSERT_CODE)
+    async fn insert_code(&self, code: &AuthorizationCodeRecord) -> Result<(), StoreError> {
+        sqlx::query(rows::INSERT_CODE)
             .bind(code.hash.as_bytes().as_slice())
             .bind(&code.client_id)
             .bind(&code.user_id)
@@ -325,48 +324,52 @@ impl crate::Store for PgStore {
 
     async fn find_code(
         &self,
-        hash: &tessera_core::token::TokenHash,
-    ) -> Result<Option<tessera_core::grant::AuthorizationCodeRecord>, crate::StoreError> {
-        sqlx::query_as::<_, crate::rows::CodeRow>(crate::rows::SELECT_CODE)
+        hash: &TokenHash,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        sqlx::query_as::<_, rows::CodeRow>(rows::SELECT_CODE)
             .bind(hash.as_bytes().as_slice())
             .fetch_optional(&self.pool)
             .await?
-            .map(tessera_core::grant::AuthorizationCodeRecord::try_from)
+            .map(AuthorizationCodeRecord::try_from)
             .transpose()
     }
 
     async fn redeem_code(
         &self,
-        hash: &tessera_core::token::TokenHash,
-        now: tessera_core::clock::UnixTime,
-        tokens: &[tessera_core::token::TokenRecord],
-    ) -> Result<crate::Redemption, crate::StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query(crate::rows::REDEEM_CODE)
-            .bind(hash.as_bytes().as_slice())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if claimed {
-            Self::insert_token_rows(&mut tx, tokens).await?;
-            tx.commit().await?;
-            return Ok(crate::Redemption::Redeemed);
-        }
-        let family: Option<String> = sqlx::query_scalar(crate::rows::CODE_FAMILY)
-            .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        Ok(match family {
-            Some(family_id) => crate::Redemption::AlreadyRedeemed { family_id },
-            None => crate::Redemption::NotFound,
+        hash: &TokenHash,
+        now: UnixTime,
+        tokens: &[TokenRecord],
+    ) -> Result<Redemption, StoreError> {
+        let (pool, hash, tokens) = (self.pool.clone(), *hash, tokens.to_vec());
+        detached(async move {
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query(rows::REDEEM_CODE)
+                .bind(hash.as_bytes().as_slice())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if claimed {
+                insert_rows(&mut *tx, &tokens).await?;
+                tx.commit().await?;
+                return Ok(Redemption::Redeemed);
+            }
+            let family: Option<String> = sqlx::query_scalar(rows::CODE_FAMILY)
+                .bind(hash.as_bytes().as_slice())
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            Ok(match family {
+                Some(family_id) => Redemption::AlreadyRedeemed { family_id },
+                None => Redemption::NotFound,
+            })
         })
+        .await
     }
 
-    async fn create_session(&self, session: &crate::Session) -> Result<(), crate::StoreError> {
-        sqlx::query(crate::rows::INSERT_SESSION)
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        sqlx::query(rows::INSERT_SESSION)
             .bind(session.hash.as_bytes().as_slice())
             .bind(&session.user_id)
             .bind(session.created_at)
@@ -378,23 +381,20 @@ impl crate::Store for PgStore {
 
     async fn find_session_user(
         &self,
-        hash: &tessera_core::token::TokenHash,
-        now: tessera_core::clock::UnixTime,
-    ) -> Result<Option<tessera_core::user::User>, crate::StoreError> {
-        sqlx::query_as::<_, crate::rows::UserRow>(crate::rows::SELECT_SESSION_USER)
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<User>, StoreError> {
+        sqlx::query_as::<_, rows::UserRow>(rows::SELECT_SESSION_USER)
             .bind(hash.as_bytes().as_slice())
             .bind(now)
             .fetch_optional(&self.pool)
             .await?
-            .map(tessera_core::user::User::try_from)
+            .map(User::try_from)
             .transpose()
     }
 
-    async fn delete_session(
-        &self,
-        hash: &tessera_core::token::TokenHash,
-    ) -> Result<(), crate::StoreError> {
-        sqlx::query(crate::rows::DELETE_SESSION)
+    async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        sqlx::query(rows::DELETE_SESSION)
             .bind(hash.as_bytes().as_slice())
             .execute(&self.pool)
             .await?;
@@ -405,17 +405,14 @@ impl crate::Store for PgStore {
         &self,
         user_id: &str,
         client_id: &str,
-    ) -> Result<Option<tessera_core::scope::Scope>, crate::StoreError> {
-        let scope: Option<String> = sqlx::query_scalar(crate::rows::SELECT_CONSENT)
+    ) -> Result<Option<Scope>, StoreError> {
+        let scope: Option<String> = sqlx::query_scalar(rows::SELECT_CONSENT)
             .bind(user_id)
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
         scope
-            .map(|s| {
-                tessera_core::scope::Scope::parse(&s)
-                    .map_err(|_| crate::StoreError::Corrupt("consent scope".into()))
-            })
+            .map(|s| Scope::parse(&s).map_err(|_| StoreError::Corrupt("consent scope".into())))
             .transpose()
     }
 
@@ -423,10 +420,10 @@ impl crate::Store for PgStore {
         &self,
         user_id: &str,
         client_id: &str,
-        scope: &tessera_core::scope::Scope,
-        now: tessera_core::clock::UnixTime,
-    ) -> Result<(), crate::StoreError> {
-        sqlx::query(crate::rows::UPSERT_CONSENT)
+        scope: &Scope,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(rows::UPSERT_CONSENT)
             .bind(user_id)
             .bind(client_id)
             .bind(scope.to_string())
@@ -436,11 +433,7 @@ impl crate::Store for PgStore {
         Ok(())
     }
 
-    async fn purge_expired(
-        &self,
-        now: tessera_core::clock::UnixTime,
-        batch: u32,
-    ) -> Result<u64, crate::StoreError> {
+    async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError> {
         let mut most = 0;
         for sql in [
             dialect::PURGE_TOKENS,
@@ -550,14 +543,19 @@ fn revoke_batch(pool: PgPool) -> BatchFn<(TokenHash, UnixTime), bool> {
     Arc::new(move |requests: Vec<(TokenHash, UnixTime)>| {
         let pool = pool.clone();
         Box::pin(async move {
-            let (hashes, times): (Vec<Vec<u8>>, Vec<UnixTime>) = requests
+            let hashes: Vec<Vec<u8>> = requests
                 .iter()
-                .map(|(h, now)| (h.as_bytes().to_vec(), *now))
-                .unzip();
+                .map(|(h, _)| h.as_bytes().to_vec())
+                .collect();
+            let now = requests
+                .iter()
+                .map(|(_, now)| *now)
+                .max()
+                .unwrap_or_default();
             let mut changed: std::collections::HashSet<Vec<u8>> =
                 sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
                     .bind(hashes)
-                    .bind(times)
+                    .bind(now)
                     .fetch_all(&pool)
                     .await?
                     .into_iter()

@@ -301,3 +301,82 @@ async fn missing_client_reference_is_reported(store: Arc<dyn Store>) {
         Err(StoreError::MissingReference)
     ));
 }
+
+/// Callers that give up half-way (an HTTP client hanging up) must not leave a pooled
+/// PostgreSQL connection inside a transaction: sqlx 0.9.0's `Pool::begin` does so when
+/// cancelled during `BEGIN`, after which later writes on that connection are never
+/// committed. Hundreds of transactional calls are cut short at varying points; afterwards no
+/// session of the database may sit "idle in transaction", and new writes must be committed
+/// (seen from another connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cancelled_callers_leave_no_open_transaction() {
+    use sqlx::Connection;
+    let url = match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
+        Ok(url) => url,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL is required in CI: {e}"),
+    };
+    let store = tessera_store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let c = client("web", &["https://a.example/cb"]);
+    store.create_client(&c).await.unwrap();
+
+    for round in 0..300u64 {
+        let (refresh, record) = token(&c, TokenKind::Refresh, "fam", 9000);
+        store.insert_tokens(&[record]).await.unwrap();
+        let successor = token(&c, TokenKind::Refresh, "fam", 9000).1;
+        // Cut short after 0..300 turns of the scheduler (timers are too coarse): before,
+        // during or after BEGIN's round trip.
+        let give_up = async {
+            for _ in 0..round {
+                tokio::task::yield_now().await;
+            }
+        };
+        let hash = refresh.hash();
+        tokio::select! {
+            biased;
+            _ = store.rotate_refresh_token(&hash, 2000, std::slice::from_ref(&successor)) => {}
+            () = give_up => {}
+        }
+    }
+
+    let mut observer = sqlx::PgConnection::connect(&url).await.unwrap();
+    let open_transactions = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+        )
+    };
+    // Detached work finishes by itself; give it a moment, then look.
+    let mut open = -1;
+    for _ in 0..50 {
+        open = open_transactions().fetch_one(&mut observer).await.unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, 0, "sessions left idle in a transaction");
+
+    // Every pooled connection still commits: write through all of them, read from outside.
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let (raw, record) = token(&c, TokenKind::Access, &format!("after{i}"), 9000);
+        store.insert_tokens(&[record]).await.unwrap();
+        written.push(raw.hash());
+    }
+    for hash in written {
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tokens WHERE hash = $1")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen, 1,
+            "an acknowledged write is not visible to another session"
+        );
+    }
+}
