@@ -107,7 +107,7 @@ async fn main() -> Result<()> {
                 tokens.push((
                     raw.expose().to_owned(),
                     raw.hash().0.to_vec(),
-                    new_family_id()?,
+                    new_family_id(now)?,
                 ));
             }
             let filler = total.saturating_sub(real);

@@ -13,6 +13,7 @@
 //! Migrations still run through sqlx's migrator, so the schema history table is the same as
 //! PostgreSQL's and as earlier versions wrote it.
 
+mod checkpointer;
 mod readers;
 mod writer;
 
@@ -30,6 +31,7 @@ use tessera_core::user::User;
 
 use crate::rows::{self, ClientColumns, ClientRow, CodeRow, TokenRow, UserRow, storable};
 use crate::{Redemption, Session, StoreError};
+use checkpointer::Checkpointer;
 use readers::Readers;
 use writer::Writer;
 
@@ -37,8 +39,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Enough that every async worker of a large machine finds one free.
-const READ_CONNECTIONS_MIN: usize = 4;
+/// Page cache sizes, in KiB (SQLite's negative `cache_size`). Together they bound the
+/// store's share of the server's memory: the file itself stays on disk (and in the OS page
+/// cache, which is not ours). The writer's is larger: every insert walks the token table
+/// and its indexes, and dirty pages wait there for the commit.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+const READER_CACHE_KIB: i64 = 8 * 1024;
 
 const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
     WHERE expires_at <= ?1 OR revoked_at IS NOT NULL LIMIT ?2)";
@@ -52,6 +58,7 @@ pub struct SqliteStore {
     path: PathBuf,
     readers: Readers,
     writer: Writer,
+    _checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -70,15 +77,22 @@ impl SqliteStore {
         }
         writer_conn.pragma_update(None, "synchronous", "FULL")?;
         writer_conn.pragma_update(None, "foreign_keys", "ON")?;
+        writer_conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        // Checkpoints are the checkpointer thread's job, never the writer's.
+        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // One per async worker thread (one per core), and one spare: a read holds its
+        // connection for microseconds, so more would only hold more cache.
         let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
-        let readers = (0..READ_CONNECTIONS_MIN.max(2 * parallelism))
+        let readers = (0..parallelism + 1)
             .map(|_| {
                 let conn = open(&path, OpenFlags::empty())?;
                 conn.pragma_update(None, "query_only", "ON")?;
+                conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
                 Ok(conn)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Self {
+            _checkpointer: Checkpointer::start(open(&path, OpenFlags::empty())?)?,
             readers: Readers::new(readers)?,
             writer: Writer::start(writer_conn)?,
             path,

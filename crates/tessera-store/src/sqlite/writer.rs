@@ -6,9 +6,12 @@
 //! *sleeps* (1, 2, 5, ... 100 ms) instead of waiting for the lock to be released.
 //!
 //! Instead, one thread owns the only writing connection. Requests queue their operation; the
-//! thread takes every operation waiting, runs them in one `BEGIN IMMEDIATE ... COMMIT`, each
-//! inside its own savepoint (so one failing operation does not undo the others), and answers
-//! each request only after the commit is durable. Durability is unchanged — nothing is
+//! thread takes every operation waiting, runs them in one `BEGIN IMMEDIATE ... COMMIT`, and
+//! answers each request only after the commit is durable. If one operation fails (a
+//! duplicate, a deleted client), the batch is rolled back and run again with each operation
+//! in its own savepoint, so the failure stays alone. Savepoints are not the normal path:
+//! every page first touched inside one is copied to a statement journal, which costs more
+//! than the insert itself. Durability is unchanged — nothing is
 //! acknowledged before its commit — while the fsync is shared by the whole batch, and a
 //! single writer never meets `SQLITE_BUSY` from its own process.
 
@@ -24,15 +27,15 @@ const MAX_BATCH: usize = 512;
 
 /// An operation queued for the writer.
 trait Job: Send {
-    /// Runs inside the batch's transaction. Returns whether it succeeded; a failed job's
-    /// savepoint is rolled back, so it leaves no trace.
+    /// Runs inside the batch's transaction and keeps the outcome. Returns whether it
+    /// succeeded. May run twice, if the first run's transaction was rolled back.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Delivers the job's outcome once the batch is committed (or failed to commit).
     fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
 }
 
 struct Pending<T, F> {
-    op: Option<F>,
+    op: F,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -40,13 +43,10 @@ struct Pending<T, F> {
 impl<T, F> Job for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    F: Fn(&Connection) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let outcome = match self.op.take() {
-            Some(op) => op(conn),
-            None => Err(StoreError::Config("write operation run twice".into())),
-        };
+        let outcome = (self.op)(conn);
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -103,15 +103,16 @@ impl Writer {
 
     /// Runs `op` in the writer's next transaction and returns its result once that
     /// transaction is committed. `op` must not return an error after writing something it
-    /// wants kept: an error rolls back everything `op` wrote.
+    /// wants kept: an error rolls back everything `op` wrote. It may be run a second time
+    /// after its first run was rolled back, so it must depend only on the database.
     pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
-            op: Some(op),
+            op,
             outcome: None,
             reply,
         });
@@ -140,35 +141,37 @@ fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>) {
 }
 
 fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        tracing::warn!(error = %e, jobs = batch.len(), "SQLite writer could not begin a transaction");
-        for job in batch {
-            job.finish(Err(&e));
+    let outcome = begin(conn).and_then(|()| {
+        if batch.iter_mut().all(|job| job.run(conn)) {
+            return conn.execute_batch("COMMIT");
         }
-        return;
-    }
-    let mut savepoint_error = None;
-    for job in &mut batch {
-        if let Err(e) = run_in_savepoint(conn, job.as_mut()) {
-            savepoint_error = Some(e);
-            break;
+        // Some job failed: undo the batch, and run it again with each job isolated.
+        conn.execute_batch("ROLLBACK")?;
+        if batch.len() == 1 {
+            return Ok(());
         }
-    }
-    let commit = match savepoint_error {
-        Some(e) => Err(e),
-        None => conn.execute_batch("COMMIT"),
-    };
-    if let Err(e) = &commit {
+        begin(conn)?;
+        for job in &mut batch {
+            run_in_savepoint(conn, job.as_mut())?;
+        }
+        conn.execute_batch("COMMIT")
+    });
+    if let Err(e) = &outcome {
         tracing::warn!(error = %e, jobs = batch.len(), "SQLite writer batch failed");
         // After a failed COMMIT SQLite may or may not have rolled back already.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
-    let commit = commit.as_ref().map(|_| ());
+    let commit = outcome.as_ref().map(|_| ());
     for job in batch {
         job.finish(commit);
     }
+}
+
+fn begin(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    Ok(())
 }
 
 fn run_in_savepoint(conn: &Connection, job: &mut dyn Job) -> Result<(), rusqlite::Error> {
