@@ -11,9 +11,19 @@ use crate::browser::CookieNames;
 use crate::config::Config;
 use crate::throttle::LoginThrottle;
 
-/// Cheap to clone: everything inside is shared.
+/// Cheap to clone (axum clones it for every request): one shared [`Shared`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     /// The issuer URL without a trailing slash.
@@ -33,7 +43,7 @@ impl AppState {
     pub fn new(config: Config, issuer: String, store: Arc<dyn Store>) -> Self {
         let cookies = CookieNames::new(issuer.starts_with("https://"));
         let ttl = config.client_cache_ttl;
-        Self {
+        Self(Arc::new(Shared {
             clients: (!ttl.is_zero()).then(|| {
                 Cache::builder()
                     .max_capacity(10_000)
@@ -49,7 +59,7 @@ impl AppState {
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
-        }
+        }))
     }
 
     /// The client registered under `client_id`, from the cache or the store.
