@@ -10,6 +10,12 @@
 //!   deployment.
 //! - `issue`: obtains tokens the ordinary way, POST /token with client_credentials over
 //!   HTTP, bounded in count and time, and writes them to a file.
+//! - `flow` (`flow.rs`): the authorization-code flow with PKCE, sign-in included or not, by
+//!   concurrent simulated browsers; flows per second and latency, as a `wrk`-style RESULT line.
+//! - `mix` (`mix.rs`): a paced mix of issuance, introspection and revocation for `bench/soak`,
+//!   every answer checked.
+//!
+//! `tally.rs` counts latencies and failures for the last two in the classes `wrk` uses.
 
 use std::io::Write;
 use std::str::FromStr;
@@ -19,6 +25,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sqlx::Connection;
 use tessera_core::token::{RawToken, TokenKind, new_family_id};
+
+mod flow;
+mod mix;
+mod tally;
 
 #[derive(Parser)]
 struct Cli {
@@ -73,6 +83,10 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Run authorization-code + PKCE flows (sign-in, authorize, token) for a fixed time.
+    Flow(flow::FlowArgs),
+    /// Run a paced mix of issuance, introspection and revocation, checking every answer.
+    Mix(mix::MixArgs),
 }
 
 #[tokio::main]
@@ -156,6 +170,8 @@ async fn main() -> Result<()> {
             )
             .await
         }
+        Command::Flow(args) => flow::run(args).await,
+        Command::Mix(args) => mix::run(args).await,
     }
 }
 
