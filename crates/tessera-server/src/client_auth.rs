@@ -6,18 +6,15 @@
 //! the presented secret: the clear secret is never kept, and rotating a secret changes the
 //! stored hash, which makes every old entry unreachable.
 
-use std::sync::LazyLock;
-
 use sha2::{Digest, Sha256};
 use tessera_core::OAuthError;
 use tessera_core::client::Client;
 use tessera_core::client_auth::presented_client;
 use tessera_core::form::FormParams;
-use tessera_core::secret::{Secret, verify_secret};
+use tessera_core::secret::Secret;
 
 use crate::error::WebError;
 use crate::state::AppState;
-use tokio::sync::Semaphore;
 
 /// Who may pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,22 +93,9 @@ async fn verify_cached(state: &AppState, stored: &str, secret: &Secret) -> Resul
     }
 }
 
-/// Argon2 is CPU-bound; running it on the async workers would stall every other request.
-///
-/// At most one verification per core runs at a time: each takes 19 MiB, and more of them at
-/// once would not finish sooner, only multiply the memory (32 concurrent sign-ins reached
-/// 1.9 GB before this limit). The others wait their turn.
+/// Argon2 is CPU-bound: it runs on the hashing threads ([`crate::hashing`]), one per core.
 pub async fn verify_blocking(stored: Option<String>, secret: Secret) -> Result<bool, WebError> {
-    static RUNNING: LazyLock<Semaphore> = LazyLock::new(|| {
-        Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from))
-    });
-    let turn = RUNNING.acquire().await.map_err(WebError::internal)?;
-    let span = tracing::Span::current();
-    // The turn moves into the blocking task: a caller that goes away does not free it early.
-    tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        span.in_scope(|| verify_secret(&secret, stored.as_deref()))
-    })
-    .await
-    .map_err(WebError::internal)
+    crate::hashing::verify(stored, secret)
+        .await
+        .ok_or_else(|| WebError::internal("no password-hashing thread"))
 }

@@ -23,6 +23,7 @@ pub mod client_auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod hashing;
 pub mod janitor;
 pub mod local_guard;
 pub mod pages;
