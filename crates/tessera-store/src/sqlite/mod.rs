@@ -43,7 +43,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// store's share of the server's memory: the file itself stays on disk (and in the OS page
 /// cache, which is not ours). The writer's is larger: every insert walks the token table
 /// and its indexes, and dirty pages wait there for the commit.
-const WRITER_CACHE_KIB: i64 = 32 * 1024;
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
 const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
