@@ -66,6 +66,13 @@ pub fn storable(key: &str) -> bool {
     !key.contains('\0')
 }
 
+/// A stored consent's scope, checked.
+pub fn consent_scope(stored: Option<String>) -> Result<Option<Scope>, StoreError> {
+    stored
+        .map(|s| Scope::parse(&s).map_err(|_| StoreError::Corrupt("consent scope".into())))
+        .transpose()
+}
+
 #[derive(sqlx::FromRow)]
 pub struct ClientRow {
     pub client_id: String,

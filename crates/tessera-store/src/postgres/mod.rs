@@ -411,9 +411,7 @@ impl crate::Store for PgStore {
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
-        scope
-            .map(|s| Scope::parse(&s).map_err(|_| StoreError::Corrupt("consent scope".into())))
-            .transpose()
+        rows::consent_scope(scope)
     }
 
     async fn put_consent(

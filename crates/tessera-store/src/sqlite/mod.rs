@@ -553,9 +553,7 @@ impl crate::Store for SqliteStore {
                 .query_row([user_id, client_id], |r| r.get(0))
                 .optional()?)
         })?;
-        scope
-            .map(|s| Scope::parse(&s).map_err(|_| StoreError::Corrupt("consent scope".into())))
-            .transpose()
+        rows::consent_scope(scope)
     }
 
     async fn put_consent(
