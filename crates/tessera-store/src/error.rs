@@ -32,6 +32,18 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// The error of a whole failed batch, for one of the requests in it: still
+    /// `Unavailable` if it was (so the caller answers 503), otherwise a plain database
+    /// error, since a conflict of the batch is not this request's conflict.
+    pub(crate) fn for_batch_member(&self) -> Self {
+        let message: DriverError = self.to_string().into();
+        if self.is_unavailable() {
+            Self::Unavailable(message)
+        } else {
+            Self::Database(message)
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

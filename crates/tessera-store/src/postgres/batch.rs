@@ -90,16 +90,8 @@ async fn lane<Q, R>(waiting: Queue<Q, R>, run: BatchFn<Q, R>) {
                 }
             }
             Err(e) => {
-                // One error for the batch; each request gets its own copy of it.
-                let unavailable = e.is_unavailable();
-                let message = e.to_string();
                 for reply in replies {
-                    let copy = if unavailable {
-                        StoreError::Unavailable(message.clone().into())
-                    } else {
-                        StoreError::Database(message.clone().into())
-                    };
-                    let _ = reply.send(Err(copy));
+                    let _ = reply.send(Err(e.for_batch_member()));
                 }
             }
         }

@@ -450,20 +450,22 @@ impl crate::Store for PgStore {
 }
 
 /// Stores `tokens` in one statement: all of them or none.
-async fn insert_rows<'e>(
+async fn insert_rows<'e, 't>(
     executor: impl PgExecutor<'e>,
-    tokens: &[TokenRecord],
+    tokens: impl IntoIterator<Item = &'t TokenRecord>,
 ) -> Result<(), StoreError> {
-    let mut hashes = Vec::with_capacity(tokens.len());
-    let mut kinds = Vec::with_capacity(tokens.len());
-    let mut clients = Vec::with_capacity(tokens.len());
-    let mut subjects = Vec::with_capacity(tokens.len());
-    let mut scopes = Vec::with_capacity(tokens.len());
-    let mut issued = Vec::with_capacity(tokens.len());
-    let mut expires = Vec::with_capacity(tokens.len());
-    let mut revoked = Vec::with_capacity(tokens.len());
-    let mut rotated = Vec::with_capacity(tokens.len());
-    let mut families = Vec::with_capacity(tokens.len());
+    let tokens = tokens.into_iter();
+    let capacity = tokens.size_hint().0;
+    let mut hashes = Vec::with_capacity(capacity);
+    let mut kinds = Vec::with_capacity(capacity);
+    let mut clients = Vec::with_capacity(capacity);
+    let mut subjects = Vec::with_capacity(capacity);
+    let mut scopes = Vec::with_capacity(capacity);
+    let mut issued = Vec::with_capacity(capacity);
+    let mut expires = Vec::with_capacity(capacity);
+    let mut revoked = Vec::with_capacity(capacity);
+    let mut rotated = Vec::with_capacity(capacity);
+    let mut families = Vec::with_capacity(capacity);
     for t in tokens {
         hashes.push(t.hash.as_bytes().to_vec());
         kinds.push(rows::kind_code(t.kind));
@@ -515,24 +517,20 @@ fn insert_batch(pool: PgPool) -> BatchFn<Vec<TokenRecord>, ()> {
     Arc::new(move |requests: Vec<Vec<TokenRecord>>| {
         let pool = pool.clone();
         Box::pin(async move {
-            let all: Vec<TokenRecord> = requests.iter().flatten().cloned().collect();
-            match insert_rows(&pool, &all).await {
-                Ok(()) => return Ok(requests.iter().map(|_| Ok(())).collect()),
-                Err(e) if e.is_unavailable() || requests.len() == 1 => {
-                    if requests.len() == 1 {
-                        return Ok(vec![Err(e)]);
-                    }
-                    return Err(e);
-                }
+            match insert_rows(&pool, requests.iter().flatten()).await {
+                Ok(()) => Ok(requests.iter().map(|_| Ok(())).collect()),
+                Err(e) if requests.len() == 1 => Ok(vec![Err(e)]),
+                Err(e) if e.is_unavailable() => Err(e),
                 // One request's rows spoiled the statement (a deleted client, say):
                 // try each request alone, so only that one fails.
-                Err(_) => {}
+                Err(_) => {
+                    let mut answers = Vec::with_capacity(requests.len());
+                    for tokens in &requests {
+                        answers.push(insert_rows(&pool, tokens).await);
+                    }
+                    Ok(answers)
+                }
             }
-            let mut answers = Vec::with_capacity(requests.len());
-            for tokens in &requests {
-                answers.push(insert_rows(&pool, tokens).await);
-            }
-            Ok(answers)
         })
     })
 }

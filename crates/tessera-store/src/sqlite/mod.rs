@@ -139,7 +139,8 @@ fn sql(shared: &str) -> String {
     shared.replace('$', "?")
 }
 
-fn exists_one(
+/// Runs a one-parameter statement; whether it changed any row.
+fn changed_any(
     conn: &Connection,
     statement: &str,
     key: &dyn rusqlite::ToSql,
@@ -313,7 +314,7 @@ impl crate::Store for SqliteStore {
         }
         let client_id = client_id.to_owned();
         self.writer
-            .write(move |c| exists_one(c, rows::DELETE_CLIENT, &client_id))
+            .write(move |c| changed_any(c, rows::DELETE_CLIENT, &client_id))
             .await
     }
 
@@ -538,7 +539,7 @@ impl crate::Store for SqliteStore {
         let hash = *hash;
         self.writer
             .write(move |c| {
-                exists_one(c, rows::DELETE_SESSION, &hash.as_bytes().as_slice()).map(drop)
+                changed_any(c, rows::DELETE_SESSION, &hash.as_bytes().as_slice()).map(drop)
             })
             .await
     }

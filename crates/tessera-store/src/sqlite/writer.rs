@@ -31,7 +31,7 @@ trait Job: Send {
     /// succeeded. May run twice, if the first run's transaction was rolled back.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Delivers the job's outcome once the batch is committed (or failed to commit).
-    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>);
 }
 
 struct Pending<T, F> {
@@ -52,34 +52,15 @@ where
         ok
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>) {
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>) {
         let outcome = match (self.outcome, commit) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            (Some(Ok(_)), Err(e)) => Err(commit_failure(e)),
-            (None, Err(e)) => Err(commit_failure(e)),
+            (_, Err(e)) => Err(e.for_batch_member()),
             (None, Ok(())) => Err(StoreError::Config("write operation never ran".into())),
         };
         // The requester may have gone away (a dropped HTTP request); the write stands.
         let _ = self.reply.send(outcome);
-    }
-}
-
-/// Each job of a failed batch gets its own error, classified like the driver's.
-fn commit_failure(e: &rusqlite::Error) -> StoreError {
-    let classified = StoreError::from(copy_error(e));
-    match classified {
-        StoreError::Conflict | StoreError::MissingReference => {
-            StoreError::Database(e.to_string().into())
-        }
-        other => other,
-    }
-}
-
-fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
-    match e.sqlite_error() {
-        Some(f) => rusqlite::Error::SqliteFailure(*f, Some(e.to_string())),
-        None => rusqlite::Error::ToSqlConversionFailure(e.to_string().into()),
     }
 }
 
@@ -163,9 +144,9 @@ fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
-    let commit = outcome.as_ref().map(|_| ());
+    let commit = outcome.map_err(StoreError::from);
     for job in batch {
-        job.finish(commit);
+        job.finish(commit.as_ref().map(|_| ()));
     }
 }
 

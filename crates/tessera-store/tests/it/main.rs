@@ -16,16 +16,21 @@ use tessera_core::scope::Scope;
 use tessera_core::token::{RawToken, TokenKind, TokenRecord};
 use tessera_store::{Store, StoreError, testing};
 
+/// A fresh PostgreSQL database, or `None` (skip) without a server, except in CI.
+async fn postgres_url() -> Option<String> {
+    match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
+        Ok(url) => Some(url),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
+            None
+        }
+        Err(e) => panic!("PostgreSQL is required in CI: {e}"),
+    }
+}
+
 async fn store(postgres: bool) -> Option<Arc<dyn Store>> {
     let url = if postgres {
-        match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
-            Ok(url) => url,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
-                return None;
-            }
-            Err(e) => panic!("PostgreSQL is required in CI: {e}"),
-        }
+        postgres_url().await?
     } else {
         testing::fresh_sqlite_url().unwrap().0
     };
@@ -311,13 +316,8 @@ async fn missing_client_reference_is_reported(store: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cancelled_callers_leave_no_open_transaction() {
     use sqlx::Connection;
-    let url = match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
-        Ok(url) => url,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL is required in CI: {e}"),
+    let Some(url) = postgres_url().await else {
+        return;
     };
     let store = tessera_store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
