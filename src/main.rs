@@ -159,7 +159,11 @@ enum ClientCommand {
         json: bool,
     },
     /// Delete a client and every token issued to it.
-    Delete { client_id: String },
+    Delete {
+        /// Client ids are random base64url and may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 #[tokio::main]

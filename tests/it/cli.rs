@@ -258,6 +258,10 @@ async fn client_commands(backend: Backend) {
             .status
             .success()
     );
+    // Ids are random base64url, so one in 64 starts with `-`: it is an id, not an option.
+    let hyphen = tessera(&url, &["client", "delete", "-iXYZ"]).await;
+    assert!(!hyphen.status.success());
+    assert!(String::from_utf8_lossy(&hyphen.stderr).contains("no client with id -iXYZ"));
     let list = tessera(&url, &["client", "list", "--json"]).await;
     let list: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
