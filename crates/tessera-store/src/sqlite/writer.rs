@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::checkpointer::{RestartRequest, checkpoint};
 use crate::StoreError;
 
 /// The most operations in one transaction: bounds how long a batch holds the write lock.
@@ -73,11 +74,11 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`, which must be the only connection that writes.
-    pub fn start(conn: Connection) -> Result<Self, StoreError> {
+    pub fn start(conn: Connection, restart: RestartRequest) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
-            .spawn(move || write_loop(&conn, &jobs))
+            .spawn(move || write_loop(&conn, &jobs, &restart))
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(Self { queue })
     }
@@ -106,7 +107,7 @@ fn writer_gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer thread has stopped".into())
 }
 
-fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, restart: &RestartRequest) {
     // `recv` fails only when every handle is dropped: the store is gone.
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
@@ -118,6 +119,20 @@ fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         run_batch(conn, batch);
+        if restart.take() {
+            // The checkpointer has copied back all but the last few frames: copying those
+            // here, where no write can slip in, lets the next transaction restart the WAL.
+            let started = std::time::Instant::now();
+            match checkpoint(conn) {
+                Ok(wal) => tracing::debug!(
+                    frames = wal.frames,
+                    copied = wal.copied,
+                    micros = started.elapsed().as_micros() as u64,
+                    "SQLite WAL ready to restart"
+                ),
+                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint on the writer failed"),
+            }
+        }
     }
 }
 
