@@ -3,7 +3,8 @@ use crate::helpers::{Backend, spawn_app};
 
 both_backends!(
     discovery_document_names_every_endpoint,
-    health_and_readiness
+    health_and_readiness,
+    every_response_carries_a_request_id
 );
 
 async fn discovery_document_names_every_endpoint(backend: Backend) {
@@ -82,4 +83,39 @@ async fn health_and_readiness(backend: Backend) {
             .status(),
         404
     );
+}
+
+async fn every_response_carries_a_request_id(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let id_of = |response: &reqwest::Response| {
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let second = app.http.post(app.url("/token")).send().await.unwrap();
+    assert_eq!(second.status(), 400, "an error answer has one too");
+    assert_ne!(id_of(&first), id_of(&second));
+    assert!(!id_of(&first).is_empty());
+    // A caller's own id is kept, so its logs and ours can be joined...
+    let kept = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "edge-7f3a_42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&kept), "edge-7f3a_42");
+    // ...unless it is not a plain token.
+    let replaced = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "two words")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(id_of(&replaced), "two words");
 }

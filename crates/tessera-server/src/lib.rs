@@ -16,6 +16,7 @@
 //! - [`pages`]: askama templates and the security headers of every HTML page.
 //! - [`throttle`]: failed-login throttling.
 //! - [`local_guard`]: the guard's validator reading the store directly (no HTTP hop).
+//! - [`observe`]: the request id and log line around every request.
 //! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
 
 pub mod browser;
@@ -26,6 +27,7 @@ pub mod extract;
 mod hashing;
 pub mod janitor;
 pub mod local_guard;
+pub mod observe;
 pub mod pages;
 pub mod routes;
 pub mod state;

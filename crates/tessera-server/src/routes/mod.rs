@@ -11,15 +11,12 @@ mod token;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::error::WebError;
 use crate::state::AppState;
@@ -28,7 +25,6 @@ pub use metadata::METADATA_PATH;
 
 /// Every Tessera route, with its layers. Also used in-process by tests and the demo.
 pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/", get(login::home))
         .route(
@@ -43,8 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .with_state(state)
-        // Layers run bottom-up for requests: the id is set first, secrets are hidden before
-        // the trace sees the headers, and a panic anywhere becomes a bare 500.
+        // Layers run bottom-up for requests: the request id and its log line first, so they
+        // also cover a timeout, and a panic anywhere becomes a bare 500.
         .layer(CatchPanicLayer::custom(|_| {
             WebError::internal("handler panicked").into_response()
         }))
@@ -52,13 +48,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
         ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(crate::observe::observe))
 }
 
 /// The endpoints a browser-based public client (a single-page app using PKCE) calls from its
