@@ -1,15 +1,21 @@
 //! Background purge of expired and revoked tokens.
 //!
-//! Deleting in batches of [`BATCH`] keeps every transaction short, so the janitor never
-//! holds a lock long enough to delay issuance or introspection, and the table stays bounded
-//! under constant load. On PostgreSQL the batch is chosen with `SKIP LOCKED`, so janitors on
-//! several nodes share the work instead of queueing behind each other.
+//! Deleting in batches of [`BATCH`] keeps every transaction short, and the table stays
+//! bounded under constant load. On PostgreSQL the batch is chosen with `SKIP LOCKED`, so
+//! janitors on several nodes share the work instead of queueing behind each other.
+//!
+//! A backlog (a burst of revocations, a node back after a pause) is worked off at half
+//! speed: after each batch the janitor rests as long as the batch took. Revoked tokens lie
+//! at random places in the table, so a batch touches a page of every index per token, and
+//! on SQLite it runs in the writer's transaction with the requests waiting there. Purged
+//! back to back, 55,000 revoked tokens held the code flow's p99 at 0.4 s for 12 s in the
+//! benchmark; a dead token waiting a little longer for its purge costs nothing.
 
 use tokio::sync::watch;
 
 use crate::state::AppState;
 
-pub const BATCH: u32 = 500;
+pub const BATCH: u32 = 100;
 
 /// Runs until `stop` turns true.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
@@ -34,11 +40,12 @@ pub async fn purge_all(
 ) -> Result<u64, tessera_store::StoreError> {
     let mut total = 0;
     loop {
+        let started = tokio::time::Instant::now();
         let n = state.store.purge_expired(state.now(), BATCH).await?;
         total += n;
         if n < u64::from(BATCH) || *stop.borrow() {
             return Ok(total);
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(started.elapsed()).await;
     }
 }

@@ -116,8 +116,8 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<(), StoreError>;
 
-    /// Deletes up to `batch` rows from each table of expiring things (tokens expired at `now`
-    /// or revoked, codes and sessions expired). Returns the largest count of one table, so a
+    /// Deletes up to `batch` rows of each kind of dead thing: tokens expired at `now`, revoked
+    /// tokens, expired codes, expired sessions. Returns the largest count of one kind, so a
     /// caller repeats while it equals `batch`. Small batches keep transactions short.
     async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError>;
 }

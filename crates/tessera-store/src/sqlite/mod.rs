@@ -53,8 +53,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITER_CACHE_KIB: i64 = 2 * 1024;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
-const PURGE_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
-    WHERE expires_at <= ?1 OR revoked_at IS NOT NULL LIMIT ?2)";
+// Expired and revoked tokens in two statements, each on its own index: with an `OR`,
+// SQLite scanned the whole table from its start for every batch (a backlog of revoked
+// tokens took 0.35 ms each to purge). By rowid, since tokens is a rowid table (migration
+// 0003): no hash-index search per row.
+const PURGE_EXPIRED_TOKENS: &str = "DELETE FROM tokens WHERE rowid IN (SELECT rowid \
+    FROM tokens WHERE expires_at <= ?1 LIMIT ?2)";
+const PURGE_REVOKED_TOKENS: &str = "DELETE FROM tokens WHERE rowid IN (SELECT rowid \
+    FROM tokens WHERE revoked_at IS NOT NULL LIMIT ?1)";
 const PURGE_CODES: &str = "DELETE FROM authorization_codes WHERE hash IN (SELECT hash \
     FROM authorization_codes WHERE expires_at <= ?1 LIMIT ?2)";
 const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
@@ -588,8 +594,18 @@ impl crate::Store for SqliteStore {
         self.writer
             .write(move |c| {
                 let mut most = 0;
-                for statement in [PURGE_TOKENS, PURGE_CODES, PURGE_SESSIONS] {
-                    let done = c.prepare_cached(statement)?.execute(params![now, batch])?;
+                for (statement, by_time) in [
+                    (PURGE_EXPIRED_TOKENS, true),
+                    (PURGE_REVOKED_TOKENS, false),
+                    (PURGE_CODES, true),
+                    (PURGE_SESSIONS, true),
+                ] {
+                    let mut statement = c.prepare_cached(statement)?;
+                    let done = if by_time {
+                        statement.execute(params![now, batch])?
+                    } else {
+                        statement.execute(params![batch])?
+                    };
                     most = most.max(done as u64);
                 }
                 Ok(most)
