@@ -83,6 +83,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let (stop_janitor, janitor_stopped) = tokio::sync::watch::channel(false);
         let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
+        let primer = tokio::spawn(keep_timer_wheel_primed());
         let app = routes::router(self.state);
         let served = axum::serve(
             self.listener,
@@ -92,6 +93,22 @@ impl Server {
         .await;
         let _ = stop_janitor.send(true);
         let _ = janitor.await;
+        primer.abort();
         served
+    }
+}
+
+/// Keeps a timer due within a second in the runtime's timer wheel, for as long as it runs.
+///
+/// Every request has a timeout ([`routes::router`]), and tokio wakes its I/O driver (an
+/// `eventfd` write from the registering thread) whenever a new timer is due before anything
+/// the wheel held when the driver last looked. On a loaded server that was every request:
+/// between bursts no request is in flight, so the wheel is empty, and each timeout of the
+/// next burst counted as the earliest. That cost a system call and a wake-up per request,
+/// about a tenth of an introspection's CPU (docs/BENCHMARKS.md). With this timer always due
+/// sooner, registering a request's timeout wakes nothing.
+async fn keep_timer_wheel_primed() {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
