@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::readers::Readers;
 use crate::StoreError;
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -73,10 +74,13 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts checkpointing with `conn`, a connection to the database file at `path`.
+    /// Before each checkpoint it closes the `readers`' stale snapshots, which would keep it
+    /// from copying back what was written after them.
     pub fn start(
         conn: Connection,
         path: &Path,
         restart: RestartRequest,
+        readers: Arc<Readers>,
     ) -> Result<Self, StoreError> {
         // fsync flushes the file, whichever descriptor asks: this one is only for syncing.
         let db_file = File::open(path).map_err(|e| {
@@ -88,9 +92,10 @@ impl Checkpointer {
             .spawn(move || {
                 // Only a timeout means "carry on": a message or a dropped sender means stop.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+                    readers.close_stale();
                     match checkpoint(&conn) {
                         Ok(wal) if wal.frames > RESTART_FRAMES => {
-                            catch_up(&conn, &db_file, wal);
+                            catch_up(&conn, &db_file, &readers, wal);
                             restart.ask();
                         }
                         Ok(_) => {}
@@ -128,13 +133,14 @@ pub fn checkpoint(conn: &Connection) -> rusqlite::Result<WalState> {
 
 /// Syncs what the checkpoints copied and checkpoints again, until a pass had at most
 /// [`FINISH_FRAMES`] new frames to copy.
-fn catch_up(conn: &Connection, db_file: &File, mut last: WalState) {
+fn catch_up(conn: &Connection, db_file: &File, readers: &Readers, mut last: WalState) {
     for pass in 0..MAX_CATCH_UP_PASSES {
         let started = std::time::Instant::now();
         if let Err(e) = db_file.sync_data() {
             tracing::warn!(error = %e, "syncing the SQLite database file failed");
             return;
         }
+        readers.close_stale();
         let outcome = checkpoint(conn);
         tracing::debug!(
             pass,

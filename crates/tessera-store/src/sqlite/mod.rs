@@ -18,6 +18,7 @@ mod readers;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -32,7 +33,7 @@ use tessera_core::user::User;
 use crate::rows::{self, ClientColumns, ClientRow, CodeRow, TokenRow, UserRow, storable};
 use crate::{Redemption, Session, StoreError};
 use checkpointer::{Checkpointer, RestartRequest};
-use readers::Readers;
+use readers::{Commits, Readers};
 use writer::Writer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -69,7 +70,7 @@ const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    readers: Readers,
+    readers: Arc<Readers>,
     writer: Writer,
     _checkpointer: Checkpointer,
 }
@@ -105,11 +106,18 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let restart = RestartRequest::default();
+        let commits = Commits::default();
+        let readers = Arc::new(Readers::new(readers, commits.clone())?);
         let checkpoint_conn = open(&path, OpenFlags::empty())?;
         Ok(Self {
-            _checkpointer: Checkpointer::start(checkpoint_conn, &path, restart.clone())?,
-            readers: Readers::new(readers)?,
-            writer: Writer::start(writer_conn, restart)?,
+            _checkpointer: Checkpointer::start(
+                checkpoint_conn,
+                &path,
+                restart.clone(),
+                readers.clone(),
+            )?,
+            writer: Writer::start(writer_conn, restart, commits, readers.clone())?,
+            readers,
             path,
         })
     }
@@ -268,6 +276,8 @@ impl crate::Store for SqliteStore {
             .await?;
         let migrated = MIGRATOR.run(&pool).await;
         pool.close().await;
+        // Snapshots taken before the migration predate its tables: start afresh.
+        self.readers.close_all();
         migrated?;
         Ok(())
     }
@@ -619,8 +629,80 @@ impl crate::Store for SqliteStore {
 mod tests {
     use super::*;
 
+    fn scratch_rows(store: &SqliteStore) -> i64 {
+        store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))?))
+            .unwrap()
+    }
+
+    /// Read connections keep their snapshot between lookups; a write must still be seen by
+    /// every lookup that starts after it was acknowledged, on every read connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_see_every_acknowledged_write() {
+        let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store
+            .writer
+            .write(|c| Ok(c.execute_batch("CREATE TABLE scratch (n INTEGER PRIMARY KEY)")?))
+            .await
+            .unwrap();
+        let readers = store.readers.connections_for_tests();
+        for n in 1..=50_i64 {
+            // Every connection holds a snapshot taken before the write.
+            for _ in 0..readers {
+                assert_eq!(scratch_rows(&store), n - 1);
+            }
+            store
+                .writer
+                .write(move |c| Ok(c.execute("INSERT INTO scratch (n) VALUES (?1)", [n])?))
+                .await
+                .unwrap();
+            for _ in 0..readers {
+                assert_eq!(scratch_rows(&store), n);
+            }
+        }
+        drop(store);
+        remove_database(&path);
+    }
+
+    /// A change made by another process (the command line) is seen once the snapshots that
+    /// predate it have aged out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_see_other_processes_writes_after_the_snapshot_age() {
+        let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store
+            .writer
+            .write(|c| Ok(c.execute_batch("CREATE TABLE scratch (n INTEGER PRIMARY KEY)")?))
+            .await
+            .unwrap();
+        let readers = store.readers.connections_for_tests();
+        for _ in 0..readers {
+            assert_eq!(scratch_rows(&store), 0);
+        }
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        other
+            .execute("INSERT INTO scratch (n) VALUES (1)", [])
+            .unwrap();
+        tokio::time::sleep(readers::MAX_SNAPSHOT_AGE + Duration::from_millis(20)).await;
+        for _ in 0..readers {
+            assert_eq!(scratch_rows(&store), 1);
+        }
+        drop(other);
+        drop(store);
+        remove_database(&path);
+    }
+
+    fn remove_database(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
     /// Under steady writes the WAL must come back to its start instead of growing: here
-    /// 150 MiB of writes, with the checkpointer restarting the WAL once it passes 64 MiB.
+    /// 150 MiB of writes, with the checkpointer restarting the WAL once it passes 64 MiB,
+    /// while a lookup after every write keeps read snapshots open.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_small_under_steady_writes() {
         let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
@@ -653,6 +735,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
+            assert!(scratch_rows(&store) >= 1);
             largest = largest.max(std::fs::metadata(&wal).unwrap().len());
         }
         let written = 600 * 64 * 4096;
@@ -661,8 +744,6 @@ mod tests {
             "the WAL grew to {largest} bytes for {written} bytes written"
         );
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_database(&path);
     }
 }

@@ -15,12 +15,13 @@
 //! acknowledged before its commit — while the fsync is shared by the whole batch, and a
 //! single writer never meets `SQLITE_BUSY` from its own process.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::checkpointer::{RestartRequest, checkpoint};
+use super::readers::{Commits, Readers};
 use crate::StoreError;
 
 /// The most operations in one transaction: bounds how long a batch holds the write lock.
@@ -74,11 +75,23 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`, which must be the only connection that writes.
-    pub fn start(conn: Connection, restart: RestartRequest) -> Result<Self, StoreError> {
+    /// It counts its commits in `commits`, which `readers` watch to refresh their snapshots.
+    pub fn start(
+        conn: Connection,
+        restart: RestartRequest,
+        commits: Commits,
+        readers: Arc<Readers>,
+    ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
+        let thread = WriterThread {
+            conn,
+            restart,
+            commits,
+            readers,
+        };
         std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
-            .spawn(move || write_loop(&conn, &jobs, &restart))
+            .spawn(move || thread.write_loop(&jobs))
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         Ok(Self { queue })
     }
@@ -107,61 +120,83 @@ fn writer_gone() -> StoreError {
     StoreError::Unavailable("the SQLite writer thread has stopped".into())
 }
 
-fn write_loop(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, restart: &RestartRequest) {
-    // `recv` fails only when every handle is dropped: the store is gone.
-    while let Ok(first) = jobs.recv() {
-        let mut batch = Vec::with_capacity(16);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        run_batch(conn, batch);
-        if restart.take() {
-            // The checkpointer has copied back all but the last few frames: copying those
-            // here, where no write can slip in, lets the next transaction restart the WAL.
-            let started = std::time::Instant::now();
-            match checkpoint(conn) {
-                Ok(wal) => tracing::debug!(
-                    frames = wal.frames,
-                    copied = wal.copied,
-                    micros = started.elapsed().as_micros() as u64,
-                    "SQLite WAL ready to restart"
-                ),
-                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint on the writer failed"),
-            }
-        }
-    }
+/// What the writer thread owns.
+struct WriterThread {
+    conn: Connection,
+    restart: RestartRequest,
+    commits: Commits,
+    readers: Arc<Readers>,
 }
 
-fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
-    let outcome = begin(conn).and_then(|()| {
-        if batch.iter_mut().all(|job| job.run(conn)) {
-            return conn.execute_batch("COMMIT");
-        }
-        // Some job failed: undo the batch, and run it again with each job isolated.
-        conn.execute_batch("ROLLBACK")?;
-        if batch.len() == 1 {
-            return Ok(());
-        }
-        begin(conn)?;
-        for job in &mut batch {
-            run_in_savepoint(conn, job.as_mut())?;
-        }
-        conn.execute_batch("COMMIT")
-    });
-    if let Err(e) = &outcome {
-        tracing::warn!(error = %e, jobs = batch.len(), "SQLite writer batch failed");
-        // After a failed COMMIT SQLite may or may not have rolled back already.
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+impl WriterThread {
+    fn write_loop(&self, jobs: &mpsc::Receiver<Box<dyn Job>>) {
+        // `recv` fails only when every handle is dropped: the store is gone.
+        while let Ok(first) = jobs.recv() {
+            let mut batch = Vec::with_capacity(16);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+            if self.restart.take() {
+                self.prepare_restart();
+            }
         }
     }
-    let commit = outcome.map_err(StoreError::from);
-    for job in batch {
-        job.finish(commit.as_ref().map(|_| ()));
+
+    /// The checkpointer has copied back all but the last few frames: copying those here,
+    /// where no write can slip in, lets the next transaction restart the WAL, provided no
+    /// reader holds a snapshot that uses the WAL. So snapshots are closed before (an older
+    /// one would stop the copy short of the end) and after (one opened meanwhile uses the
+    /// WAL); those opened after that read only the database file, since every frame is in it.
+    fn prepare_restart(&self) {
+        let started = std::time::Instant::now();
+        self.readers.close_all();
+        match checkpoint(&self.conn) {
+            Ok(wal) => tracing::debug!(
+                frames = wal.frames,
+                copied = wal.copied,
+                micros = started.elapsed().as_micros() as u64,
+                "SQLite WAL ready to restart"
+            ),
+            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint on the writer failed"),
+        }
+        self.readers.close_all();
+    }
+
+    fn run_batch(&self, mut batch: Vec<Box<dyn Job>>) {
+        let conn = &self.conn;
+        let outcome = begin(conn).and_then(|()| {
+            if batch.iter_mut().all(|job| job.run(conn)) {
+                return conn.execute_batch("COMMIT");
+            }
+            // Some job failed: undo the batch, and run it again with each job isolated.
+            conn.execute_batch("ROLLBACK")?;
+            if batch.len() == 1 {
+                return Ok(());
+            }
+            begin(conn)?;
+            for job in &mut batch {
+                run_in_savepoint(conn, job.as_mut())?;
+            }
+            conn.execute_batch("COMMIT")
+        });
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, jobs = batch.len(), "SQLite writer batch failed");
+            // After a failed COMMIT SQLite may or may not have rolled back already.
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        // Before any answer: a reader that sees the new count takes a fresh snapshot.
+        self.commits.count_one();
+        let commit = outcome.map_err(StoreError::from);
+        for job in batch {
+            job.finish(commit.as_ref().map(|_| ()));
+        }
     }
 }
 
