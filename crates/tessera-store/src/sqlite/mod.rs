@@ -629,6 +629,21 @@ impl crate::Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A store on a fresh file, with a table `scratch (n, data)` of its own.
+    async fn store_with_scratch_table() -> (SqliteStore, PathBuf) {
+        let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store
+            .writer
+            .write(|c| {
+                c.execute_batch("CREATE TABLE scratch (n INTEGER PRIMARY KEY, data BLOB)")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        (store, path)
+    }
+
     fn scratch_rows(store: &SqliteStore) -> i64 {
         store
             .read(|c| Ok(c.query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))?))
@@ -639,13 +654,7 @@ mod tests {
     /// every lookup that starts after it was acknowledged, on every read connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_see_every_acknowledged_write() {
-        let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
-        let store = SqliteStore::connect(&url).await.unwrap();
-        store
-            .writer
-            .write(|c| Ok(c.execute_batch("CREATE TABLE scratch (n INTEGER PRIMARY KEY)")?))
-            .await
-            .unwrap();
+        let (store, path) = store_with_scratch_table().await;
         let readers = store.readers.connections_for_tests();
         for n in 1..=50_i64 {
             // Every connection holds a snapshot taken before the write.
@@ -669,13 +678,7 @@ mod tests {
     /// predate it have aged out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_see_other_processes_writes_after_the_snapshot_age() {
-        let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
-        let store = SqliteStore::connect(&url).await.unwrap();
-        store
-            .writer
-            .write(|c| Ok(c.execute_batch("CREATE TABLE scratch (n INTEGER PRIMARY KEY)")?))
-            .await
-            .unwrap();
+        let (store, path) = store_with_scratch_table().await;
         let readers = store.readers.connections_for_tests();
         for _ in 0..readers {
             assert_eq!(scratch_rows(&store), 0);
@@ -705,16 +708,7 @@ mod tests {
     /// while a lookup after every write keeps read snapshots open.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_small_under_steady_writes() {
-        let (url, path) = crate::testing::fresh_sqlite_url().unwrap();
-        let store = SqliteStore::connect(&url).await.unwrap();
-        store
-            .writer
-            .write(|c| {
-                c.execute_batch("CREATE TABLE scratch (n INTEGER PRIMARY KEY, data BLOB)")?;
-                Ok(())
-            })
-            .await
-            .unwrap();
+        let (store, path) = store_with_scratch_table().await;
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         let mut largest = 0;
         // 600 commits of 256 KiB (64 pages) each; the table never holds more than a few rows.
