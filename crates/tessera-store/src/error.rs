@@ -61,9 +61,14 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db)
                 if db.code().is_some_and(|c| {
                     // 57P: shutting down; 08: connection exception; 53300: too many
-                    // connections; 55000: the database refuses connections for now.
+                    // connections; 55000: the database refuses connections for now;
+                    // 40001 and 40P01: the transaction was rolled back as a serialization
+                    // failure or to break a deadlock (a client deleted while one of its
+                    // refresh tokens rotates), and trying again may succeed.
                     c.starts_with("57P")
                         || c.starts_with("08")
+                        || c == "40001"
+                        || c == "40P01"
                         || c == "53300"
                         || c == "55000"
                         || c == "5"

@@ -69,6 +69,7 @@ conformance!(
     concurrent_writes_commit_together_but_fail_alone,
     concurrent_rotations_have_one_winner,
     missing_client_reference_is_reported,
+    a_client_deleted_while_issuing_leaves_no_token,
 );
 
 fn client(name: &str, uris: &[&str]) -> Client {
@@ -307,6 +308,61 @@ async fn missing_client_reference_is_reported(store: Arc<dyn Store>) {
         store.insert_tokens(&[record]).await,
         Err(StoreError::MissingReference)
     ));
+}
+
+/// Issuance racing with the client's deletion: every insert either lands before the
+/// deletion (and is deleted with the client) or fails with `MissingReference`; no token of
+/// a deleted client survives, whether inserted alone, in a batch, or by a rotation.
+async fn a_client_deleted_while_issuing_leaves_no_token(store: Arc<dyn Store>) {
+    for round in 0..6 {
+        let c = client(&format!("racer-{round}"), &[]);
+        store.create_client(&c).await.unwrap();
+        let (refresh, record) = token(&c, TokenKind::Refresh, "fam", 9000);
+        store.insert_tokens(&[record]).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut hashes = Vec::new();
+        for i in 0..16 {
+            let (raw, record) = token(&c, TokenKind::Access, "fam", 9000);
+            hashes.push(raw.hash());
+            let store = store.clone();
+            if i == 8 {
+                let (store, id) = (store.clone(), c.id.clone());
+                // As an operator would: again, if the database rolled it back.
+                tasks.spawn(async move {
+                    loop {
+                        match store.delete_client(&id).await {
+                            Err(e) if e.is_unavailable() => continue,
+                            done => return done.map(|_| ()),
+                        }
+                    }
+                });
+            }
+            if i == 12 {
+                let hash = refresh.hash();
+                tasks.spawn(async move {
+                    store
+                        .rotate_refresh_token(&hash, 2000, std::slice::from_ref(&record))
+                        .await
+                        .map(|_| ())
+                });
+            } else {
+                tasks.spawn(async move { store.insert_tokens(&[record]).await });
+            }
+        }
+        while let Some(outcome) = tasks.join_next().await {
+            match outcome.unwrap() {
+                Ok(()) | Err(StoreError::MissingReference) => {}
+                // A rotation and the deletion can deadlock on PostgreSQL (each holds a row
+                // the other needs); the database rolls one back, which is retryable.
+                Err(e) if e.is_unavailable() => {}
+                Err(e) => panic!("round {round}: unexpected error {e}"),
+            }
+        }
+        hashes.push(refresh.hash());
+        for hash in &hashes {
+            assert_eq!(store.find_token(hash).await.unwrap(), None, "round {round}");
+        }
+    }
 }
 
 /// Callers that give up half-way (an HTTP client hanging up) must not leave a pooled
