@@ -146,26 +146,26 @@ fn pool_options(size: u32) -> PgPoolOptions {
 }
 
 impl PgStore {
-    /// Runs each statement with `username` as `$1` in one transaction; returns the last
+    /// Runs each statement with `key` as `$1`, in order, in one transaction; returns each
     /// one's row count.
-    async fn execute_on_username(
+    async fn execute_on_key<const N: usize>(
         &self,
-        statements: &'static [&'static str],
-        username: &str,
-    ) -> Result<u64, StoreError> {
-        let (pool, username) = (self.pool.clone(), username.to_owned());
+        statements: [&'static str; N],
+        key: &str,
+    ) -> Result<[u64; N], StoreError> {
+        let (pool, key) = (self.pool.clone(), key.to_owned());
         detached(async move {
             let mut tx = pool.begin().await?;
-            let mut last = 0;
-            for sql in statements {
-                last = sqlx::query(*sql)
-                    .bind(&username)
+            let mut counts = [0; N];
+            for (sql, count) in statements.into_iter().zip(&mut counts) {
+                *count = sqlx::query(sql)
+                    .bind(&key)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
             }
             tx.commit().await?;
-            Ok(last)
+            Ok(counts)
         })
         .await
     }
@@ -245,21 +245,10 @@ impl crate::Store for PgStore {
         // after the client: deleting its row waits for any insert that holds the client's
         // key-share lock to commit, and under READ COMMITTED the second statement's snapshot
         // then holds those tokens too. The other order could miss them.
-        let (pool, client_id) = (self.pool.clone(), client_id.to_owned());
-        detached(async move {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query(rows::DELETE_CLIENT)
-                .bind(&client_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(DELETE_CLIENT_TOKENS)
-                .bind(&client_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
+        let [clients, _tokens] = self
+            .execute_on_key([rows::DELETE_CLIENT, DELETE_CLIENT_TOKENS], client_id)
+            .await?;
+        Ok(clients > 0)
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
@@ -291,10 +280,10 @@ impl crate::Store for PgStore {
         }
         // Tokens name their user in `subject` without a foreign key (client tokens
         // have none), so they go explicitly; the rest cascades.
-        let deleted = self
-            .execute_on_username(&[rows::DELETE_USER_TOKENS, rows::DELETE_USER], username)
+        let [_tokens, users] = self
+            .execute_on_key([rows::DELETE_USER_TOKENS, rows::DELETE_USER], username)
             .await?;
-        Ok(deleted > 0)
+        Ok(users > 0)
     }
 
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
