@@ -40,16 +40,9 @@ macro_rules! both_backends {
 pub async fn fresh_database(backend: Backend) -> Option<String> {
     match backend {
         Backend::Sqlite => Some(testing::fresh_sqlite_url().expect("temp path").0),
-        Backend::Postgres => {
-            match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
-                Ok(url) => Some(url),
-                Err(e) if std::env::var_os("CI").is_none() => {
-                    eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
-                    None
-                }
-                Err(e) => panic!("PostgreSQL is required in CI: {e}"),
-            }
-        }
+        Backend::Postgres => testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI"),
     }
 }
 

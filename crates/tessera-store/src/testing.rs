@@ -34,6 +34,20 @@ pub async fn fresh_postgres_database(admin_url: &str) -> Result<String, StoreErr
     Ok(format!("{base}/{name}"))
 }
 
+/// A fresh PostgreSQL database for a test: `Ok(None)` (with a SKIPPED message) when the
+/// server is unreachable on a laptop, but the error itself when `CI` is set, so that CI never
+/// skips a PostgreSQL test silently (the caller's `unwrap` fails it).
+pub async fn postgres_test_database() -> Result<Option<String>, StoreError> {
+    match fresh_postgres_database(&postgres_admin_url()).await {
+        Ok(url) => Ok(Some(url)),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A fresh SQLite URL in the system's temporary directory.
 pub fn fresh_sqlite_url() -> Result<(String, std::path::PathBuf), StoreError> {
     let suffix = random_b64::<9>().map_err(|_| StoreError::Config("no randomness".into()))?;

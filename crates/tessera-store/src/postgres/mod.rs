@@ -637,14 +637,11 @@ mod tests {
     /// default, so the janitor's range deletes are planned for their actual bounds.
     #[tokio::test]
     async fn only_batch_connections_force_generic_plans() {
-        let admin = crate::testing::postgres_admin_url();
-        let url = match crate::testing::fresh_postgres_database(&admin).await {
-            Ok(url) => url,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
-                return;
-            }
-            Err(e) => panic!("PostgreSQL is required in CI: {e}"),
+        let Some(url) = crate::testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI")
+        else {
+            return;
         };
         let mode = |pool: PgPool| async move {
             sqlx::query_scalar::<_, String>("SHOW plan_cache_mode")

@@ -18,14 +18,9 @@ use tessera_store::{Store, StoreError, testing};
 
 /// A fresh PostgreSQL database, or `None` (skip) without a server, except in CI.
 async fn postgres_url() -> Option<String> {
-    match testing::fresh_postgres_database(&testing::postgres_admin_url()).await {
-        Ok(url) => Some(url),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
-            None
-        }
-        Err(e) => panic!("PostgreSQL is required in CI: {e}"),
-    }
+    testing::postgres_test_database()
+        .await
+        .expect("PostgreSQL is required in CI")
 }
 
 async fn store(postgres: bool) -> Option<Arc<dyn Store>> {
