@@ -1,6 +1,7 @@
 use serde_json::json;
 use tessera_core::client::ClientRegistration;
-use tessera_core::token::TokenHash;
+use tessera_core::scope::Scope;
+use tessera_core::token::{TokenHash, TokenKind, TokenRecord};
 
 use crate::both_backends;
 use crate::helpers::{Backend, spawn_app};
@@ -11,6 +12,7 @@ both_backends!(
     expiry_is_exclusive_and_follows_the_clock,
     only_confidential_clients_may_introspect,
     the_store_never_sees_the_clear_token,
+    tokens_from_before_the_time_prefix_still_work,
 );
 
 async fn active_token_reports_its_claims(backend: Backend) {
@@ -117,4 +119,44 @@ async fn the_store_never_sees_the_clear_token(backend: Backend) {
         .unwrap();
     assert_eq!(record.hash, TokenHash::of(&token));
     assert_ne!(record.hash.as_bytes().as_slice(), token.as_bytes());
+}
+
+/// A token issued before keys began with the issue time (`tsa_` + 43 characters, stored under
+/// its plain SHA-256) is still found, introspected and revoked.
+async fn tokens_from_before_the_time_prefix_still_work(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let owner = app.m2m_client("api").await;
+    let resource_server = app.m2m_client("").await;
+    let legacy = "tsa_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+    let now = app.clock.now();
+    app.store
+        .insert_tokens(&[TokenRecord {
+            // Not of the generated shape, so its key is the plain SHA-256 (tessera-core's
+            // token tests check that), as it was when such tokens were issued.
+            hash: TokenHash::of(legacy),
+            kind: TokenKind::Access,
+            client_id: owner.id.clone(),
+            subject: None,
+            scope: Scope::parse("api").unwrap(),
+            issued_at: now,
+            expires_at: now + 60,
+            revoked_at: None,
+            rotated_at: None,
+            family_id: "legacy-family".into(),
+            username: None,
+        }])
+        .await
+        .unwrap();
+    let info = app.introspect(&resource_server, legacy).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["client_id"], owner.id.as_str());
+
+    let revoked = app
+        .post_basic("/revoke", &owner, &[("token", legacy)])
+        .await;
+    assert_eq!(revoked.status, 200);
+    let info = app.introspect(&resource_server, legacy).await;
+    assert_eq!(info, json!({ "active": false }));
 }

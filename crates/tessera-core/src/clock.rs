@@ -43,6 +43,17 @@ impl Clock {
     }
 }
 
+/// Milliseconds since the unix epoch by the system clock, whatever a [`Clock`] says. Only for
+/// ordering store keys (a new token's prefix, see `token.rs`); no decision reads it, so tests
+/// have nothing to control here.
+#[allow(clippy::disallowed_methods)] // The sanctioned reader of the system clock.
+pub fn system_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[allow(clippy::disallowed_methods)] // This is the sanctioned reader of the system clock.
 fn system_now() -> UnixTime {
     std::time::SystemTime::now()

@@ -1,9 +1,18 @@
-//! Opaque tokens: 256 random bits, a kind prefix, and the SHA-256 kept at rest.
+//! Opaque tokens: a kind prefix, the millisecond of issue, 256 random bits; SHA-256 at rest.
 //!
-//! A token carries no data, so its meaning is whatever the store says under its hash, and a
-//! revocation takes effect on the next lookup. Plain SHA-256 is enough at rest: the input has
-//! 256 bits of entropy, so a leaked hash cannot be reversed by guessing, unlike a password.
+//! A token means nothing by itself: its meaning is whatever the store says under its key, and
+//! a revocation takes effect on the next lookup. Plain SHA-256 is enough at rest: the input
+//! has 256 bits of entropy, so a leaked hash cannot be reversed by guessing, unlike a password.
+//!
+//! The store key of a token begins with its millisecond of issue (6 bytes, as in a UUIDv7),
+//! followed by 26 bytes of the token's SHA-256. The time is there for the store's B-trees:
+//! keys that grow with time make every new token an append at the end of the key index
+//! instead of a write to a random page of it, and put the tokens in use (the recent ones)
+//! side by side. It reveals when the token was issued, which its holder knows anyway; the
+//! 256 random bits are what make it unguessable.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -41,9 +50,20 @@ impl TokenKind {
 pub struct RawToken(String);
 
 impl RawToken {
-    /// A fresh token of `kind` from the OS CSPRNG.
+    /// A fresh token of `kind`: the current millisecond, then 256 bits from the OS CSPRNG.
     pub fn generate(kind: TokenKind) -> Result<Self, getrandom::Error> {
-        Ok(Self(format!("{}{}", kind.prefix(), random_b64::<32>()?)))
+        // The wall clock only orders keys: a clock that steps back costs some appends, never
+        // correctness, since uniqueness comes from the random part.
+        let [_, _, millis @ ..] = crate::clock::system_millis().to_be_bytes();
+        let mut body = [0u8; TIME_BYTES + SECRET_BYTES];
+        let (time, secret) = body.split_at_mut(TIME_BYTES);
+        time.copy_from_slice(&millis);
+        getrandom::fill(secret)?;
+        Ok(Self(format!(
+            "{}{}",
+            kind.prefix(),
+            URL_SAFE_NO_PAD.encode(body)
+        )))
     }
 
     pub fn expose(&self) -> &str {
@@ -61,13 +81,48 @@ impl fmt::Debug for RawToken {
     }
 }
 
-/// SHA-256 of a token's full text: the only form in which the store knows a token.
+const TIME_BYTES: usize = 6;
+const SECRET_BYTES: usize = 32;
+/// Base64url characters of a generated token after its prefix (38 bytes, no padding).
+const BODY_CHARS: usize = ((TIME_BYTES + SECRET_BYTES) * 4).div_ceil(3);
+
+/// The issue time a generated token carries, if `presented` has the exact shape of one.
+fn issue_time_of(presented: &str) -> Option<[u8; TIME_BYTES]> {
+    let kind = TokenKind::of(presented)?;
+    let body = presented.get(kind.prefix().len()..)?;
+    if body.len() != BODY_CHARS {
+        return None;
+    }
+    // Room for the decoder's estimate; exactly 38 bytes must come out.
+    let mut decoded = [0u8; TIME_BYTES + SECRET_BYTES + 2];
+    match URL_SAFE_NO_PAD.decode_slice(body, &mut decoded) {
+        Ok(n) if n == TIME_BYTES + SECRET_BYTES => decoded.first_chunk().copied(),
+        _ => None,
+    }
+}
+
+/// The store's key for a token, derived from its full text: the only form in which the
+/// store knows a token. For a token as [`RawToken::generate`] makes it: its 6 bytes of issue
+/// time, then the first 26 bytes of the SHA-256 of its text. For anything else (session ids,
+/// tokens issued before the time prefix, garbage): the SHA-256 of the text.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
     pub fn of(presented: &str) -> Self {
-        Self(Sha256::digest(presented.as_bytes()).into())
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let Some(time) = issue_time_of(presented) else {
+            return Self(digest);
+        };
+        // 208 bits of the digest stay: a guess matches a stored key with probability
+        // 2^-208 per token issued in the same millisecond, far below RFC 6749 §10.10's 2^-160.
+        let mut key = [0u8; 32];
+        let (head, tail) = key.split_at_mut(TIME_BYTES);
+        head.copy_from_slice(&time);
+        if let Some(digest_head) = digest.first_chunk::<{ 32 - TIME_BYTES }>() {
+            tail.copy_from_slice(digest_head);
+        }
+        Self(key)
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -133,7 +188,7 @@ mod tests {
         let a = RawToken::generate(TokenKind::Access).unwrap();
         let b = RawToken::generate(TokenKind::Access).unwrap();
         assert!(a.expose().starts_with("tsa_"));
-        assert_eq!(a.expose().len(), 4 + 43);
+        assert_eq!(a.expose().len(), 4 + 51);
         assert_ne!(a, b);
         assert_eq!(TokenKind::of(a.expose()), Some(TokenKind::Access));
         assert_eq!(format!("{a:?}"), "RawToken([redacted])");
@@ -146,5 +201,60 @@ mod tests {
         let prefix = full.get(..full.len() - 1).unwrap();
         assert_ne!(TokenHash::of(prefix), t.hash());
         assert_eq!(TokenHash::of(full), t.hash());
+    }
+
+    #[test]
+    fn a_generated_token_is_keyed_by_its_issue_time_then_its_digest() {
+        let before = now_millis_be();
+        let t = RawToken::generate(TokenKind::Access).unwrap();
+        let after = now_millis_be();
+        let key = t.hash().0;
+        let time = key.first_chunk::<TIME_BYTES>().unwrap();
+        assert!(
+            before <= *time && *time <= after,
+            "{time:?} not in {before:?}..={after:?}"
+        );
+        let digest: [u8; 32] = Sha256::digest(t.expose().as_bytes()).into();
+        assert_eq!(key.get(TIME_BYTES..), digest.get(..32 - TIME_BYTES));
+    }
+
+    #[test]
+    fn later_tokens_have_larger_keys() {
+        let first = RawToken::generate(TokenKind::Access).unwrap().hash();
+        let issued = crate::clock::system_millis();
+        while crate::clock::system_millis() == issued {
+            std::hint::spin_loop();
+        }
+        let second = RawToken::generate(TokenKind::Refresh).unwrap().hash();
+        assert!(first.0 < second.0);
+    }
+
+    #[test]
+    fn other_texts_are_keyed_by_their_plain_digest() {
+        let t = RawToken::generate(TokenKind::Access).unwrap();
+        let body = t.expose().strip_prefix("tsa_").unwrap();
+        // A token issued before the time prefix (43 characters), a session id, a body with a
+        // wrong prefix, a body one character short, and one whose last character sets bits
+        // past the 38th byte (not canonical base64url): none has the generated shape.
+        let legacy = format!("tsa_{}", "A".repeat(43));
+        let short = format!("tsa_{}", body.get(1..).unwrap());
+        let mut noncanonical = t.expose().to_owned();
+        noncanonical.pop();
+        noncanonical.push('B');
+        for text in [
+            legacy.as_str(),
+            "a-session-id",
+            &format!("xyz_{body}"),
+            &short,
+            &noncanonical,
+        ] {
+            let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            assert_eq!(TokenHash::of(text).0, digest, "{text}");
+        }
+    }
+
+    fn now_millis_be() -> [u8; TIME_BYTES] {
+        let bytes = crate::clock::system_millis().to_be_bytes();
+        *bytes.last_chunk::<TIME_BYTES>().unwrap()
     }
 }
