@@ -3,11 +3,13 @@
 //! - `free-port`: prints a free TCP port on 127.0.0.1.
 //! - `tokens`: writes tokens that exist nowhere (request bodies for the baseline).
 //! - `fill`: pre-fills a (migrated, not yet served) database with access tokens of one client:
-//!   `--real` tokens generated exactly as the server does (`tsa_` + 256 random bits), inserted
-//!   under their SHA-256 and written in clear to `--tokens-out` for the load generator to rotate
-//!   over, then filler rows up to `--total`, generated inside the database: hashes of random
-//!   values whose clear text nobody holds, like the tokens of every other client of a real
-//!   deployment.
+//!   `--real` tokens generated exactly as the server does (`tsa_`, the millisecond, 256 random
+//!   bits), inserted under their store key and written in clear to `--tokens-out` for the load
+//!   generator to rotate over, then filler rows up to `--total`, generated inside the database:
+//!   keys whose clear text nobody holds, like the tokens of every other client of a real
+//!   deployment, issued one by one over the `--ttl` before the real ones (a key begins with
+//!   its token's millisecond of issue, so the filler sorts before the real tokens, as older
+//!   tokens do in a store that has been in use).
 //! - `issue`: obtains tokens the ordinary way, POST /token with client_credentials over
 //!   HTTP, bounded in count and time, and writes them to a file.
 //! - `flow` (`flow.rs`): the authorization-code flow with PKCE, sign-in included or not, by
@@ -129,6 +131,7 @@ async fn main() -> Result<()> {
                 client_id: &client_id,
                 tokens: &tokens,
                 filler,
+                filler_since_ms: (now - ttl) * 1000,
                 issued_at: now,
                 expires_at: now + ttl,
             };
@@ -180,6 +183,8 @@ struct Fill<'a> {
     /// (clear token, SHA-256, family id)
     tokens: &'a [(String, Vec<u8>, String)],
     filler: usize,
+    /// The filler's keys carry issue times from here to the real tokens' (now).
+    filler_since_ms: i64,
     issued_at: i64,
     expires_at: i64,
 }
@@ -224,9 +229,12 @@ impl Fill<'_> {
         }
         sqlx::query(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-             INSERT INTO bench_fill (h) SELECT randomblob(32) FROM n",
+             INSERT INTO bench_fill (h) \
+             SELECT unhex(printf('%012x', $2 + i * ($3 - $2) / $1)) || randomblob(26) FROM n",
         )
         .bind(i64::try_from(self.filler)?)
+        .bind(self.filler_since_ms)
+        .bind(self.issued_at * 1000)
         .execute(&mut *tx)
         .await?;
         sqlx::query(SQLITE_MERGE)
@@ -269,10 +277,14 @@ impl Fill<'_> {
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO bench_fill (h) SELECT sha256(convert_to(gen_random_uuid()::text || i, \
-             'UTF8')) FROM generate_series(1, $1) AS i",
+            "INSERT INTO bench_fill (h) \
+             SELECT decode(lpad(to_hex($2 + i * ($3 - $2) / $1), 12, '0'), 'hex') \
+             || substr(sha256(convert_to(gen_random_uuid()::text || i, 'UTF8')), 1, 26) \
+             FROM generate_series(1, $1) AS i",
         )
         .bind(i64::try_from(self.filler)?)
+        .bind(self.filler_since_ms)
+        .bind(self.issued_at * 1000)
         .execute(&mut conn)
         .await?;
         sqlx::query(PG_MERGE)
