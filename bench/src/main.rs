@@ -123,7 +123,7 @@ async fn main() -> Result<()> {
                 tokens.push((
                     raw.expose().to_owned(),
                     raw.hash().0.to_vec(),
-                    new_family_id(now)?,
+                    new_family_id()?,
                 ));
             }
             let filler = total.saturating_sub(real);

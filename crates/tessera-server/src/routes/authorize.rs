@@ -186,7 +186,7 @@ async fn issue_code(
             issued_at: now,
             expires_at: now.saturating_add(CODE_LIFETIME),
             redeemed_at: None,
-            family_id: new_family_id(now).map_err(WebError::internal)?,
+            family_id: new_family_id().map_err(WebError::internal)?,
         })
         .await?;
     let mut params = vec![("code", code.expose())];

@@ -80,7 +80,7 @@ async fn client_credentials(
     client: &Client,
     scope: Scope,
 ) -> Result<TokenResponse, WebError> {
-    let family = new_family_id(state.now()).map_err(WebError::internal)?;
+    let family = new_family_id().map_err(WebError::internal)?;
     let minted = mint(state, client, None, scope, &family)?;
     state.store.insert_tokens(&minted.records).await?;
     Ok(minted.response)
