@@ -194,7 +194,7 @@ async fn issue_code(
         params.push(("state", s));
     }
     params.push(("iss", &state.issuer));
-    tracing::info!(event = "code_issued", user = %user.username.as_str(), client_id = %client.id);
+    tracing::debug!(event = "code_issued", user = %user.username.as_str(), client_id = %client.id);
     Ok(redirect(
         status,
         &redirect_with(&request.redirect_uri, &params),

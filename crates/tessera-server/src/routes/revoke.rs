@@ -33,7 +33,7 @@ pub async fn revoke(
             } else {
                 state.store.revoke_token(&hash, now).await?;
             }
-            tracing::info!(client_id = %client.id, kind = ?record.kind, "token revoked");
+            tracing::debug!(client_id = %client.id, kind = ?record.kind, "token revoked");
         }
         Some(_) => {
             tracing::warn!(client_id = %client.id, "refused to revoke another client's token")
