@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sqlx::Connection;
-use tessera_core::token::{RawToken, TokenKind, new_family_id};
+use tessera_core::token::{RawToken, TokenKind};
 
 mod flow;
 mod mix;
@@ -120,11 +120,7 @@ async fn main() -> Result<()> {
             let mut tokens = Vec::with_capacity(real);
             for _ in 0..real {
                 let raw = RawToken::generate(TokenKind::Access)?;
-                tokens.push((
-                    raw.expose().to_owned(),
-                    raw.hash().0.to_vec(),
-                    new_family_id()?,
-                ));
+                tokens.push((raw.expose().to_owned(), raw.hash().0.to_vec()));
             }
             let filler = total.saturating_sub(real);
             let fill = Fill {
@@ -143,7 +139,7 @@ async fn main() -> Result<()> {
                 bail!("unsupported database URL {database_url}");
             }
             let mut out = std::io::BufWriter::new(std::fs::File::create(&tokens_out)?);
-            for (token, _, _) in &tokens {
+            for (token, _) in &tokens {
                 writeln!(out, "{token}")?;
             }
             out.flush()?;
@@ -180,8 +176,8 @@ async fn main() -> Result<()> {
 
 struct Fill<'a> {
     client_id: &'a str,
-    /// (clear token, SHA-256, family id)
-    tokens: &'a [(String, Vec<u8>, String)],
+    /// (clear token, store key)
+    tokens: &'a [(String, Vec<u8>)],
     filler: usize,
     /// The filler's keys carry issue times from here to the real tokens' (now).
     filler_since_ms: i64,
@@ -192,15 +188,12 @@ struct Fill<'a> {
 const BATCH: usize = 20_000;
 
 /// One `INSERT ... SELECT ... ORDER BY hash` from a staging table: every index of `tokens`
-/// but one (family) has the hash as its last key, so inserting in hash order appends to the
+/// has the key as its last column, so inserting in key order appends to the
 /// B-trees instead of touching random pages, which makes the load take seconds, not minutes.
-/// Filler rows get a family id derived from their hash, which keeps that index ordered too.
-const SQLITE_MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
-    expires_at, family_id) SELECT h, 0, $1, 'api', $2, $3, coalesce(f, lower(hex(substr(h, 1, 16)))) \
-    FROM bench_fill ORDER BY h";
-const PG_MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
-    expires_at, family_id) SELECT h, 0, $1, 'api', $2, $3, coalesce(f, encode(substr(h, 1, 16), 'hex')) \
-    FROM bench_fill ORDER BY h";
+/// Like the server's client_credentials tokens, none has a family.
+/// The same text in both dialects.
+const MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
+    expires_at) SELECT h, 0, $1, 'api', $2, $3 FROM bench_fill ORDER BY h";
 
 impl Fill<'_> {
     async fn sqlite(&self, url: &str) -> Result<()> {
@@ -213,17 +206,17 @@ impl Fill<'_> {
             .pragma("cache_size", "-1000000")
             .pragma("temp_store", "MEMORY");
         let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
-        sqlx::query("CREATE TEMP TABLE bench_fill (h BLOB NOT NULL, f TEXT)")
+        sqlx::query("CREATE TEMP TABLE bench_fill (h BLOB NOT NULL)")
             .execute(&mut conn)
             .await?;
         let mut tx = conn.begin().await?;
         for chunk in self.tokens.chunks(400) {
-            let values = vec!["(?, ?)"; chunk.len()].join(", ");
+            let values = vec!["(?)"; chunk.len()].join(", ");
             // Only placeholders are formatted in; the values are bound.
-            let sql = format!("INSERT INTO bench_fill (h, f) VALUES {values}");
+            let sql = format!("INSERT INTO bench_fill (h) VALUES {values}");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (_, hash, family) in chunk {
-                query = query.bind(hash.as_slice()).bind(family.as_str());
+            for (_, hash) in chunk {
+                query = query.bind(hash.as_slice());
             }
             query.execute(&mut *tx).await?;
         }
@@ -237,7 +230,7 @@ impl Fill<'_> {
         .bind(self.issued_at * 1000)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(SQLITE_MERGE)
+        sqlx::query(MERGE)
             .bind(self.client_id)
             .bind(self.issued_at)
             .bind(self.expires_at)
@@ -264,15 +257,13 @@ impl Fill<'_> {
         sqlx::query("SET maintenance_work_mem = '256MB'")
             .execute(&mut conn)
             .await?;
-        sqlx::query("CREATE TEMP TABLE bench_fill (h BYTEA NOT NULL, f TEXT)")
+        sqlx::query("CREATE TEMP TABLE bench_fill (h BYTEA NOT NULL)")
             .execute(&mut conn)
             .await?;
         for chunk in self.tokens.chunks(BATCH) {
-            let hashes: Vec<Vec<u8>> = chunk.iter().map(|(_, h, _)| h.clone()).collect();
-            let families: Vec<String> = chunk.iter().map(|(_, _, f)| f.clone()).collect();
-            sqlx::query("INSERT INTO bench_fill SELECT * FROM UNNEST($1::bytea[], $2::text[])")
+            let hashes: Vec<Vec<u8>> = chunk.iter().map(|(_, h)| h.clone()).collect();
+            sqlx::query("INSERT INTO bench_fill SELECT * FROM UNNEST($1::bytea[])")
                 .bind(hashes)
-                .bind(families)
                 .execute(&mut conn)
                 .await?;
         }
@@ -287,7 +278,7 @@ impl Fill<'_> {
         .bind(self.issued_at * 1000)
         .execute(&mut conn)
         .await?;
-        sqlx::query(PG_MERGE)
+        sqlx::query(MERGE)
             .bind(self.client_id)
             .bind(self.issued_at)
             .bind(self.expires_at)

@@ -175,7 +175,7 @@ async fn three_nodes_on_one_postgres_database() {
             expires_at: 2,
             revoked_at: None,
             rotated_at: None,
-            family_id: format!("f{i}"),
+            family_id: Some(format!("f{i}")),
             username: None,
         })
         .collect();

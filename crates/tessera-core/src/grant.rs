@@ -238,7 +238,8 @@ pub struct TokenSubject<'a> {
     /// The user, or `None` for the client itself.
     pub user_id: Option<&'a str>,
     pub scope: Scope,
-    pub family_id: &'a str,
+    /// The grant's family (see [`TokenRecord::family_id`]); `None` for client_credentials.
+    pub family_id: Option<&'a str>,
 }
 
 /// Mints an access token, and a refresh token when `with_refresh`.
@@ -258,7 +259,7 @@ pub fn mint_tokens(
         expires_at: now.saturating_add(ttl),
         revoked_at: None,
         rotated_at: None,
-        family_id: subject.family_id.to_owned(),
+        family_id: subject.family_id.map(str::to_owned),
         username: None,
     };
     let access = RawToken::generate(TokenKind::Access)?;
@@ -421,7 +422,7 @@ mod tests {
             client_id: &c.id,
             user_id: Some("u1"),
             scope: Scope::parse("api read").unwrap(),
-            family_id: "f",
+            family_id: Some("f"),
         };
         let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
         assert_eq!(minted.records.len(), 2);

@@ -94,7 +94,7 @@ mod tests {
             expires_at: 200,
             revoked_at: None,
             rotated_at: None,
-            family_id: "f".into(),
+            family_id: Some("f".into()),
             username: None,
         }
     }

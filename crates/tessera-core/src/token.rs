@@ -157,9 +157,11 @@ pub struct TokenRecord {
     /// When a refresh token was exchanged for a new one. A rotated token is dead, and
     /// presenting it again is the sign of theft that revokes its family (RFC 9700 §4.14.2).
     pub rotated_at: Option<UnixTime>,
-    /// Every token descended from one grant shares a family; revoking a refresh token or
-    /// detecting its reuse revokes the whole family at once.
-    pub family_id: String,
+    /// Every token descended from one grant of a person shares a family; revoking a refresh
+    /// token or detecting its reuse (or a code's replay) revokes the whole family at once.
+    /// `None` for client_credentials tokens: nothing descends from them (no refresh token,
+    /// RFC 6749 §4.4.3), so a family would be one token, and its index entry pure cost.
+    pub family_id: Option<String>,
     /// The subject's username, read from the user on lookup (not stored with the token).
     pub username: Option<String>,
 }

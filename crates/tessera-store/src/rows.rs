@@ -148,7 +148,7 @@ pub struct TokenRow {
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
     pub rotated_at: Option<i64>,
-    pub family_id: String,
+    pub family_id: Option<String>,
     pub username: Option<String>,
 }
 

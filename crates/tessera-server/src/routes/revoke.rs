@@ -28,10 +28,15 @@ pub async fn revoke(
     let now = state.now();
     match state.store.find_token(&hash).await? {
         Some(record) if record.client_id == client.id => {
-            if record.kind == TokenKind::Refresh {
-                state.store.revoke_family(&record.family_id, now).await?;
-            } else {
-                state.store.revoke_token(&hash, now).await?;
+            // A refresh token takes its family (the access tokens minted with it and its
+            // successors) along; an access token goes alone (RFC 7009 §2.1 allows either).
+            match (&record.family_id, record.kind) {
+                (Some(family_id), TokenKind::Refresh) => {
+                    state.store.revoke_family(family_id, now).await?;
+                }
+                _ => {
+                    state.store.revoke_token(&hash, now).await?;
+                }
             }
             tracing::debug!(client_id = %client.id, kind = ?record.kind, "token revoked");
         }

@@ -10,7 +10,7 @@ use tessera_core::grant::{
     ensure_grant_allowed, granted_scope, mint_tokens,
 };
 use tessera_core::scope::Scope;
-use tessera_core::token::{TokenHash, new_family_id};
+use tessera_core::token::{TokenHash, TokenRecord};
 use tessera_store::Redemption;
 
 use crate::client_auth::{Allowed, authenticate};
@@ -62,7 +62,7 @@ fn mint(
     client: &Client,
     user_id: Option<&str>,
     scope: Scope,
-    family_id: &str,
+    family_id: Option<&str>,
 ) -> Result<Minted, WebError> {
     let subject = TokenSubject {
         client_id: &client.id,
@@ -82,8 +82,7 @@ async fn client_credentials(
     client: &Client,
     scope: Scope,
 ) -> Result<TokenResponse, WebError> {
-    let family = new_family_id().map_err(WebError::internal)?;
-    let minted = mint(state, client, None, scope, &family)?;
+    let minted = mint(state, client, None, scope, None)?;
     state.store.insert_tokens(&minted.records).await?;
     Ok(minted.response)
 }
@@ -110,7 +109,7 @@ async fn authorization_code(
         client,
         Some(&record.user_id),
         record.scope.clone(),
-        &record.family_id,
+        Some(&record.family_id),
     )?;
     match state.store.redeem_code(&hash, now, &minted.records).await? {
         Redemption::Redeemed => Ok(minted.response),
@@ -153,14 +152,14 @@ async fn refresh(
         .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
     let scope = match check_refresh(&record, client, requested, now)? {
         RefreshCheck::Rotate { scope } => scope,
-        RefreshCheck::Reused => return Err(reused_refresh(state, &record.family_id, now).await),
+        RefreshCheck::Reused => return Err(reused_refresh(state, &record, now).await),
     };
     let minted = mint(
         state,
         client,
         record.subject.as_deref(),
         scope,
-        &record.family_id,
+        record.family_id.as_deref(),
     )?;
     if state
         .store
@@ -169,12 +168,21 @@ async fn refresh(
     {
         Ok(minted.response)
     } else {
-        Err(reused_refresh(state, &record.family_id, now).await)
+        Err(reused_refresh(state, &record, now).await)
     }
 }
 
-async fn reused_refresh(state: &AppState, family_id: &str, now: i64) -> WebError {
-    match state.store.revoke_family(family_id, now).await {
+async fn reused_refresh(state: &AppState, record: &TokenRecord, now: i64) -> WebError {
+    // Refresh tokens are minted with a family; one without is revoked alone.
+    let revoked = match &record.family_id {
+        Some(family_id) => state.store.revoke_family(family_id, now).await,
+        None => state
+            .store
+            .revoke_token(&record.hash, now)
+            .await
+            .map(u64::from),
+    };
+    match revoked {
         Ok(n) => {
             tracing::warn!(
                 event = "refresh_token_reused",

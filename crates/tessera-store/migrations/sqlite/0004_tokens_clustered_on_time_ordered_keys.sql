@@ -6,6 +6,7 @@
 -- that grow with time append instead, to the table and to each index, so the table itself
 -- can be the key's B-tree: a lookup walks one B-tree, not an index and then the table.
 -- Tokens issued before the time prefix keep their plain SHA-256 keys and are found as before.
+-- Rows of the index of families and of subjects are only for tokens that have one.
 CREATE TABLE tokens_by_key (
     hash        BLOB NOT NULL PRIMARY KEY,
     kind        SMALLINT NOT NULL,
@@ -15,7 +16,7 @@ CREATE TABLE tokens_by_key (
     issued_at   BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
     revoked_at  BIGINT,
-    family_id   TEXT NOT NULL,
+    family_id   TEXT,
     rotated_at  BIGINT
 ) WITHOUT ROWID;
 
@@ -27,7 +28,9 @@ FROM tokens ORDER BY hash;
 DROP TABLE tokens;
 ALTER TABLE tokens_by_key RENAME TO tokens;
 
-CREATE INDEX tokens_family ON tokens (family_id);
+-- Only the tokens of a person's grant have a family (client_credentials tokens have none:
+-- nothing descends from them); `family_id = ?` implies `IS NOT NULL`, so the index serves.
+CREATE INDEX tokens_family ON tokens (family_id) WHERE family_id IS NOT NULL;
 CREATE INDEX tokens_expiry ON tokens (expires_at);
 CREATE INDEX tokens_revoked ON tokens (revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE INDEX tokens_client ON tokens (client_id);

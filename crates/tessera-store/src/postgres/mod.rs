@@ -533,7 +533,7 @@ async fn insert_rows<'e, 't>(
         expires.push(t.expires_at);
         revoked.push(t.revoked_at);
         rotated.push(t.rotated_at);
-        families.push(t.family_id.as_str());
+        families.push(t.family_id.as_deref());
     }
     let count = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
     let inserted = sqlx::query(INSERT_TOKENS)

@@ -793,7 +793,7 @@ mod tests {
         assert_eq!(found.username.as_deref(), Some("ann"));
         assert_eq!((found.issued_at, found.expires_at), (10, 4_000_000_000));
         assert_eq!((found.revoked_at, found.rotated_at), (None, Some(20)));
-        assert_eq!(found.family_id, "fam");
+        assert_eq!(found.family_id.as_deref(), Some("fam"));
         let clustered: String = store
             .read(|c| {
                 Ok(c.query_row(

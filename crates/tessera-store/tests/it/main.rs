@@ -100,7 +100,7 @@ fn token(
         expires_at,
         revoked_at: None,
         rotated_at: None,
-        family_id: family.into(),
+        family_id: Some(family.into()),
         username: None,
     };
     (raw, record)
@@ -165,13 +165,20 @@ async fn family_revocation_reaches_every_live_token(store: Arc<dyn Store>) {
     let (a1, r1) = token(&c, TokenKind::Access, "fam", 5000);
     let (a2, r2) = token(&c, TokenKind::Refresh, "fam", 9000);
     let (other, r3) = token(&c, TokenKind::Access, "other", 5000);
-    store.insert_tokens(&[r1, r2, r3]).await.unwrap();
+    // A client_credentials token: no subject, no family.
+    let (lone, mut r4) = token(&c, TokenKind::Access, "unused", 5000);
+    r4.subject = None;
+    r4.family_id = None;
+    store.insert_tokens(&[r1, r2, r3, r4]).await.unwrap();
     assert_eq!(store.revoke_family("fam", 1500).await.unwrap(), 2);
     assert_eq!(store.revoke_family("fam", 1600).await.unwrap(), 0);
-    for (raw, revoked) in [(a1, true), (a2, true), (other, false)] {
+    assert_eq!(store.revoke_family("", 1600).await.unwrap(), 0);
+    for (raw, revoked) in [(&a1, true), (&a2, true), (&other, false), (&lone, false)] {
         let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
         assert_eq!(found.revoked_at.is_some(), revoked);
     }
+    let found = store.find_token(&lone.hash()).await.unwrap().unwrap();
+    assert_eq!((found.subject, found.family_id), (None, None));
 }
 
 async fn purge_removes_only_dead_tokens_in_batches(store: Arc<dyn Store>) {
