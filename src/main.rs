@@ -1,6 +1,7 @@
 //! `tessera`: the command line. It parses settings, opens the store and hands over to the
 //! library crates; no protocol logic lives here.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,7 +240,6 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn".into());
-    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -54,10 +54,6 @@ pub fn system_millis() -> u64 {
         .unwrap_or(0)
 }
 
-#[allow(clippy::disallowed_methods)] // This is the sanctioned reader of the system clock.
 fn system_now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(system_millis() / 1000).unwrap_or(i64::MAX)
 }

@@ -229,10 +229,7 @@ mod tests {
     #[test]
     fn later_tokens_have_larger_keys() {
         let first = RawToken::generate(TokenKind::Access).unwrap().hash();
-        let issued = crate::clock::system_millis();
-        while crate::clock::system_millis() == issued {
-            std::hint::spin_loop();
-        }
+        wait_for_the_next_millisecond();
         let second = RawToken::generate(TokenKind::Refresh).unwrap().hash();
         assert!(first.0 < second.0);
     }
@@ -240,10 +237,7 @@ mod tests {
     #[test]
     fn families_begun_later_sort_later() {
         let first = new_family_id().unwrap();
-        let started = crate::clock::system_millis();
-        while crate::clock::system_millis() == started {
-            std::hint::spin_loop();
-        }
+        wait_for_the_next_millisecond();
         let second = new_family_id().unwrap();
         assert!(first < second, "{first} >= {second}");
         assert_eq!(first.len(), 12 + 16);
@@ -270,6 +264,13 @@ mod tests {
         ] {
             let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
             assert_eq!(TokenHash::of(text).0, digest, "{text}");
+        }
+    }
+
+    fn wait_for_the_next_millisecond() {
+        let now = crate::clock::system_millis();
+        while crate::clock::system_millis() == now {
+            std::hint::spin_loop();
         }
     }
 

@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use tessera_core::OAuthError;
-use tessera_core::token::{TokenHash, TokenKind};
+use tessera_core::clock::UnixTime;
+use tessera_core::token::{TokenHash, TokenKind, TokenRecord};
+use tessera_store::StoreError;
 
 use crate::client_auth::{Allowed, authenticate};
 use crate::error::{WebError, no_store};
@@ -28,16 +30,7 @@ pub async fn revoke(
     let now = state.now();
     match state.store.find_token(&hash).await? {
         Some(record) if record.client_id == client.id => {
-            // A refresh token takes its family (the access tokens minted with it and its
-            // successors) along; an access token goes alone (RFC 7009 §2.1 allows either).
-            match (&record.family_id, record.kind) {
-                (Some(family_id), TokenKind::Refresh) => {
-                    state.store.revoke_family(family_id, now).await?;
-                }
-                _ => {
-                    state.store.revoke_token(&hash, now).await?;
-                }
-            }
+            revoke_reach(&state, &record, now).await?;
             tracing::debug!(client_id = %client.id, kind = ?record.kind, "token revoked");
         }
         Some(_) => {
@@ -46,4 +39,23 @@ pub async fn revoke(
         None => {}
     }
     Ok((StatusCode::OK, no_store()))
+}
+
+/// Revokes what `record` reaches; returns how many tokens that revoked. A refresh token takes
+/// its family (the access tokens minted with it and its successors) along; an access token,
+/// or a refresh token stored without a family (none is minted so), goes alone (RFC 7009 §2.1
+/// allows either).
+pub(crate) async fn revoke_reach(
+    state: &AppState,
+    record: &TokenRecord,
+    now: UnixTime,
+) -> Result<u64, StoreError> {
+    match (&record.family_id, record.kind) {
+        (Some(family_id), TokenKind::Refresh) => state.store.revoke_family(family_id, now).await,
+        _ => state
+            .store
+            .revoke_token(&record.hash, now)
+            .await
+            .map(u64::from),
+    }
 }

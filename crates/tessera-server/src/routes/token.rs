@@ -173,16 +173,7 @@ async fn refresh(
 }
 
 async fn reused_refresh(state: &AppState, record: &TokenRecord, now: i64) -> WebError {
-    // Refresh tokens are minted with a family; one without is revoked alone.
-    let revoked = match &record.family_id {
-        Some(family_id) => state.store.revoke_family(family_id, now).await,
-        None => state
-            .store
-            .revoke_token(&record.hash, now)
-            .await
-            .map(u64::from),
-    };
-    match revoked {
+    match super::revoke::revoke_reach(state, record, now).await {
         Ok(n) => {
             tracing::warn!(
                 event = "refresh_token_reused",
