@@ -84,10 +84,12 @@ impl Server {
         let (stop_janitor, janitor_stopped) = tokio::sync::watch::channel(false);
         let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
         let primer = tokio::spawn(keep_timer_wheel_primed());
-        let app = routes::router(self.state);
+        let app = routes::app(self.state);
         let served = axum::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .with_graceful_shutdown(shutdown)
         .await;
@@ -100,7 +102,7 @@ impl Server {
 
 /// Keeps a timer due within a second in the runtime's timer wheel, for as long as it runs.
 ///
-/// Every request has a timeout ([`routes::router`]), and tokio wakes its I/O driver (an
+/// Every request has a timeout ([`routes::app`]), and tokio wakes its I/O driver (an
 /// `eventfd` write from the registering thread) whenever a new timer is due before anything
 /// the wheel held when the driver last looked. On a loaded server that was every request:
 /// between bursts no request is in flight, so the wheel is empty, and each timeout of the

@@ -8,12 +8,15 @@ mod metadata;
 mod revoke;
 mod token;
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -23,7 +26,35 @@ use crate::state::AppState;
 
 pub use metadata::METADATA_PATH;
 
-/// Every Tessera route, with its layers. Also used in-process by tests and the demo.
+/// Every Tessera route, inside the layers every request passes through: the service that
+/// [`crate::Server`] serves.
+///
+/// The layers wrap the router once, not each route (as `Router::layer` would): axum clones a
+/// route's service for every request it routes there, and a layer inside that clone is cloned
+/// with it (boxed, some with allocations), about a tenth of the CPU of a small request
+/// (docs/BENCHMARKS.md). Around the router they are plain values, copied without allocating.
+pub fn app(
+    state: AppState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    // Top to bottom, outermost first: the request id and its log line also cover a timeout,
+    // and a panic anywhere becomes a bare 500.
+    ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(crate::observe::observe))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            WebError::internal("handler panicked").into_response()
+        }))
+        .service(router(state))
+}
+
+/// Every Tessera route, without the layers of [`app`].
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(login::home))
@@ -39,16 +70,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .with_state(state)
-        // Layers run bottom-up for requests: the request id and its log line first, so they
-        // also cover a timeout, and a panic anywhere becomes a bare 500.
-        .layer(CatchPanicLayer::custom(|_| {
-            WebError::internal("handler panicked").into_response()
-        }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
-        .layer(axum::middleware::from_fn(crate::observe::observe))
 }
 
 /// The endpoints a browser-based public client (a single-page app using PKCE) calls from its
