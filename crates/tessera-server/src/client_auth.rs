@@ -6,6 +6,8 @@
 //! the presented secret: the clear secret is never kept, and rotating a secret changes the
 //! stored hash, which makes every old entry unreachable.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use tessera_core::OAuthError;
 use tessera_core::client::Client;
@@ -34,7 +36,7 @@ pub async fn authenticate(
     authorization: Option<&[u8]>,
     form: &FormParams,
     allowed: Allowed,
-) -> Result<Client, WebError> {
+) -> Result<Arc<Client>, WebError> {
     let presented =
         presented_client(authorization, form)?.ok_or_else(|| OAuthError::invalid_client(false))?;
     let basic = presented.used_basic();

@@ -33,8 +33,9 @@ pub struct Shared {
     pub verified_credentials: Cache<[u8; 32], ()>,
     /// Registered clients recently read from the store (see [`Config::client_cache_ttl`]).
     /// Only clients that exist are kept, so a client registered a moment ago is never
-    /// hidden by an earlier miss.
-    clients: Option<Cache<String, Client>>,
+    /// hidden by an earlier miss. Shared, not copied: a client is read on every token,
+    /// introspection and revocation request, and a copy is a dozen allocations.
+    clients: Option<Cache<String, Arc<Client>>>,
     pub cookies: CookieNames,
     pub login_throttle: LoginThrottle,
 }
@@ -63,14 +64,14 @@ impl AppState {
     }
 
     /// The client registered under `client_id`, from the cache or the store.
-    pub async fn client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<Client>>, StoreError> {
         let Some(cache) = &self.clients else {
-            return self.store.get_client(client_id).await;
+            return Ok(self.store.get_client(client_id).await?.map(Arc::new));
         };
         if let Some(client) = cache.get(client_id).await {
             return Ok(Some(client));
         }
-        let found = self.store.get_client(client_id).await?;
+        let found = self.store.get_client(client_id).await?.map(Arc::new);
         if let Some(client) = &found {
             cache.insert(client_id.to_owned(), client.clone()).await;
         }

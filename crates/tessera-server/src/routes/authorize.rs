@@ -4,6 +4,8 @@
 //! request sent as a form (RFC 6749 §3.1). Every step re-validates the whole request, so the
 //! consent form's hidden fields are worth no more than a new authorization request.
 
+use std::sync::Arc;
+
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,7 +65,7 @@ async fn validated(
     state: &AppState,
     raw: &[u8],
     status: StatusCode,
-) -> Result<Result<(Client, AuthorizationRequest), Response>, WebError> {
+) -> Result<Result<(Arc<Client>, AuthorizationRequest), Response>, WebError> {
     let unverified = match UnverifiedRequest::parse(raw) {
         Ok(u) => u,
         Err(e) => return Ok(Err(refusal(state, e, status))),
