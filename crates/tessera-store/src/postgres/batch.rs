@@ -5,7 +5,10 @@
 //! same moment (look up a token, store one, revoke one), so a [`Batcher`] collects what is
 //! waiting and runs one statement for all of it (`WHERE hash = ANY($1)`, a multi-row insert).
 //! A request that arrives alone is run at once, alone: batching adds no waiting, it only
-//! takes what has piled up while the previous statement ran.
+//! takes what has piled up while the previous statement ran, and what the tasks that are
+//! ready to run bring in one more turn of the scheduler. That turn made issuance batches
+//! 14% larger on average (14.2 to 16.2 tokens at 32 connections) and cost 10% less server
+//! CPU per token (docs/BENCHMARKS.md).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,6 +69,11 @@ async fn lane<Q, R>(waiting: Queue<Q, R>, run: BatchFn<Q, R>) {
             let Some(first) = waiting.recv().await else {
                 return;
             };
+            // One turn of the scheduler before the batch is cut: the tasks that are ready
+            // now (requests already read from their sockets) reach the queue and ride
+            // along, instead of waiting for the next statement. No timer: alone, the request
+            // goes at once.
+            tokio::task::yield_now().await;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match waiting.try_recv() {
