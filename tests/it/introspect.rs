@@ -13,6 +13,7 @@ both_backends!(
     only_confidential_clients_may_introspect,
     the_store_never_sees_the_clear_token,
     tokens_from_before_the_time_prefix_still_work,
+    browsers_may_not_call_introspection_cross_origin,
 );
 
 async fn active_token_reports_its_claims(backend: Backend) {
@@ -159,4 +160,47 @@ async fn tokens_from_before_the_time_prefix_still_work(backend: Backend) {
     assert_eq!(revoked.status, 200);
     let info = app.introspect(&resource_server, legacy).await;
     assert_eq!(info, json!({ "active": false }));
+}
+
+/// Only confidential clients introspect, and a browser cannot keep a secret (RFC 6749
+/// §2.1), so the endpoint answers no CORS preflight and grants no origin: a page that got
+/// hold of a secret still cannot read the answers.
+async fn browsers_may_not_call_introspection_cross_origin(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/introspect"))
+        .header("origin", "https://spa.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(preflight.status(), 200);
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let rs = app.m2m_client("").await;
+    let token = app.access_token(&rs, None).await;
+    let answer = app
+        .http
+        .post(app.url("/introspect"))
+        .header("origin", "https://spa.example")
+        .basic_auth(&rs.id, rs.secret.as_deref())
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the request itself is served");
+    assert!(
+        answer
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 }
