@@ -44,8 +44,9 @@ impl Clock {
 }
 
 /// Milliseconds since the unix epoch by the system clock, whatever a [`Clock`] says. Only for
-/// ordering store keys (a new token's prefix, see `token.rs`); no decision reads it, so tests
-/// have nothing to control here.
+/// ordering store keys (a new token's prefix, see `token.rs`) and for the age of the test
+/// suite's throw-away databases (`tessera_store::testing`); no decision of the server reads
+/// it, so tests have nothing to control here.
 #[allow(clippy::disallowed_methods)] // The sanctioned reader of the system clock.
 pub fn system_millis() -> u64 {
     std::time::SystemTime::now()
