@@ -54,8 +54,9 @@ pub fn app(
         .service(router(state))
 }
 
-/// Every Tessera route, without the layers of [`app`].
-pub fn router(state: AppState) -> Router {
+/// Every Tessera route, without the layers of [`app`]: private, so that nothing serves the
+/// routes without their timeout, request id and panic handling.
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(login::home))
         .route(
