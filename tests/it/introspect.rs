@@ -4,7 +4,7 @@ use tessera_core::scope::Scope;
 use tessera_core::token::{TokenHash, TokenKind, TokenRecord};
 
 use crate::both_backends;
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, spawn_app, spawn_app_with};
 
 both_backends!(
     active_token_reports_its_claims,
@@ -14,6 +14,7 @@ both_backends!(
     the_store_never_sees_the_clear_token,
     tokens_from_before_the_time_prefix_still_work,
     browsers_may_not_call_introspection_cross_origin,
+    a_deleted_caller_is_refused_within_the_client_cache_lifetime,
 );
 
 async fn active_token_reports_its_claims(backend: Backend) {
@@ -203,4 +204,53 @@ async fn browsers_may_not_call_introspection_cross_origin(backend: Backend) {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+/// A resource server introspects with the same Basic header every time, and the server
+/// remembers headers that passed; that memory must not outlive the registration it checked.
+async fn a_deleted_caller_is_refused_within_the_client_cache_lifetime(backend: Backend) {
+    let lifetime = std::time::Duration::from_millis(400);
+    let Some(app) = spawn_app_with(backend, |c| c.client_cache_ttl = lifetime).await else {
+        return;
+    };
+    let owner = app.m2m_client("api").await;
+    let rs = app.m2m_client("").await;
+    let token = app.access_token(&owner, Some("api")).await;
+    for _ in 0..3 {
+        assert_eq!(app.introspect(&rs, &token).await["active"], true);
+    }
+    // With the header remembered, the body is still held to RFC 6749 §2.3.
+    let twice = app
+        .post_basic(
+            "/introspect",
+            &rs,
+            &[("token", &token), ("client_secret", "x")],
+        )
+        .await;
+    assert_eq!(twice.status, 400, "{:?}", twice.body);
+    assert_eq!(twice.body["error"], "invalid_request");
+    let other = app
+        .post_basic(
+            "/introspect",
+            &rs,
+            &[("token", &token), ("client_id", &owner.id)],
+        )
+        .await;
+    assert_eq!(other.status, 400, "{:?}", other.body);
+    let same = app
+        .post_basic(
+            "/introspect",
+            &rs,
+            &[("token", &token), ("client_id", &rs.id)],
+        )
+        .await;
+    assert_eq!(same.status, 200, "{:?}", same.body);
+
+    assert!(app.store.delete_client(&rs.id).await.unwrap());
+    tokio::time::sleep(lifetime + std::time::Duration::from_millis(100)).await;
+    let refused = app
+        .post_basic("/introspect", &rs, &[("token", &token)])
+        .await;
+    assert_eq!(refused.status, 401, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "invalid_client");
 }

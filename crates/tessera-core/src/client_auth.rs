@@ -53,16 +53,7 @@ pub fn presented_client(
     let form_secret = form.get("client_secret");
     if let Some(header) = authorization {
         let (client_id, secret) = parse_basic(header)?;
-        if form_secret.is_some() {
-            return Err(OAuthError::invalid_request(
-                "the client used more than one authentication method",
-            ));
-        }
-        if form_id.is_some_and(|id| id != client_id) {
-            return Err(OAuthError::invalid_request(
-                "client_id in the body differs from the authenticated client",
-            ));
-        }
+        check_body_beside_basic(&client_id, form)?;
         return Ok(Some(PresentedClient::Basic { client_id, secret }));
     }
     match (form_id, form_secret) {
@@ -78,6 +69,22 @@ pub fn presented_client(
         )),
         (None, None) => Ok(None),
     }
+}
+
+/// What the body may say when the client authenticated with Basic as `client_id`: no
+/// `client_secret` (one method only), and no other `client_id`.
+pub fn check_body_beside_basic(client_id: &str, form: &FormParams) -> Result<(), OAuthError> {
+    if form.get("client_secret").is_some() {
+        return Err(OAuthError::invalid_request(
+            "the client used more than one authentication method",
+        ));
+    }
+    if form.get("client_id").is_some_and(|id| id != client_id) {
+        return Err(OAuthError::invalid_request(
+            "client_id in the body differs from the authenticated client",
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))`. The form-urlencoding inside

@@ -5,13 +5,24 @@
 //! remembered in [`AppState::verified_credentials`], keyed by SHA-256 of the stored hash and
 //! the presented secret: the clear secret is never kept, and rotating a secret changes the
 //! stored hash, which makes every old entry unreachable.
+//!
+//! A resource server also sends the same `Authorization: Basic` header with every request,
+//! so a header that passed is remembered too ([`RecentCredentials`]), for as long as the
+//! client's registration may be reused anyway ([`Config::client_cache_ttl`]): the next
+//! request with it skips the decoding, both caches and the hashing (a fifth of the server's
+//! own work per introspection, docs/BENCHMARKS.md), and a change to the client still takes
+//! effect within that time.
+//!
+//! [`Config::client_cache_ttl`]: crate::config::Config::client_cache_ttl
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tessera_core::OAuthError;
 use tessera_core::client::Client;
-use tessera_core::client_auth::presented_client;
+use tessera_core::client_auth::{check_body_beside_basic, presented_client};
 use tessera_core::form::FormParams;
 use tessera_core::secret::Secret;
 
@@ -37,10 +48,19 @@ pub async fn authenticate(
     form: &FormParams,
     allowed: Allowed,
 ) -> Result<Arc<Client>, WebError> {
+    let recent = state.recent_credentials.as_ref();
+    if let (Some(recent), Some(header)) = (recent, authorization)
+        && let Some(client) = recent.passed(header)
+    {
+        check_body_beside_basic(&client.id, form)?;
+        return Ok(client);
+    }
     let presented =
         presented_client(authorization, form)?.ok_or_else(|| OAuthError::invalid_client(false))?;
     let basic = presented.used_basic();
-    let client = state.client(presented.client_id()).await?;
+    let read = state.read_client(presented.client_id()).await?;
+    let read_at = read.as_ref().map(|r| r.read_at);
+    let client = read.map(|r| r.client);
     let authenticated = match (&client, presented.secret()) {
         (Some(c), None) => c.is_public() && allowed == Allowed::AnyClient,
         (Some(c), Some(secret)) => match &c.secret_hash {
@@ -55,7 +75,14 @@ pub async fn authenticate(
         (None, None) => false,
     };
     match client {
-        Some(c) if authenticated => Ok(c),
+        Some(c) if authenticated => {
+            if let (Some(recent), Some(header), Some(read_at)) = (recent, authorization, read_at)
+                && basic
+            {
+                recent.remember(header, &c, read_at);
+            }
+            Ok(c)
+        }
         _ => {
             tracing::info!(
                 client_id = presented.client_id(),
@@ -100,4 +127,182 @@ pub async fn verify_blocking(stored: Option<String>, secret: Secret) -> Result<b
     crate::hashing::verify(stored, secret)
         .await
         .ok_or_else(|| WebError::internal("no password-hashing thread"))
+}
+
+/// The most headers remembered: each is one confidential client (a resource server, say)
+/// that authenticated within the last [`RecentCredentials`] lifetime.
+const MOST_REMEMBERED: usize = 10_000;
+
+/// `Authorization: Basic` headers that passed [`authenticate`], and the client each one
+/// proved to be, until the registration that was checked is older than the clients' cache
+/// lifetime.
+///
+/// A lock and a map instead of a `moka` cache: this is read on every introspection, and
+/// moka's bookkeeping of each read (a timestamp, a queued access record, a housekeeping
+/// check) cost more than the rest of the lookup. Entries need no eviction policy: they
+/// expire within seconds, and only credentials that passed can be added, so the bound is a
+/// guard against a pathological number of clients, not against an attacker.
+///
+/// The header is kept as SHA-256 under a random key of this process, so the memory holds
+/// no secret, and nothing that could be checked against a guess offline elsewhere.
+pub struct RecentCredentials {
+    key: [u8; 32],
+    lifetime: Duration,
+    passed: RwLock<HashMap<[u8; 32], Passed>>,
+}
+
+struct Passed {
+    client: Arc<Client>,
+    until: Instant,
+}
+
+impl RecentCredentials {
+    /// `None` (nothing remembered) when clients are not cached (`lifetime` zero), or when
+    /// the OS has no randomness for the key.
+    pub fn new(lifetime: Duration) -> Option<Self> {
+        if lifetime.is_zero() {
+            return None;
+        }
+        let key = tessera_core::random::random_bytes::<32>().ok()?;
+        Some(Self {
+            key,
+            lifetime,
+            passed: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn digest(&self, header: &[u8]) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.key)
+            .chain_update(header)
+            .finalize()
+            .into()
+    }
+
+    /// The client `header` proved to be, if it passed recently enough.
+    pub fn passed(&self, header: &[u8]) -> Option<Arc<Client>> {
+        self.passed_at(header, Instant::now())
+    }
+
+    fn passed_at(&self, header: &[u8], now: Instant) -> Option<Arc<Client>> {
+        let digest = self.digest(header);
+        let passed = self.passed.read().unwrap_or_else(PoisonError::into_inner);
+        passed
+            .get(&digest)
+            .filter(|p| p.until > now)
+            .map(|p| p.client.clone())
+    }
+
+    /// Remembers that `header` proved to be `client`, whose registration was read at
+    /// `read_at`.
+    pub fn remember(&self, header: &[u8], client: &Arc<Client>, read_at: Instant) {
+        self.remember_at(header, client, read_at, Instant::now());
+    }
+
+    fn remember_at(&self, header: &[u8], client: &Arc<Client>, read_at: Instant, now: Instant) {
+        let until = read_at + self.lifetime;
+        if until <= now {
+            return;
+        }
+        let digest = self.digest(header);
+        let mut passed = self.passed.write().unwrap_or_else(PoisonError::into_inner);
+        if passed.len() >= MOST_REMEMBERED {
+            passed.retain(|_, p| p.until > now);
+            if passed.len() >= MOST_REMEMBERED {
+                return;
+            }
+        }
+        passed.insert(
+            digest,
+            Passed {
+                client: client.clone(),
+                until,
+            },
+        );
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.passed.read().map_or(0, |p| p.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> Arc<Client> {
+        let registration = tessera_core::client::ClientRegistration {
+            name: id.into(),
+            scope: "api".into(),
+            ..Default::default()
+        };
+        let mut registered = tessera_core::client::register(&registration, 0).unwrap();
+        registered.client.id = id.into();
+        Arc::new(registered.client)
+    }
+
+    #[test]
+    fn a_remembered_header_passes_until_its_registration_is_too_old() {
+        let recent = RecentCredentials::new(Duration::from_secs(60)).unwrap();
+        let (a, b) = (client("a"), client("b"));
+        recent.remember(b"Basic YTpz", &a, Instant::now());
+        recent.remember(b"Basic Yjpz", &b, Instant::now());
+        assert_eq!(
+            recent.passed(b"Basic YTpz").map(|c| c.id.clone()),
+            Some("a".into())
+        );
+        assert_eq!(
+            recent.passed(b"Basic Yjpz").map(|c| c.id.clone()),
+            Some("b".into())
+        );
+        assert!(recent.passed(b"Basic YTpt").is_none());
+        assert!(
+            recent.passed(b"basic YTpz").is_none(),
+            "only the exact header"
+        );
+
+        // A registration read longer ago than the lifetime is not remembered at all, and
+        // one that ages past it stops passing.
+        let start = Instant::now();
+        let later = start + Duration::from_secs(61);
+        recent.remember_at(b"Basic Yzpz", &a, start, later);
+        assert!(recent.passed_at(b"Basic Yzpz", later).is_none());
+        assert!(recent.passed_at(b"Basic YTpz", later).is_none());
+        assert!(recent.passed_at(b"Basic YTpz", start).is_some());
+    }
+
+    #[test]
+    fn nothing_is_remembered_when_clients_are_not_cached() {
+        assert!(RecentCredentials::new(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn the_memory_is_bounded_and_expired_entries_make_room() {
+        let recent = RecentCredentials::new(Duration::from_secs(60)).unwrap();
+        let a = client("a");
+        let start = Instant::now();
+        for i in 0..MOST_REMEMBERED + 5 {
+            recent.remember_at(format!("Basic {i}").as_bytes(), &a, start, start);
+        }
+        assert_eq!(recent.len(), MOST_REMEMBERED);
+        assert!(recent.passed_at(b"Basic 0", start).is_some());
+        let later = start + Duration::from_secs(61);
+        recent.remember_at(b"Basic new", &a, later, later);
+        assert_eq!(recent.len(), 1, "the expired ones were dropped");
+        assert!(recent.passed_at(b"Basic new", later).is_some());
+    }
+
+    #[test]
+    fn the_header_is_not_kept_in_clear() {
+        let recent = RecentCredentials::new(Duration::from_secs(60)).unwrap();
+        let other = RecentCredentials::new(Duration::from_secs(60)).unwrap();
+        let header = b"Basic c2VjcmV0";
+        assert_ne!(recent.digest(header).as_slice(), header.as_slice());
+        assert_ne!(
+            recent.digest(header),
+            other.digest(header),
+            "keyed per process"
+        );
+    }
 }

@@ -1,13 +1,14 @@
 //! State shared by every request handler.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use tessera_core::client::Client;
 use tessera_store::{Store, StoreError};
 
 use crate::browser::CookieNames;
+use crate::client_auth::RecentCredentials;
 use crate::config::Config;
 use crate::throttle::LoginThrottle;
 
@@ -35,7 +36,9 @@ pub struct Shared {
     /// Only clients that exist are kept, so a client registered a moment ago is never
     /// hidden by an earlier miss. Shared, not copied: a client is read on every token,
     /// introspection and revocation request, and a copy is a dozen allocations.
-    clients: Option<Cache<String, Arc<Client>>>,
+    clients: Option<Cache<String, ReadClient>>,
+    /// Basic credentials that passed recently (none when clients are not cached).
+    pub recent_credentials: Option<RecentCredentials>,
     pub cookies: CookieNames,
     pub login_throttle: LoginThrottle,
 }
@@ -51,6 +54,7 @@ impl AppState {
                     .time_to_live(ttl)
                     .build()
             }),
+            recent_credentials: RecentCredentials::new(ttl),
             store,
             cookies,
             login_throttle: LoginThrottle::default(),
@@ -65,15 +69,30 @@ impl AppState {
 
     /// The client registered under `client_id`, from the cache or the store.
     pub async fn client(&self, client_id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        Ok(self.read_client(client_id).await?.map(|read| read.client))
+    }
+
+    /// [`AppState::client`], and when that registration was read from the store.
+    pub async fn read_client(&self, client_id: &str) -> Result<Option<ReadClient>, StoreError> {
+        let fetch =
+            async {
+                let read_at = Instant::now();
+                Ok::<_, StoreError>(self.store.get_client(client_id).await?.map(|client| {
+                    ReadClient {
+                        client: Arc::new(client),
+                        read_at,
+                    }
+                }))
+            };
         let Some(cache) = &self.clients else {
-            return Ok(self.store.get_client(client_id).await?.map(Arc::new));
+            return fetch.await;
         };
-        if let Some(client) = cache.get(client_id).await {
-            return Ok(Some(client));
+        if let Some(read) = cache.get(client_id).await {
+            return Ok(Some(read));
         }
-        let found = self.store.get_client(client_id).await?.map(Arc::new);
-        if let Some(client) = &found {
-            cache.insert(client_id.to_owned(), client.clone()).await;
+        let found = fetch.await?;
+        if let Some(read) = &found {
+            cache.insert(client_id.to_owned(), read.clone()).await;
         }
         Ok(found)
     }
@@ -81,4 +100,12 @@ impl AppState {
     pub fn now(&self) -> i64 {
         self.config.clock.now()
     }
+}
+
+/// A client's registration as read from the store at `read_at` (before the read began, so
+/// that an age computed from it is never too young).
+#[derive(Debug, Clone)]
+pub struct ReadClient {
+    pub client: Arc<Client>,
+    pub read_at: Instant,
 }
