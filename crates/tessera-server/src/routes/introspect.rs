@@ -1,6 +1,5 @@
 //! `POST /introspect` (RFC 7662).
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use tessera_core::OAuthError;
@@ -8,7 +7,7 @@ use tessera_core::introspection::introspect as decide;
 use tessera_core::token::TokenHash;
 
 use crate::client_auth::{Allowed, authenticate};
-use crate::error::{WebError, no_store};
+use crate::error::{NoStoreJson, WebError};
 use crate::extract::{AuthorizationHeader, OAuthForm};
 use crate::state::AppState;
 
@@ -33,5 +32,5 @@ pub async fn introspect(
     // `token_type_hint` is only a hint (RFC 7662 §2.1): one lookup by hash finds any kind.
     let record = state.store.find_token(&TokenHash::of(token)).await?;
     let answer = decide(record.as_ref(), &caller.id, &state.issuer, state.now());
-    Ok((no_store(), Json(answer)))
+    Ok(NoStoreJson(answer))
 }

@@ -1,6 +1,5 @@
 //! `POST /token` (RFC 6749 §3.2): client_credentials, authorization_code, refresh_token.
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use tessera_core::OAuthError;
@@ -14,7 +13,7 @@ use tessera_core::token::{TokenHash, TokenRecord};
 use tessera_store::Redemption;
 
 use crate::client_auth::{Allowed, authenticate};
-use crate::error::{WebError, no_store};
+use crate::error::{NoStoreJson, WebError};
 use crate::extract::{AuthorizationHeader, OAuthForm};
 use crate::state::AppState;
 
@@ -54,7 +53,7 @@ pub async fn token(
     // Routine, once per token: DEBUG, so the log's volume follows security events (sign-ins,
     // failures, reuse), not traffic (docs/BENCHMARKS.md: 6% of a token's CPU at INFO).
     tracing::debug!(client_id = %client.id, grant = grant.as_str(), "token issued");
-    Ok((no_store(), Json(response)))
+    Ok(NoStoreJson(response))
 }
 
 fn mint(
