@@ -18,7 +18,7 @@ mod readers;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -161,6 +161,11 @@ fn sql(shared: &str) -> String {
     shared.replace('$', "?")
 }
 
+/// The statements run for nearly every request, translated once rather than per call.
+static SELECT_TOKEN: LazyLock<String> = LazyLock::new(|| sql(rows::SELECT_TOKEN));
+static INSERT_TOKEN: LazyLock<String> = LazyLock::new(|| sql(rows::INSERT_TOKEN));
+static REVOKE_TOKEN: LazyLock<String> = LazyLock::new(|| sql(rows::REVOKE_TOKEN));
+
 /// Runs a one-parameter statement; whether it changed any row.
 fn changed_any(
     conn: &Connection,
@@ -226,7 +231,7 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRow> {
 }
 
 fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-    let mut insert = conn.prepare_cached(&sql(rows::INSERT_TOKEN))?;
+    let mut insert = conn.prepare_cached(&INSERT_TOKEN)?;
     for t in tokens {
         insert.execute(params![
             t.hash.as_bytes().as_slice(),
@@ -411,7 +416,7 @@ impl crate::Store for SqliteStore {
 
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&sql(rows::SELECT_TOKEN))?
+            c.prepare_cached(&SELECT_TOKEN)?
                 .query_row([hash.as_bytes().as_slice()], token_row)
                 .optional()?
                 .map(TokenRecord::try_from)
@@ -424,7 +429,7 @@ impl crate::Store for SqliteStore {
         self.writer
             .write(move |c| {
                 let changed = c
-                    .prepare_cached(&sql(rows::REVOKE_TOKEN))?
+                    .prepare_cached(&REVOKE_TOKEN)?
                     .execute(params![hash.as_bytes().as_slice(), now])?;
                 Ok(changed > 0)
             })
