@@ -9,11 +9,14 @@
 mod batch;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -106,10 +109,11 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = pool_options(POOL_SIZE).connect(url).await?;
         let batch_pool = batch_pool(url)?;
+        let held = || HeldConnection::new(batch_pool.clone());
         Ok(Self {
-            lookups: Batcher::start(BATCH_LANES, find_batch(batch_pool.clone())),
-            inserts: Batcher::start(BATCH_LANES, insert_batch(batch_pool.clone())),
-            revocations: Batcher::start(BATCH_LANES, revoke_batch(batch_pool)),
+            lookups: Batcher::start(BATCH_LANES, find_batch(held())),
+            inserts: Batcher::start(BATCH_LANES, insert_batch(held())),
+            revocations: Batcher::start(BATCH_LANES, revoke_batch(held())),
             pool,
         })
     }
@@ -135,13 +139,57 @@ fn batch_pool(url: &str) -> Result<PgPool, StoreError> {
         .connect_lazy(url)?)
 }
 
+/// A statement run on a [`HeldConnection`], borrowing the connection while it runs.
+type Statement<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
+/// A batch lane's connection, kept from one statement to the next.
+///
+/// sqlx 0.9 tests every connection given back to its pool with a round trip
+/// (`PoolConnection::return_to_pool` pings: a `Sync` and its `ReadyForQuery`), whatever
+/// `test_before_acquire` says. A lane that borrowed a connection for each statement paid
+/// that round trip for every batch: twice the messages, and a wake-up of the database's
+/// backend each time. A lane runs one statement at a time, so it keeps its connection;
+/// after a failed statement it gives it back (where the pool's test closes it if it is
+/// broken) and takes a fresh one for the next batch.
+struct HeldConnection {
+    pool: PgPool,
+    held: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
+}
+
+impl HeldConnection {
+    fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            held: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn run<T>(
+        &self,
+        statement: impl for<'c> FnOnce(&'c mut PgConnection) -> Statement<'c, T>,
+    ) -> Result<T, StoreError> {
+        let mut held = self.held.lock().await;
+        let connection = match held.take() {
+            Some(connection) => connection,
+            None => self.pool.acquire().await?,
+        };
+        let connection = held.insert(connection);
+        let outcome = statement(connection).await;
+        if outcome.is_err() {
+            held.take();
+        }
+        outcome
+    }
+}
+
 fn pool_options(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
         // A dead connection shows itself as an error of the next statement, which is
         // answered 503 and drops the connection; pinging first would cost a round trip per
-        // statement to learn the same thing.
+        // statement to learn the same thing. (sqlx still pings a connection given back to
+        // the pool; the batch lanes keep theirs, see `HeldConnection`.)
         .test_before_acquire(false)
 }
 
@@ -557,50 +605,61 @@ async fn insert_rows<'e, 't>(
     }
 }
 
-fn find_batch(pool: PgPool) -> BatchFn<TokenHash, Option<TokenRecord>> {
+fn find_batch(held: Arc<HeldConnection>) -> BatchFn<TokenHash, Option<TokenRecord>> {
     Arc::new(move |hashes: Vec<TokenHash>| {
-        let pool = pool.clone();
+        let held = held.clone();
         Box::pin(async move {
             let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.as_bytes().to_vec()).collect();
-            let found: HashMap<TokenHash, TokenRecord> =
-                sqlx::query_as::<_, TokenRow>(SELECT_TOKENS)
-                    .bind(keys)
-                    .fetch_all(&pool)
-                    .await?
-                    .into_iter()
-                    .map(|row| TokenRecord::try_from(row).map(|t| (t.hash, t)))
-                    .collect::<Result<_, _>>()?;
+            let rows = held
+                .run(|c| {
+                    Box::pin(async move {
+                        Ok(sqlx::query_as::<_, TokenRow>(SELECT_TOKENS)
+                            .bind(keys)
+                            .fetch_all(c)
+                            .await?)
+                    })
+                })
+                .await?;
+            let found: HashMap<TokenHash, TokenRecord> = rows
+                .into_iter()
+                .map(|row| TokenRecord::try_from(row).map(|t| (t.hash, t)))
+                .collect::<Result<_, _>>()?;
             // The same token asked twice in one batch: both get the row.
             Ok(hashes.iter().map(|h| Ok(found.get(h).cloned())).collect())
         })
     })
 }
 
-fn insert_batch(pool: PgPool) -> BatchFn<Vec<TokenRecord>, ()> {
+fn insert_batch(held: Arc<HeldConnection>) -> BatchFn<Vec<TokenRecord>, ()> {
     Arc::new(move |requests: Vec<Vec<TokenRecord>>| {
-        let pool = pool.clone();
+        let held = held.clone();
         Box::pin(async move {
-            match insert_rows(&pool, requests.iter().flatten()).await {
-                Ok(()) => Ok(requests.iter().map(|_| Ok(())).collect()),
-                Err(e) if requests.len() == 1 => Ok(vec![Err(e)]),
-                Err(e) if e.is_unavailable() => Err(e),
-                // One request's rows spoiled the statement (a deleted client, say):
-                // try each request alone, so only that one fails.
-                Err(_) => {
-                    let mut answers = Vec::with_capacity(requests.len());
-                    for tokens in &requests {
-                        answers.push(insert_rows(&pool, tokens).await);
+            held.run(|c| {
+                Box::pin(async move {
+                    match insert_rows(&mut *c, requests.iter().flatten()).await {
+                        Ok(()) => Ok(requests.iter().map(|_| Ok(())).collect()),
+                        Err(e) if requests.len() == 1 => Ok(vec![Err(e)]),
+                        Err(e) if e.is_unavailable() => Err(e),
+                        // One request's rows spoiled the statement (a deleted client, say):
+                        // try each request alone, so only that one fails.
+                        Err(_) => {
+                            let mut answers = Vec::with_capacity(requests.len());
+                            for tokens in &requests {
+                                answers.push(insert_rows(&mut *c, tokens).await);
+                            }
+                            Ok(answers)
+                        }
                     }
-                    Ok(answers)
-                }
-            }
+                })
+            })
+            .await
         })
     })
 }
 
-fn revoke_batch(pool: PgPool) -> BatchFn<(TokenHash, UnixTime), bool> {
+fn revoke_batch(held: Arc<HeldConnection>) -> BatchFn<(TokenHash, UnixTime), bool> {
     Arc::new(move |requests: Vec<(TokenHash, UnixTime)>| {
-        let pool = pool.clone();
+        let held = held.clone();
         Box::pin(async move {
             let hashes: Vec<Vec<u8>> = requests
                 .iter()
@@ -611,14 +670,19 @@ fn revoke_batch(pool: PgPool) -> BatchFn<(TokenHash, UnixTime), bool> {
                 .map(|(_, now)| *now)
                 .max()
                 .unwrap_or_default();
-            let mut changed: std::collections::HashSet<Vec<u8>> =
-                sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
-                    .bind(hashes)
-                    .bind(now)
-                    .fetch_all(&pool)
-                    .await?
-                    .into_iter()
-                    .collect();
+            let mut changed: std::collections::HashSet<Vec<u8>> = held
+                .run(|c| {
+                    Box::pin(async move {
+                        Ok(sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
+                            .bind(hashes)
+                            .bind(now)
+                            .fetch_all(c)
+                            .await?)
+                    })
+                })
+                .await?
+                .into_iter()
+                .collect();
             // A token revoked twice in one batch changed once: the first request gets `true`.
             Ok(requests
                 .iter()
@@ -652,5 +716,57 @@ mod tests {
         assert_eq!(mode(batch_pool(&url).unwrap()).await, "force_generic_plan");
         let general = pool_options(1).connect(&url).await.unwrap();
         assert_eq!(mode(general).await, "auto");
+    }
+
+    /// A lane keeps one backend from statement to statement (no connection goes back to
+    /// the pool, so sqlx's ping on release never runs), and after its backend dies it fails
+    /// one statement and then carries on with a new one.
+    #[tokio::test]
+    async fn a_lane_keeps_its_connection_and_replaces_a_dead_one() {
+        let Some(url) = crate::testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI")
+        else {
+            return;
+        };
+        let held = HeldConnection::new(batch_pool(&url).unwrap());
+        let backend = || {
+            held.run(|c| {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                        .fetch_one(c)
+                        .await?)
+                })
+            })
+        };
+        let first = backend().await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(backend().await.unwrap(), first, "the same connection");
+        }
+        let admin = pool_options(1).connect(&url).await.unwrap();
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(first)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        assert!(killed);
+        let mut failed = 0;
+        let mut next = None;
+        for _ in 0..3 {
+            match backend().await {
+                Ok(pid) => {
+                    next = Some(pid);
+                    break;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        assert!(
+            failed <= 1,
+            "{failed} statements failed after the backend died"
+        );
+        let next = next.expect("a new connection");
+        assert_ne!(next, first);
+        assert_eq!(backend().await.unwrap(), next, "and it is kept in turn");
     }
 }
