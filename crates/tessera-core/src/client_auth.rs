@@ -49,14 +49,12 @@ pub fn presented_client(
     authorization: Option<&[u8]>,
     form: &FormParams,
 ) -> Result<Option<PresentedClient>, OAuthError> {
-    let form_id = form.get("client_id");
-    let form_secret = form.get("client_secret");
     if let Some(header) = authorization {
         let (client_id, secret) = parse_basic(header)?;
         check_body_beside_basic(&client_id, form)?;
         return Ok(Some(PresentedClient::Basic { client_id, secret }));
     }
-    match (form_id, form_secret) {
+    match (form.get("client_id"), form.get("client_secret")) {
         (Some(id), Some(secret)) => Ok(Some(PresentedClient::Post {
             client_id: id.to_owned(),
             secret: Secret::new(secret),
