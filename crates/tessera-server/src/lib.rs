@@ -33,6 +33,7 @@ pub mod routes;
 pub mod state;
 pub mod throttle;
 
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ impl Server {
         let primer = tokio::spawn(keep_timer_wheel_primed());
         let app = routes::app(self.state);
         let served = axum::serve(
-            self.listener,
+            self.listener.tap_io(no_delay),
             axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
                 SocketAddr,
             >(app),
@@ -97,6 +98,17 @@ impl Server {
         let _ = janitor.await;
         primer.abort();
         served
+    }
+}
+
+/// Sends each response as soon as it is written. Without `TCP_NODELAY`, Nagle's algorithm
+/// holds a write back while an earlier one of the connection is unacknowledged: a response
+/// written in two parts (a page streamed after its head) or a second response queued behind
+/// a first waits for the client's delayed ACK, up to 40 ms on Linux. axum 0.8 no longer
+/// sets it; Go's HTTP servers (Hydra's) and most others do.
+fn no_delay(connection: &mut tokio::net::TcpStream) {
+    if let Err(e) = connection.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
 }
 
@@ -112,5 +124,20 @@ impl Server {
 async fn keep_timer_wheel_primed() {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap(), "Linux's default is Nagle on");
+        super::no_delay(&mut accepted);
+        assert!(accepted.nodelay().unwrap());
     }
 }
