@@ -60,6 +60,7 @@ conformance!(
     family_revocation_reaches_every_live_token,
     purge_removes_only_dead_tokens_in_batches,
     deleting_a_client_deletes_its_tokens,
+    deleting_a_user_deletes_only_their_tokens,
     token_insert_is_all_or_nothing,
     concurrent_writes_commit_together_but_fail_alone,
     concurrent_rotations_have_one_winner,
@@ -217,6 +218,37 @@ async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
     store.insert_tokens(&[record]).await.unwrap();
     store.delete_client(&c.id).await.unwrap();
     assert_eq!(store.find_token(&raw.hash()).await.unwrap(), None);
+}
+
+async fn deleting_a_user_deletes_only_their_tokens(store: Arc<dyn Store>) {
+    let c = client("web", &[]);
+    store.create_client(&c).await.unwrap();
+    for (id, name) in [("user-1", "alice"), ("user-2", "bob")] {
+        let user = tessera_core::user::User {
+            id: id.into(),
+            username: tessera_core::user::Username::parse(name).unwrap(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            created_at: 1000,
+        };
+        store.create_user(&user).await.unwrap();
+    }
+    let (alices, alices_record) = token(&c, TokenKind::Access, "f1", 9000);
+    let (bobs, mut bobs_record) = token(&c, TokenKind::Access, "f2", 9000);
+    bobs_record.subject = Some("user-2".into());
+    // A client_credentials token: no subject, no family.
+    let (clients, mut clients_record) = token(&c, TokenKind::Access, "-", 9000);
+    (clients_record.subject, clients_record.family_id) = (None, None);
+    store
+        .insert_tokens(&[alices_record, bobs_record, clients_record])
+        .await
+        .unwrap();
+
+    assert!(store.delete_user("alice").await.unwrap());
+    assert_eq!(store.find_token(&alices.hash()).await.unwrap(), None);
+    let bobs = store.find_token(&bobs.hash()).await.unwrap().unwrap();
+    assert_eq!(bobs.username.as_deref(), Some("bob"));
+    let clients = store.find_token(&clients.hash()).await.unwrap().unwrap();
+    assert_eq!(clients.subject, None);
 }
 
 async fn token_insert_is_all_or_nothing(store: Arc<dyn Store>) {
@@ -439,4 +471,44 @@ async fn postgres_cancelled_callers_leave_no_open_transaction() {
             "an acknowledged write is not visible to another session"
         );
     }
+}
+
+/// Tokens without a subject (client_credentials) take no entry in PostgreSQL's subject index
+/// (migration 0005), and deleting a user's tokens still finds them through it: `subject = x`
+/// must imply the index's `subject IS NOT NULL`, or the planner falls back to reading the
+/// whole table.
+#[tokio::test]
+async fn postgres_subject_index_is_partial_and_serves_user_deletion() {
+    use sqlx::Connection;
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let store = tessera_store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let definition: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'tokens' AND indexname = 'tokens_subject'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        definition.ends_with("WHERE (subject IS NOT NULL)"),
+        "{definition}"
+    );
+    // A small table is read whole whatever the indexes; forbid that to see what is possible.
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN DELETE FROM tokens WHERE subject = (SELECT id FROM users WHERE username = 'alice')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|line| line.contains("tokens_subject")),
+        "{plan:#?}"
+    );
 }
