@@ -9,14 +9,13 @@
 mod batch;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -100,6 +99,8 @@ mod dialect {
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The general pool's connections, kept between statements (see [`HeldConnections`]).
+    general: Arc<HeldConnections>,
     lookups: Batcher<TokenHash, Option<TokenRecord>>,
     inserts: Batcher<Vec<TokenRecord>, ()>,
     revocations: Batcher<(TokenHash, UnixTime), bool>,
@@ -109,11 +110,13 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = pool_options(POOL_SIZE).connect(url).await?;
         let batch_pool = batch_pool(url)?;
-        let held = || HeldConnection::new(batch_pool.clone());
+        // One connection per lane: a lane runs one statement at a time.
+        let held = || HeldConnections::new(batch_pool.clone(), 1);
         Ok(Self {
             lookups: Batcher::start(BATCH_LANES, find_batch(held())),
             inserts: Batcher::start(BATCH_LANES, insert_batch(held())),
             revocations: Batcher::start(BATCH_LANES, revoke_batch(held())),
+            general: HeldConnections::new(pool.clone(), POOL_SIZE as usize),
             pool,
         })
     }
@@ -139,46 +142,116 @@ fn batch_pool(url: &str) -> Result<PgPool, StoreError> {
         .connect_lazy(url)?)
 }
 
-/// A statement run on a [`HeldConnection`], borrowing the connection while it runs.
-type Statement<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
-
-/// A batch lane's connection, kept from one statement to the next.
+/// Connections taken from a pool and kept from one statement to the next.
 ///
 /// sqlx 0.9 tests every connection given back to its pool with a round trip
 /// (`PoolConnection::return_to_pool` pings: a `Sync` and its `ReadyForQuery`), whatever
-/// `test_before_acquire` says. A lane that borrowed a connection for each statement paid
-/// that round trip for every batch: twice the messages, and a wake-up of the database's
-/// backend each time. A lane runs one statement at a time, so it keeps its connection;
-/// after a failed statement it gives it back (where the pool's test closes it if it is
-/// broken) and takes a fresh one for the next batch.
-struct HeldConnection {
+/// `test_before_acquire` says. A statement run on the pool itself paid that round trip every
+/// time: twice the messages, and a wake-up of the database's backend each time, which is
+/// most of what a point lookup costs it (a profile of the code flow: half of PostgreSQL's
+/// time went to sending, receiving and waiting for messages). So connections are leased
+/// from here and, after a statement that succeeded, kept for the next caller; after a
+/// failure, or a caller that went away mid-statement, the connection goes back to the pool,
+/// whose test closes it if it is broken. A connection kept for [`KEEP_AT_MOST`] goes back
+/// too, so that the pool's own lifetime rules still apply to it.
+///
+/// There is one permit per connection the pool may open, and a lease holds one: so a lease
+/// that finds no kept connection may always open one without waiting for the pool, where
+/// the kept ones (which the pool counts as in use) would otherwise never come back to it.
+struct HeldConnections {
     pool: PgPool,
-    held: tokio::sync::Mutex<Option<PoolConnection<Postgres>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    kept: std::sync::Mutex<Vec<Kept>>,
 }
 
-impl HeldConnection {
-    fn new(pool: PgPool) -> Arc<Self> {
+/// How long a connection is kept before it goes back to its pool once.
+const KEEP_AT_MOST: Duration = Duration::from_secs(600);
+
+struct Kept {
+    connection: PoolConnection<Postgres>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for HeldConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldConnections")
+            .field("available", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldConnections {
+    fn new(pool: PgPool, connections: usize) -> Arc<Self> {
         Arc::new(Self {
             pool,
-            held: tokio::sync::Mutex::new(None),
+            permits: Arc::new(tokio::sync::Semaphore::new(connections)),
+            kept: std::sync::Mutex::new(Vec::with_capacity(connections)),
         })
     }
 
-    async fn run<T>(
-        &self,
-        statement: impl for<'c> FnOnce(&'c mut PgConnection) -> Statement<'c, T>,
-    ) -> Result<T, StoreError> {
-        let mut held = self.held.lock().await;
-        let connection = match held.take() {
-            Some(connection) => connection,
-            None => self.pool.acquire().await?,
+    /// A connection for one statement or transaction; call [`Lease::keep`] once it has
+    /// succeeded.
+    async fn lease(self: &Arc<Self>) -> Result<Lease, StoreError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let kept = self.kept_connections().pop();
+        let kept = match kept {
+            Some(kept) => kept,
+            None => Kept {
+                connection: self.pool.acquire().await?,
+                since: Instant::now(),
+            },
         };
-        let connection = held.insert(connection);
-        let outcome = statement(connection).await;
-        if outcome.is_err() {
-            held.take();
+        Ok(Lease {
+            owner: self.clone(),
+            kept,
+            permit,
+        })
+    }
+
+    fn kept_connections(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A leased connection. Dropped without [`Lease::keep`], it goes back to the pool.
+struct Lease {
+    owner: Arc<HeldConnections>,
+    kept: Kept,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// The statements went through: keep the connection for the next lease.
+    fn keep(self) {
+        let Self {
+            owner,
+            kept,
+            permit,
+        } = self;
+        if kept.since.elapsed() < KEEP_AT_MOST {
+            owner.kept_connections().push(kept);
         }
-        outcome
+        // Only now: the next lease finds the connection.
+        drop(permit);
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.kept.connection
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.kept.connection
     }
 }
 
@@ -189,7 +262,7 @@ fn pool_options(size: u32) -> PgPoolOptions {
         // A dead connection shows itself as an error of the next statement, which is
         // answered 503 and drops the connection; pinging first would cost a round trip per
         // statement to learn the same thing. (sqlx still pings a connection given back to
-        // the pool; the batch lanes keep theirs, see `HeldConnection`.)
+        // the pool, which is why the store keeps them, see `HeldConnections`.)
         .test_before_acquire(false)
 }
 
@@ -201,9 +274,10 @@ impl PgStore {
         statements: [&'static str; N],
         key: &str,
     ) -> Result<[u64; N], StoreError> {
-        let (pool, key) = (self.pool.clone(), key.to_owned());
+        let (general, key) = (self.general.clone(), key.to_owned());
         detached(async move {
-            let mut tx = pool.begin().await?;
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
             let mut counts = [0; N];
             for (sql, count) in statements.into_iter().zip(&mut counts) {
                 *count = sqlx::query(sql)
@@ -213,6 +287,7 @@ impl PgStore {
                     .rows_affected();
             }
             tx.commit().await?;
+            conn.keep();
             Ok(counts)
         })
         .await
@@ -243,12 +318,15 @@ impl crate::Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut conn = self.general.lease().await?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        conn.keep();
         Ok(())
     }
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let cols = rows::ClientColumns::of(client);
+        let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_CLIENT)
             .bind(&client.id)
             .bind(&client.name)
@@ -259,8 +337,9 @@ impl crate::Store for PgStore {
             .bind(&cols.redirect_uris)
             .bind(client.skip_consent)
             .bind(client.created_at)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(())
     }
 
@@ -268,21 +347,22 @@ impl crate::Store for PgStore {
         if !rows::storable(client_id) {
             return Ok(None);
         }
-        sqlx::query_as::<_, rows::ClientRow>(rows::SELECT_CLIENT)
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ClientRow>(rows::SELECT_CLIENT)
             .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(Client::try_from)
-            .transpose()
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        found.map(Client::try_from).transpose()
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        sqlx::query_as::<_, rows::ClientRow>(rows::LIST_CLIENTS)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(Client::try_from)
-            .collect()
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ClientRow>(rows::LIST_CLIENTS)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(Client::try_from).collect()
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
@@ -300,13 +380,15 @@ impl crate::Store for PgStore {
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_USER)
             .bind(&user.id)
             .bind(user.username.as_str())
             .bind(&user.password_hash)
             .bind(user.created_at)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(())
     }
 
@@ -314,12 +396,13 @@ impl crate::Store for PgStore {
         if !rows::storable(username) {
             return Ok(None);
         }
-        sqlx::query_as::<_, rows::UserRow>(rows::SELECT_USER_BY_NAME)
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::UserRow>(rows::SELECT_USER_BY_NAME)
             .bind(username)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(User::try_from)
-            .transpose()
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        found.map(User::try_from).transpose()
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
@@ -338,13 +421,14 @@ impl crate::Store for PgStore {
         if !rows::storable(username) {
             return Ok(false);
         }
-        let (pool, username, password_hash) = (
-            self.pool.clone(),
+        let (general, username, password_hash) = (
+            self.general.clone(),
             username.to_owned(),
             password_hash.to_owned(),
         );
         detached(async move {
-            let mut tx = pool.begin().await?;
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
             let done = sqlx::query(rows::SET_PASSWORD)
                 .bind(&username)
                 .bind(&password_hash)
@@ -355,6 +439,7 @@ impl crate::Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            conn.keep();
             Ok(done.rows_affected() > 0)
         })
         .await
@@ -373,11 +458,13 @@ impl crate::Store for PgStore {
     }
 
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError> {
+        let mut conn = self.general.lease().await?;
         let done = sqlx::query(rows::REVOKE_FAMILY)
             .bind(family_id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(done.rows_affected())
     }
 
@@ -387,9 +474,10 @@ impl crate::Store for PgStore {
         now: UnixTime,
         successors: &[TokenRecord],
     ) -> Result<bool, StoreError> {
-        let (pool, hash, successors) = (self.pool.clone(), *hash, successors.to_vec());
+        let (general, hash, successors) = (self.general.clone(), *hash, successors.to_vec());
         detached(async move {
-            let mut tx = pool.begin().await?;
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
             let claimed = sqlx::query(rows::ROTATE_REFRESH)
                 .bind(hash.as_bytes().as_slice())
                 .bind(now)
@@ -399,16 +487,19 @@ impl crate::Store for PgStore {
                 == 1;
             if !claimed {
                 tx.rollback().await?;
+                conn.keep();
                 return Ok(false);
             }
             insert_rows(&mut *tx, &successors).await?;
             tx.commit().await?;
+            conn.keep();
             Ok(true)
         })
         .await
     }
 
     async fn insert_code(&self, code: &AuthorizationCodeRecord) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_CODE)
             .bind(code.hash.as_bytes().as_slice())
             .bind(&code.client_id)
@@ -421,8 +512,9 @@ impl crate::Store for PgStore {
             .bind(code.expires_at)
             .bind(code.redeemed_at)
             .bind(&code.family_id)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(())
     }
 
@@ -430,12 +522,13 @@ impl crate::Store for PgStore {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
-        sqlx::query_as::<_, rows::CodeRow>(rows::SELECT_CODE)
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::CodeRow>(rows::SELECT_CODE)
             .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(AuthorizationCodeRecord::try_from)
-            .transpose()
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        found.map(AuthorizationCodeRecord::try_from).transpose()
     }
 
     async fn redeem_code(
@@ -444,9 +537,10 @@ impl crate::Store for PgStore {
         now: UnixTime,
         tokens: &[TokenRecord],
     ) -> Result<Redemption, StoreError> {
-        let (pool, hash, tokens) = (self.pool.clone(), *hash, tokens.to_vec());
+        let (general, hash, tokens) = (self.general.clone(), *hash, tokens.to_vec());
         detached(async move {
-            let mut tx = pool.begin().await?;
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
             let claimed = sqlx::query(rows::REDEEM_CODE)
                 .bind(hash.as_bytes().as_slice())
                 .bind(now)
@@ -457,6 +551,7 @@ impl crate::Store for PgStore {
             if claimed {
                 insert_rows(&mut *tx, &tokens).await?;
                 tx.commit().await?;
+                conn.keep();
                 return Ok(Redemption::Redeemed);
             }
             let family: Option<String> = sqlx::query_scalar(rows::CODE_FAMILY)
@@ -464,6 +559,7 @@ impl crate::Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             tx.rollback().await?;
+            conn.keep();
             Ok(match family {
                 Some(family_id) => Redemption::AlreadyRedeemed { family_id },
                 None => Redemption::NotFound,
@@ -473,13 +569,15 @@ impl crate::Store for PgStore {
     }
 
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_SESSION)
             .bind(session.hash.as_bytes().as_slice())
             .bind(&session.user_id)
             .bind(session.created_at)
             .bind(session.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(())
     }
 
@@ -488,20 +586,23 @@ impl crate::Store for PgStore {
         hash: &TokenHash,
         now: UnixTime,
     ) -> Result<Option<User>, StoreError> {
-        sqlx::query_as::<_, rows::UserRow>(rows::SELECT_SESSION_USER)
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::UserRow>(rows::SELECT_SESSION_USER)
             .bind(hash.as_bytes().as_slice())
             .bind(now)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(User::try_from)
-            .transpose()
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        found.map(User::try_from).transpose()
     }
 
     async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
         sqlx::query(rows::DELETE_SESSION)
             .bind(hash.as_bytes().as_slice())
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(())
     }
 
@@ -510,11 +611,13 @@ impl crate::Store for PgStore {
         user_id: &str,
         client_id: &str,
     ) -> Result<Option<Scope>, StoreError> {
+        let mut conn = self.general.lease().await?;
         let scope: Option<String> = sqlx::query_scalar(rows::SELECT_CONSENT)
             .bind(user_id)
             .bind(client_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
+        conn.keep();
         rows::consent_scope(scope)
     }
 
@@ -525,17 +628,20 @@ impl crate::Store for PgStore {
         scope: &Scope,
         now: UnixTime,
     ) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
         sqlx::query(rows::UPSERT_CONSENT)
             .bind(user_id)
             .bind(client_id)
             .bind(scope.to_string())
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.keep();
         Ok(())
     }
 
     async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError> {
+        let mut conn = self.general.lease().await?;
         let mut most = 0;
         // (statement, whether it takes `now` before the batch size)
         for (sql, by_time) in [
@@ -546,9 +652,10 @@ impl crate::Store for PgStore {
         ] {
             let query = sqlx::query(sql);
             let query = if by_time { query.bind(now) } else { query };
-            let done = query.bind(i64::from(batch)).execute(&self.pool).await?;
+            let done = query.bind(i64::from(batch)).execute(&mut *conn).await?;
             most = most.max(done.rows_affected());
         }
+        conn.keep();
         Ok(most)
     }
 }
@@ -605,21 +712,17 @@ async fn insert_rows<'e, 't>(
     }
 }
 
-fn find_batch(held: Arc<HeldConnection>) -> BatchFn<TokenHash, Option<TokenRecord>> {
+fn find_batch(held: Arc<HeldConnections>) -> BatchFn<TokenHash, Option<TokenRecord>> {
     Arc::new(move |hashes: Vec<TokenHash>| {
         let held = held.clone();
         Box::pin(async move {
             let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.as_bytes().to_vec()).collect();
-            let rows = held
-                .run(|c| {
-                    Box::pin(async move {
-                        Ok(sqlx::query_as::<_, TokenRow>(SELECT_TOKENS)
-                            .bind(keys)
-                            .fetch_all(c)
-                            .await?)
-                    })
-                })
+            let mut conn = held.lease().await?;
+            let rows = sqlx::query_as::<_, TokenRow>(SELECT_TOKENS)
+                .bind(keys)
+                .fetch_all(&mut *conn)
                 .await?;
+            conn.keep();
             let found: HashMap<TokenHash, TokenRecord> = rows
                 .into_iter()
                 .map(|row| TokenRecord::try_from(row).map(|t| (t.hash, t)))
@@ -630,34 +733,32 @@ fn find_batch(held: Arc<HeldConnection>) -> BatchFn<TokenHash, Option<TokenRecor
     })
 }
 
-fn insert_batch(held: Arc<HeldConnection>) -> BatchFn<Vec<TokenRecord>, ()> {
+fn insert_batch(held: Arc<HeldConnections>) -> BatchFn<Vec<TokenRecord>, ()> {
     Arc::new(move |requests: Vec<Vec<TokenRecord>>| {
         let held = held.clone();
         Box::pin(async move {
-            held.run(|c| {
-                Box::pin(async move {
-                    match insert_rows(&mut *c, requests.iter().flatten()).await {
-                        Ok(()) => Ok(requests.iter().map(|_| Ok(())).collect()),
-                        Err(e) if requests.len() == 1 => Ok(vec![Err(e)]),
-                        Err(e) if e.is_unavailable() => Err(e),
-                        // One request's rows spoiled the statement (a deleted client, say):
-                        // try each request alone, so only that one fails.
-                        Err(_) => {
-                            let mut answers = Vec::with_capacity(requests.len());
-                            for tokens in &requests {
-                                answers.push(insert_rows(&mut *c, tokens).await);
-                            }
-                            Ok(answers)
-                        }
+            let mut conn = held.lease().await?;
+            let answers = match insert_rows(&mut *conn, requests.iter().flatten()).await {
+                Ok(()) => requests.iter().map(|_| Ok(())).collect(),
+                Err(e) if requests.len() == 1 => vec![Err(e)],
+                Err(e) if e.is_unavailable() => return Err(e),
+                // One request's rows spoiled the statement (a deleted client, say): try
+                // each request alone, so only that one fails.
+                Err(_) => {
+                    let mut answers = Vec::with_capacity(requests.len());
+                    for tokens in &requests {
+                        answers.push(insert_rows(&mut *conn, tokens).await);
                     }
-                })
-            })
-            .await
+                    answers
+                }
+            };
+            conn.keep();
+            Ok(answers)
         })
     })
 }
 
-fn revoke_batch(held: Arc<HeldConnection>) -> BatchFn<(TokenHash, UnixTime), bool> {
+fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenHash, UnixTime), bool> {
     Arc::new(move |requests: Vec<(TokenHash, UnixTime)>| {
         let held = held.clone();
         Box::pin(async move {
@@ -670,19 +771,14 @@ fn revoke_batch(held: Arc<HeldConnection>) -> BatchFn<(TokenHash, UnixTime), boo
                 .map(|(_, now)| *now)
                 .max()
                 .unwrap_or_default();
-            let mut changed: std::collections::HashSet<Vec<u8>> = held
-                .run(|c| {
-                    Box::pin(async move {
-                        Ok(sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
-                            .bind(hashes)
-                            .bind(now)
-                            .fetch_all(c)
-                            .await?)
-                    })
-                })
-                .await?
-                .into_iter()
-                .collect();
+            let mut conn = held.lease().await?;
+            let changed = sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
+                .bind(hashes)
+                .bind(now)
+                .fetch_all(&mut *conn)
+                .await?;
+            conn.keep();
+            let mut changed: std::collections::HashSet<Vec<u8>> = changed.into_iter().collect();
             // A token revoked twice in one batch changed once: the first request gets `true`.
             Ok(requests
                 .iter()
@@ -729,15 +825,14 @@ mod tests {
         else {
             return;
         };
-        let held = HeldConnection::new(batch_pool(&url).unwrap());
-        let backend = || {
-            held.run(|c| {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-                        .fetch_one(c)
-                        .await?)
-                })
-            })
+        let held = HeldConnections::new(batch_pool(&url).unwrap(), 1);
+        let backend = || async {
+            let mut conn = held.lease().await?;
+            let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(&mut *conn)
+                .await?;
+            conn.keep();
+            Ok::<_, StoreError>(pid)
         };
         let first = backend().await.unwrap();
         for _ in 0..5 {
@@ -768,5 +863,49 @@ mod tests {
         let next = next.expect("a new connection");
         assert_ne!(next, first);
         assert_eq!(backend().await.unwrap(), next, "and it is kept in turn");
+    }
+
+    /// More callers than connections, some of them giving theirs back to the pool: each
+    /// waits for a permit, never for the pool (whose connections the kept ones hold), and no
+    /// more backends are opened than there are permits. A starved caller would wait for the
+    /// pool's 5-second acquire timeout, past this test's own limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_callers_than_connections_all_get_one() {
+        let Some(url) = crate::testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI")
+        else {
+            return;
+        };
+        let held = HeldConnections::new(pool_options(2).connect_lazy(&url).unwrap(), 2);
+        let callers = (0..24).map(|i| {
+            let held = held.clone();
+            tokio::spawn(async move {
+                let mut conn = held.lease().await.unwrap();
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid() FROM pg_sleep(0.005)")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                if i % 3 != 0 {
+                    conn.keep();
+                }
+                pid
+            })
+        });
+        let all = async {
+            let mut backends = std::collections::HashSet::new();
+            for caller in callers.collect::<Vec<_>>() {
+                backends.insert(caller.await.unwrap());
+            }
+            backends
+        };
+        let backends = tokio::time::timeout(Duration::from_secs(4), all)
+            .await
+            .expect("a caller waited for the pool");
+        assert!(
+            (1..=2).contains(&backends.len()),
+            "{} backends",
+            backends.len()
+        );
     }
 }
