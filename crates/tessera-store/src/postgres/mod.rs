@@ -164,6 +164,9 @@ struct HeldConnections {
     kept: std::sync::Mutex<Vec<Kept>>,
 }
 
+/// How long a statement waits for a connection before the store answers "unavailable".
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a connection is kept before it goes back to its pool once.
 const KEEP_AT_MOST: Duration = Duration::from_secs(600);
 
@@ -192,11 +195,10 @@ impl HeldConnections {
     /// A connection for one statement or transaction; call [`Lease::keep`] once it has
     /// succeeded.
     async fn lease(self: &Arc<Self>) -> Result<Lease, StoreError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
+        // Waiting for a permit is waiting for the pool: the same limit, the same error.
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned())
             .await
+            .map_err(|_| StoreError::from(sqlx::Error::PoolTimedOut))?
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let kept = self.kept_connections().pop();
         let kept = match kept {
@@ -258,7 +260,7 @@ impl std::ops::DerefMut for Lease {
 fn pool_options(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(size)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // A dead connection shows itself as an error of the next statement, which is
         // answered 503 and drops the connection; pinging first would cost a round trip per
         // statement to learn the same thing. (sqlx still pings a connection given back to
@@ -907,5 +909,28 @@ mod tests {
             "{} backends",
             backends.len()
         );
+    }
+
+    /// A caller that finds every connection leased waits as long as it would for the
+    /// pool, then hears "unavailable" (a 503), instead of waiting for ever behind statements
+    /// that hang.
+    #[tokio::test]
+    async fn a_lease_waits_no_longer_than_the_pool_would() {
+        let Some(url) = crate::testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI")
+        else {
+            return;
+        };
+        let held = HeldConnections::new(pool_options(1).connect_lazy(&url).unwrap(), 1);
+        let busy = held.lease().await.unwrap();
+        let started = Instant::now();
+        let waited = tokio::time::timeout(2 * ACQUIRE_TIMEOUT, held.lease())
+            .await
+            .expect("the lease waited past the pool's timeout");
+        assert!(matches!(waited, Err(StoreError::Unavailable(_))));
+        assert!(started.elapsed() >= ACQUIRE_TIMEOUT);
+        busy.keep();
+        held.lease().await.unwrap().keep();
     }
 }
