@@ -12,9 +12,10 @@
 use std::sync::Arc;
 
 use tessera_core::client::{Client, ClientRegistration, register};
+use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
 use tessera_core::token::{RawToken, TokenKind, TokenRecord};
-use tessera_store::{Store, StoreError, testing};
+use tessera_store::{Redemption, Store, StoreError, testing};
 
 /// A fresh PostgreSQL database, or `None` (skip) without a server, except in CI.
 async fn postgres_url() -> Option<String> {
@@ -64,6 +65,8 @@ conformance!(
     token_insert_is_all_or_nothing,
     concurrent_writes_commit_together_but_fail_alone,
     concurrent_rotations_have_one_winner,
+    a_code_is_redeemed_once_with_its_tokens,
+    concurrent_redemptions_have_one_winner,
     missing_client_reference_is_reported,
     a_client_deleted_while_issuing_leaves_no_token,
 );
@@ -301,6 +304,107 @@ async fn concurrent_writes_commit_together_but_fail_alone(store: Arc<dyn Store>)
         }
     }
     assert_eq!((stored, conflicts), (196, 4));
+}
+
+/// A person and a code issued to them for `c`, stored.
+async fn stored_code(store: &Arc<dyn Store>, c: &Client, family: &str) -> AuthorizationCodeRecord {
+    let person = tessera_core::user::User {
+        id: format!("user-{family}"),
+        username: tessera_core::user::Username::parse(&format!("person-{family}")).unwrap(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: 1000,
+    };
+    store.create_user(&person).await.unwrap();
+    let code = AuthorizationCodeRecord {
+        hash: RawToken::generate(TokenKind::AuthorizationCode)
+            .unwrap()
+            .hash(),
+        client_id: c.id.clone(),
+        user_id: person.id,
+        redirect_uri: "https://a.example/cb".into(),
+        redirect_uri_given: true,
+        scope: Scope::parse("api").unwrap(),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        issued_at: 1000,
+        expires_at: 1060,
+        redeemed_at: None,
+        family_id: family.into(),
+    };
+    store.insert_code(&code).await.unwrap();
+    code
+}
+
+/// RFC 6749 §4.1.2: a code is used once. The first exchange stores its tokens and marks the
+/// code; a second one is told the first one's family (to revoke it) and stores nothing.
+async fn a_code_is_redeemed_once_with_its_tokens(store: Arc<dyn Store>) {
+    let c = client("web", &["https://a.example/cb"]);
+    store.create_client(&c).await.unwrap();
+    let code = stored_code(&store, &c, "fam-1").await;
+    let (access, first) = token(&c, TokenKind::Access, "fam-1", 9000);
+    assert_eq!(
+        store.redeem_code(&code.hash, 1010, &[first]).await.unwrap(),
+        Redemption::Redeemed
+    );
+    let stored = store.find_token(&access.hash()).await.unwrap().unwrap();
+    assert_eq!(stored.family_id.as_deref(), Some("fam-1"));
+    let redeemed = store.find_code(&code.hash).await.unwrap().unwrap();
+    assert_eq!(redeemed.redeemed_at, Some(1010));
+
+    let (again, second) = token(&c, TokenKind::Access, "fam-1", 9000);
+    assert_eq!(
+        store
+            .redeem_code(&code.hash, 1020, &[second])
+            .await
+            .unwrap(),
+        Redemption::AlreadyRedeemed {
+            family_id: "fam-1".into()
+        }
+    );
+    assert_eq!(store.find_token(&again.hash()).await.unwrap(), None);
+    let unknown = RawToken::generate(TokenKind::AuthorizationCode)
+        .unwrap()
+        .hash();
+    let (_, third) = token(&c, TokenKind::Access, "fam-1", 9000);
+    assert_eq!(
+        store.redeem_code(&unknown, 1030, &[third]).await.unwrap(),
+        Redemption::NotFound
+    );
+}
+
+/// Many exchanges of one code at once: exactly one wins, and only its token is stored.
+async fn concurrent_redemptions_have_one_winner(store: Arc<dyn Store>) {
+    let c = client("web", &["https://a.example/cb"]);
+    store.create_client(&c).await.unwrap();
+    let code = stored_code(&store, &c, "fam-2").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let (raw, record) = token(&c, TokenKind::Access, "fam-2", 9000);
+        tasks.spawn(async move {
+            let outcome = store
+                .redeem_code(&code.hash, 1010 + i, std::slice::from_ref(&record))
+                .await
+                .unwrap();
+            let stored = store.find_token(&raw.hash()).await.unwrap().is_some();
+            (outcome, stored)
+        });
+    }
+    let mut winners = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (outcome, stored) = joined.unwrap();
+        match outcome {
+            Redemption::Redeemed => {
+                winners += 1;
+                assert!(stored, "the winner's token is stored");
+            }
+            Redemption::AlreadyRedeemed { family_id } => {
+                assert_eq!(family_id, "fam-2");
+                assert!(!stored, "a loser's token is not stored");
+            }
+            Redemption::NotFound => panic!("the code was not found"),
+        }
+    }
+    assert_eq!(winners, 1);
 }
 
 async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
