@@ -795,14 +795,18 @@ fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenHash, UnixTime), bo
 mod tests {
     use super::*;
 
+    /// A fresh database, or `None` (skip) without a server, except in CI.
+    async fn database() -> Option<String> {
+        crate::testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI")
+    }
+
     /// Only the batch connections plan generically; the general pool keeps the server's
     /// default, so the janitor's range deletes are planned for their actual bounds.
     #[tokio::test]
     async fn only_batch_connections_force_generic_plans() {
-        let Some(url) = crate::testing::postgres_test_database()
-            .await
-            .expect("PostgreSQL is required in CI")
-        else {
+        let Some(url) = database().await else {
             return;
         };
         let mode = |pool: PgPool| async move {
@@ -821,10 +825,7 @@ mod tests {
     /// one statement and then carries on with a new one.
     #[tokio::test]
     async fn a_lane_keeps_its_connection_and_replaces_a_dead_one() {
-        let Some(url) = crate::testing::postgres_test_database()
-            .await
-            .expect("PostgreSQL is required in CI")
-        else {
+        let Some(url) = database().await else {
             return;
         };
         let held = HeldConnections::new(batch_pool(&url).unwrap(), 1);
@@ -873,10 +874,7 @@ mod tests {
     /// pool's 5-second acquire timeout, past this test's own limit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn more_callers_than_connections_all_get_one() {
-        let Some(url) = crate::testing::postgres_test_database()
-            .await
-            .expect("PostgreSQL is required in CI")
-        else {
+        let Some(url) = database().await else {
             return;
         };
         let held = HeldConnections::new(pool_options(2).connect_lazy(&url).unwrap(), 2);
@@ -916,10 +914,7 @@ mod tests {
     /// that hang.
     #[tokio::test]
     async fn a_lease_waits_no_longer_than_the_pool_would() {
-        let Some(url) = crate::testing::postgres_test_database()
-            .await
-            .expect("PostgreSQL is required in CI")
-        else {
+        let Some(url) = database().await else {
             return;
         };
         let held = HeldConnections::new(pool_options(1).connect_lazy(&url).unwrap(), 1);

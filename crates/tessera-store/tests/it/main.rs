@@ -87,6 +87,16 @@ fn client(name: &str, uris: &[&str]) -> Client {
     c
 }
 
+/// A person; the password hash is a well-formed Argon2id string that no test verifies.
+fn person(id: &str, username: &str) -> tessera_core::user::User {
+    tessera_core::user::User {
+        id: id.into(),
+        username: tessera_core::user::Username::parse(username).unwrap(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: 1000,
+    }
+}
+
 fn token(
     client: &Client,
     kind: TokenKind,
@@ -227,13 +237,7 @@ async fn deleting_a_user_deletes_only_their_tokens(store: Arc<dyn Store>) {
     let c = client("web", &[]);
     store.create_client(&c).await.unwrap();
     for (id, name) in [("user-1", "alice"), ("user-2", "bob")] {
-        let user = tessera_core::user::User {
-            id: id.into(),
-            username: tessera_core::user::Username::parse(name).unwrap(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-            created_at: 1000,
-        };
-        store.create_user(&user).await.unwrap();
+        store.create_user(&person(id, name)).await.unwrap();
     }
     let (alices, alices_record) = token(&c, TokenKind::Access, "f1", 9000);
     let (bobs, mut bobs_record) = token(&c, TokenKind::Access, "f2", 9000);
@@ -308,12 +312,7 @@ async fn concurrent_writes_commit_together_but_fail_alone(store: Arc<dyn Store>)
 
 /// A person and a code issued to them for `c`, stored.
 async fn stored_code(store: &Arc<dyn Store>, c: &Client, family: &str) -> AuthorizationCodeRecord {
-    let person = tessera_core::user::User {
-        id: format!("user-{family}"),
-        username: tessera_core::user::Username::parse(&format!("person-{family}")).unwrap(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        created_at: 1000,
-    };
+    let person = person(&format!("user-{family}"), &format!("person-{family}"));
     store.create_user(&person).await.unwrap();
     let code = AuthorizationCodeRecord {
         hash: RawToken::generate(TokenKind::AuthorizationCode)
