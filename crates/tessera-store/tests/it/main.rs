@@ -67,6 +67,7 @@ conformance!(
     concurrent_rotations_have_one_winner,
     a_code_is_redeemed_once_with_its_tokens,
     concurrent_redemptions_have_one_winner,
+    a_failed_redemption_leaves_the_code_unredeemed,
     missing_client_reference_is_reported,
     a_client_deleted_while_issuing_leaves_no_token,
 );
@@ -404,6 +405,41 @@ async fn concurrent_redemptions_have_one_winner(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(winners, 1);
+}
+
+/// An exchange whose tokens name a client that does not exist stores nothing and leaves the
+/// code unredeemed: the claim and the tokens are one write. The code then redeems normally,
+/// with an access and a refresh token.
+async fn a_failed_redemption_leaves_the_code_unredeemed(store: Arc<dyn Store>) {
+    let c = client("web", &["https://a.example/cb"]);
+    store.create_client(&c).await.unwrap();
+    let code = stored_code(&store, &c, "fam-3").await;
+    let ghost = client("ghost", &["https://a.example/cb"]);
+    let (orphan, record) = token(&ghost, TokenKind::Access, "fam-3", 9000);
+    let (_, sibling) = token(&c, TokenKind::Refresh, "fam-3", 9000);
+    assert!(matches!(
+        store
+            .redeem_code(&code.hash, 1010, &[sibling, record])
+            .await,
+        Err(StoreError::MissingReference)
+    ));
+    assert_eq!(store.find_token(&orphan.hash()).await.unwrap(), None);
+    let unredeemed = store.find_code(&code.hash).await.unwrap().unwrap();
+    assert_eq!(unredeemed.redeemed_at, None);
+
+    let (access, first) = token(&c, TokenKind::Access, "fam-3", 9000);
+    let (refresh, second) = token(&c, TokenKind::Refresh, "fam-3", 9000);
+    assert_eq!(
+        store
+            .redeem_code(&code.hash, 1020, &[first, second])
+            .await
+            .unwrap(),
+        Redemption::Redeemed
+    );
+    assert!(store.find_token(&access.hash()).await.unwrap().is_some());
+    assert!(store.find_token(&refresh.hash()).await.unwrap().is_some());
+    let redeemed = store.find_code(&code.hash).await.unwrap().unwrap();
+    assert_eq!(redeemed.redeemed_at, Some(1020));
 }
 
 async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
