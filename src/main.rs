@@ -170,7 +170,7 @@ enum ClientCommand {
 /// mimalloc instead of the system allocator: glibc's malloc and free took 9% of an
 /// introspection's CPU and 20% of a PostgreSQL issuance's (its batches build arrays, and
 /// freeing them makes glibc consolidate its fast bins). With mimalloc: 5.5% and 8%,
-/// for 10 MB more peak RSS (docs/BENCHMARKS.md).
+/// for 10 MB more peak RSS (docs/BENCHMARKS-LOG.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

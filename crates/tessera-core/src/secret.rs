@@ -14,7 +14,7 @@
 //! allocated and freed for every run: glibc answers the free of so large a block by raising
 //! its mmap and trim thresholds for the whole process (to 19 and 38 MiB), after which every
 //! thread's arena keeps up to 38 MiB of freed memory. The server grew from 35 MB to 91 MB
-//! after a minute of sign-ins, and stayed there (docs/BENCHMARKS.md).
+//! after a minute of sign-ins, and stayed there (docs/BENCHMARKS-LOG.md).
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};

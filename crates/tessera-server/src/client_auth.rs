@@ -10,7 +10,7 @@
 //! so a header that passed is remembered too ([`RecentCredentials`]), for as long as the
 //! client's registration may be reused anyway ([`Config::client_cache_ttl`]): the next
 //! request with it skips the decoding, both caches and the hashing (a fifth of the server's
-//! own work per introspection, docs/BENCHMARKS.md), and a change to the client still takes
+//! own work per introspection, docs/BENCHMARKS-LOG.md), and a change to the client still takes
 //! effect within that time.
 //!
 //! [`Config::client_cache_ttl`]: crate::config::Config::client_cache_ttl

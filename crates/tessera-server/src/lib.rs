@@ -119,7 +119,7 @@ fn no_delay(connection: &mut tokio::net::TcpStream) {
 /// the wheel held when the driver last looked. On a loaded server that was every request:
 /// between bursts no request is in flight, so the wheel is empty, and each timeout of the
 /// next burst counted as the earliest. That cost a system call and a wake-up per request,
-/// about a tenth of an introspection's CPU (docs/BENCHMARKS.md). With this timer always due
+/// about a tenth of an introspection's CPU (docs/BENCHMARKS-LOG.md). With this timer always due
 /// sooner, registering a request's timeout wakes nothing.
 async fn keep_timer_wheel_primed() {
     loop {

@@ -51,7 +51,7 @@ pub async fn token(
         } => refresh(&state, &client, &refresh_token, scope.as_ref()).await?,
     };
     // Routine, once per token: DEBUG, so the log's volume follows security events (sign-ins,
-    // failures, reuse), not traffic (docs/BENCHMARKS.md: 6% of a token's CPU at INFO).
+    // failures, reuse), not traffic (docs/BENCHMARKS-LOG.md: 6% of a token's CPU at INFO).
     tracing::debug!(client_id = %client.id, grant = grant.as_str(), "token issued");
     Ok(NoStoreJson(response))
 }

@@ -8,7 +8,7 @@
 //! takes what has piled up while the previous statement ran, and what the tasks that are
 //! ready to run bring in one more turn of the scheduler. That turn made issuance batches
 //! 14% larger on average (14.2 to 16.2 tokens at 32 connections) and cost 10% less server
-//! CPU per token (docs/BENCHMARKS.md).
+//! CPU per token (docs/BENCHMARKS-LOG.md).
 
 use std::future::Future;
 use std::pin::Pin;
