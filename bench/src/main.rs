@@ -221,7 +221,9 @@ impl Fill<'_> {
             query.execute(&mut *tx).await?;
         }
         sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+            // `WHERE $1 > 0`: without it a filler of 0 still made one row (the recursion's
+            // seed), with an all-zero time prefix.
+            "WITH RECURSIVE n(i) AS (SELECT 1 WHERE $1 > 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
              INSERT INTO bench_fill (h) \
              SELECT unhex(printf('%012x', $2 + i * ($3 - $2) / $1)) || randomblob(26) FROM n",
         )
