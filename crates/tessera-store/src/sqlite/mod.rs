@@ -3,7 +3,8 @@
 //! WAL mode with `synchronous=FULL`: every acknowledged commit is on disk before the answer
 //! leaves, so a crash or power loss loses nothing that a client was told about.
 //!
-//! The shape follows from how SQLite works (measured in `docs/BENCHMARKS.md`):
+//! The shape follows from how SQLite works (measured in `docs/BENCHMARKS-LOG.md`, summed up
+//! in `docs/BENCHMARKS.md`):
 //! - reads are point lookups that run inline on the caller's thread ([`readers`]), on
 //!   read-only connections that never wait for the writer;
 //! - every write goes to one writer thread that commits whatever is queued in one
