@@ -16,6 +16,8 @@
 //!   concurrent simulated browsers; flows per second and latency, as a `wrk`-style RESULT line.
 //! - `mix` (`mix.rs`): a paced mix of issuance, introspection and revocation for `bench/soak`,
 //!   every answer checked.
+//! - `disk-probe`: the disk's own sync latency, as a commit sees it (4 KiB written, then
+//!   `fsync`, in a loop on one file), so that a run's write tails can be told from the disk's.
 //!
 //! `tally.rs` counts latencies and failures for the last two in the classes `wrk` uses.
 
@@ -89,6 +91,14 @@ enum Command {
     Flow(flow::FlowArgs),
     /// Run a paced mix of issuance, introspection and revocation, checking every answer.
     Mix(mix::MixArgs),
+    /// Time 4 KiB writes each followed by fsync, in a loop on one file in --dir, for
+    /// --seconds, and print one line of their latencies.
+    DiskProbe {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 #[tokio::main]
@@ -171,7 +181,62 @@ async fn main() -> Result<()> {
         }
         Command::Flow(args) => flow::run(args).await,
         Command::Mix(args) => mix::run(args).await,
+        Command::DiskProbe { dir, seconds } => disk_probe(&dir, seconds),
     }
+}
+
+/// The latency of a durable 4 KiB write on the disk under `dir`: what one group commit waits
+/// for at the least. These VMs' disks stall now and then for hundreds of milliseconds with
+/// nothing else running (docs/BENCHMARKS.md, "Results"), and every commit in flight waits.
+fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    // Rewritten in place, as SQLite rewrites its WAL after a restart.
+    const SPAN: u64 = 16 << 20;
+    let path = dir.join(format!("disk-probe-{}.dat", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let block = [0x5a_u8; BLOCK];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut offset = 0;
+    let outcome = (|| -> Result<()> {
+        while started.elapsed().as_secs_f64() < seconds {
+            let sync_started = Instant::now();
+            file.write_all_at(&block, offset)?;
+            file.sync_all()?;
+            latencies.push(sync_started.elapsed());
+            offset = (offset + BLOCK as u64) % SPAN;
+        }
+        Ok(())
+    })();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    outcome?;
+    if latencies.is_empty() {
+        bail!("--seconds must be above 0");
+    }
+    latencies.sort_unstable();
+    let at = |fraction: f64| {
+        let index = ((latencies.len() as f64 * fraction) as usize).min(latencies.len() - 1);
+        latencies[index].as_secs_f64() * 1e3
+    };
+    let slow = latencies
+        .iter()
+        .filter(|l| **l > Duration::from_millis(20))
+        .count();
+    println!(
+        "{} syncs of 4 KiB in {seconds:.0} s: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {slow} over 20 ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+    );
+    Ok(())
 }
 
 struct Fill<'a> {
