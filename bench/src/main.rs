@@ -222,8 +222,10 @@ fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
     }
     latencies.sort_unstable();
     let at = |fraction: f64| {
-        let index = ((latencies.len() as f64 * fraction) as usize).min(latencies.len() - 1);
-        latencies[index].as_secs_f64() * 1e3
+        let index = (latencies.len() as f64 * fraction) as usize;
+        latencies
+            .get(index.min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |l| l.as_secs_f64() * 1e3)
     };
     let slow = latencies
         .iter()
