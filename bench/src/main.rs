@@ -193,6 +193,9 @@ fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
     const BLOCK: usize = 4096;
     // Rewritten in place, as SQLite rewrites its WAL after a restart.
     const SPAN: u64 = 16 << 20;
+    if seconds <= 0.0 {
+        bail!("--seconds must be above 0");
+    }
     let path = dir.join(format!("disk-probe-{}.dat", std::process::id()));
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -201,7 +204,7 @@ fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let block = [0x5a_u8; BLOCK];
-    let mut latencies = Vec::new();
+    let mut latencies_us = Vec::new();
     let started = Instant::now();
     let mut offset = 0;
     let outcome = (|| -> Result<()> {
@@ -209,7 +212,7 @@ fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
             let sync_started = Instant::now();
             file.write_all_at(&block, offset)?;
             file.sync_all()?;
-            latencies.push(sync_started.elapsed());
+            latencies_us.push(u64::try_from(sync_started.elapsed().as_micros())?);
             offset = (offset + BLOCK as u64) % SPAN;
         }
         Ok(())
@@ -217,26 +220,15 @@ fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
     drop(file);
     std::fs::remove_file(&path)?;
     outcome?;
-    if latencies.is_empty() {
-        bail!("--seconds must be above 0");
-    }
-    latencies.sort_unstable();
-    let at = |fraction: f64| {
-        let index = (latencies.len() as f64 * fraction) as usize;
-        latencies
-            .get(index.min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |l| l.as_secs_f64() * 1e3)
-    };
-    let slow = latencies
-        .iter()
-        .filter(|l| **l > Duration::from_millis(20))
-        .count();
+    latencies_us.sort_unstable();
+    let ms = |p: f64| tally::percentile(&latencies_us, p) as f64 / 1e3;
+    let slow = latencies_us.iter().filter(|us| **us > 20_000).count();
     println!(
         "{} syncs of 4 KiB in {seconds:.0} s: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {slow} over 20 ms",
-        latencies.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0),
+        latencies_us.len(),
+        ms(50.0),
+        ms(99.0),
+        ms(100.0),
     );
     Ok(())
 }
