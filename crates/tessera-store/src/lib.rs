@@ -17,6 +17,7 @@
 //! - [`testing`]: fresh throw-away databases for tests and benchmarks.
 
 mod error;
+mod migrations;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

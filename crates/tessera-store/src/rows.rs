@@ -73,7 +73,6 @@ pub fn consent_scope(stored: Option<String>) -> Result<Option<Scope>, StoreError
         .transpose()
 }
 
-#[derive(sqlx::FromRow)]
 pub struct ClientRow {
     pub client_id: String,
     pub name: String,
@@ -137,7 +136,6 @@ impl TryFrom<ClientRow> for Client {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub struct TokenRow {
     pub hash: Vec<u8>,
     pub kind: i16,
@@ -187,7 +185,6 @@ impl TryFrom<TokenRow> for TokenRecord {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub struct UserRow {
     pub id: String,
     pub username: String,
@@ -209,7 +206,6 @@ impl TryFrom<UserRow> for User {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub struct CodeRow {
     pub hash: Vec<u8>,
     pub client_id: String,
@@ -242,5 +238,76 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
             redeemed_at: row.redeemed_at,
             family_id: row.family_id,
         })
+    }
+}
+
+/// PostgreSQL's rows, by column name (SQLite's are read by position, in `sqlite`).
+mod from_postgres {
+    use sqlx::postgres::PgRow;
+    use sqlx::{FromRow, Row};
+
+    use super::{ClientRow, CodeRow, TokenRow, UserRow};
+
+    impl FromRow<'_, PgRow> for ClientRow {
+        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
+            Ok(Self {
+                client_id: r.try_get("client_id")?,
+                name: r.try_get("name")?,
+                secret_hash: r.try_get("secret_hash")?,
+                auth_method: r.try_get("auth_method")?,
+                grant_types: r.try_get("grant_types")?,
+                scope: r.try_get("scope")?,
+                redirect_uris: r.try_get("redirect_uris")?,
+                skip_consent: r.try_get("skip_consent")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+    }
+
+    impl FromRow<'_, PgRow> for TokenRow {
+        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
+            Ok(Self {
+                hash: r.try_get("hash")?,
+                kind: r.try_get("kind")?,
+                client_id: r.try_get("client_id")?,
+                subject: r.try_get("subject")?,
+                scope: r.try_get("scope")?,
+                issued_at: r.try_get("issued_at")?,
+                expires_at: r.try_get("expires_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+                rotated_at: r.try_get("rotated_at")?,
+                family_id: r.try_get("family_id")?,
+                username: r.try_get("username")?,
+            })
+        }
+    }
+
+    impl FromRow<'_, PgRow> for UserRow {
+        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
+            Ok(Self {
+                id: r.try_get("id")?,
+                username: r.try_get("username")?,
+                password_hash: r.try_get("password_hash")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+    }
+
+    impl FromRow<'_, PgRow> for CodeRow {
+        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
+            Ok(Self {
+                hash: r.try_get("hash")?,
+                client_id: r.try_get("client_id")?,
+                user_id: r.try_get("user_id")?,
+                redirect_uri: r.try_get("redirect_uri")?,
+                redirect_uri_given: r.try_get("redirect_uri_given")?,
+                scope: r.try_get("scope")?,
+                code_challenge: r.try_get("code_challenge")?,
+                issued_at: r.try_get("issued_at")?,
+                expires_at: r.try_get("expires_at")?,
+                redeemed_at: r.try_get("redeemed_at")?,
+                family_id: r.try_get("family_id")?,
+            })
+        }
     }
 }

@@ -78,8 +78,6 @@ const SELECT_TOKENS: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.sc
 const REVOKE_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
     WHERE hash = ANY($1) AND revoked_at IS NULL RETURNING hash";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-
 /// The statements this dialect spells its own way.
 mod dialect {
     // Expired and revoked tokens in two statements, each on its own index: with an `OR`
@@ -315,7 +313,7 @@ async fn detached<T: Send + 'static>(
 #[async_trait::async_trait]
 impl crate::Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        crate::migrations::postgres().run(&self.pool).await?;
         Ok(())
     }
 

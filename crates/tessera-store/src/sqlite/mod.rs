@@ -37,8 +37,6 @@ use checkpointer::{Checkpointer, RestartRequest};
 use readers::{Commits, Readers};
 use writer::Writer;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Page cache sizes, in KiB (SQLite's negative `cache_size`). Together they bound the
@@ -279,7 +277,7 @@ impl crate::Store for SqliteStore {
             .max_connections(1)
             .connect_with(options)
             .await?;
-        let migrated = MIGRATOR.run(&pool).await;
+        let migrated = crate::migrations::sqlite().run(&pool).await;
         pool.close().await;
         // Snapshots taken before the migration predate its tables: start afresh.
         self.readers.close_all();
@@ -761,7 +759,7 @@ mod tests {
             .connect_with(options)
             .await
             .unwrap();
-        MIGRATOR.run_to(3, &pool).await.unwrap();
+        crate::migrations::sqlite().run_to(3, &pool).await.unwrap();
         let legacy = "tsr_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
         sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, auth_method, grant_types, \
