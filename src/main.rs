@@ -244,15 +244,38 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
     }
 }
 
+/// `RUST_LOG` as a list of `target=level` (and a bare level for the rest), such as
+/// `info,tessera_server=debug`: `Targets`, not `EnvFilter`, whose span and field filters
+/// need a regular-expression engine in every build for a feature nobody here uses.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in files and log collectors.
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    const DEFAULT: &str = "info,sqlx=warn";
+    let (filter, refused) = match std::env::var("RUST_LOG") {
+        Ok(wanted) if !wanted.trim().is_empty() => match wanted.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(e) => (parse_default(DEFAULT), Some(format!("{wanted:?}: {e}"))),
+        },
+        _ => (parse_default(DEFAULT), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal, not in files and log collectors.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
         .init();
+    if let Some(refused) = refused {
+        tracing::warn!("RUST_LOG ignored, logging at {DEFAULT} instead: {refused}");
+    }
+}
+
+fn parse_default(directives: &str) -> tracing_subscriber::filter::Targets {
+    directives.parse().unwrap_or_default()
 }
 
 /// Every command works on a migrated database, so a fresh file or database just works.
