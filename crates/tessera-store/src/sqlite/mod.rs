@@ -647,6 +647,24 @@ mod tests {
         (store, path)
     }
 
+    /// `.cargo/config.toml` builds SQLite without STAT4: with it, once anyone runs `ANALYZE`
+    /// on the file, every lookup's statement is prepared again whenever its bound key
+    /// changes (12% of an introspection's CPU, docs/BENCHMARKS.md).
+    #[tokio::test]
+    async fn the_bundled_sqlite_is_built_without_stat4() {
+        let (store, _path) = store_with_scratch_table().await;
+        let options: Vec<String> = store
+            .read(|c| {
+                let mut statement = c.prepare("PRAGMA compile_options")?;
+                let names = statement.query_map([], |r| r.get(0))?;
+                Ok(names.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(options.iter().any(|o| o.starts_with("THREADSAFE")), "{options:?}");
+        assert!(!options.iter().any(|o| o.contains("STAT4")), "{options:?}");
+        assert!(!options.iter().any(|o| o.contains("FTS5")), "{options:?}");
+    }
+
     fn scratch_rows(store: &SqliteStore) -> i64 {
         store
             .read(|c| Ok(c.query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))?))
