@@ -660,7 +660,10 @@ mod tests {
                 Ok(names.collect::<Result<_, _>>()?)
             })
             .unwrap();
-        assert!(options.iter().any(|o| o.starts_with("THREADSAFE")), "{options:?}");
+        assert!(
+            options.iter().any(|o| o.starts_with("THREADSAFE")),
+            "{options:?}"
+        );
         assert!(!options.iter().any(|o| o.contains("STAT4")), "{options:?}");
         assert!(!options.iter().any(|o| o.contains("FTS5")), "{options:?}");
     }
