@@ -408,13 +408,16 @@ impl crate::Store for SqliteStore {
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         let tokens = tokens.to_vec();
+        // Plain inserts: lookups of other tokens keep their snapshots (and page caches).
         self.writer
-            .write(move |c| insert_token_rows(c, &tokens))
+            .add(move |c| insert_token_rows(c, &tokens))
             .await
     }
 
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        self.read(|c| {
+        // The token's row and its user's name: a user is never renamed, and deleting one is a
+        // change that every reader sees at once.
+        self.readers.lookup(|c| {
             c.prepare_cached(&SELECT_TOKEN)?
                 .query_row([hash.as_bytes().as_slice()], token_row)
                 .optional()?

@@ -34,10 +34,13 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Delivers the job's outcome once the batch is committed (or failed to commit).
     fn finish(self: Box<Self>, commit: Result<(), &StoreError>);
+    /// Whether the job only inserts rows, changing and removing none (see `Commits`).
+    fn adds_only(&self) -> bool;
 }
 
 struct Pending<T, F> {
     op: F,
+    adds_only: bool,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -63,6 +66,10 @@ where
         };
         // The requester may have gone away (a dropped HTTP request); the write stands.
         let _ = self.reply.send(outcome);
+    }
+
+    fn adds_only(&self) -> bool {
+        self.adds_only
     }
 }
 
@@ -105,9 +112,30 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(op, false).await
+    }
+
+    /// Like [`Writer::write`], for an `op` that only inserts rows: it changes and removes
+    /// none. Readers' lookups may then keep their snapshot across its commit
+    /// ([`super::readers::Readers::lookup`]), so getting this wrong would let them answer
+    /// from a state older than an acknowledged change.
+    pub async fn add<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(op, true).await
+    }
+
+    async fn submit<T, F>(&self, op: F, adds_only: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
             op,
+            adds_only,
             outcome: None,
             reply,
         });
@@ -192,7 +220,8 @@ impl WriterThread {
             }
         }
         // Before any answer: a reader that sees the new count takes a fresh snapshot.
-        self.commits.count_one();
+        self.commits
+            .count_one(batch.iter().all(|job| job.adds_only()));
         let commit = outcome.map_err(StoreError::from);
         for job in batch {
             job.finish(commit.as_ref().map(|_| ()));

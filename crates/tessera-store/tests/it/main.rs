@@ -70,6 +70,7 @@ conformance!(
     a_failed_redemption_leaves_the_code_unredeemed,
     missing_client_reference_is_reported,
     a_client_deleted_while_issuing_leaves_no_token,
+    lookups_answer_the_latest_acknowledged_state,
 );
 
 fn client(name: &str, uris: &[&str]) -> Client {
@@ -172,6 +173,44 @@ async fn tokens_round_trip_and_revoke_once(store: Arc<dyn Store>) {
         "the first revocation time is kept"
     );
     assert!(!found.is_active(2500));
+}
+
+/// Lookups repeated on every read connection (SQLite keeps a snapshot per connection, and
+/// across commits that only add tokens): each answers with every acknowledged write, the
+/// issue of a token after the snapshot and the revocation of one found in it.
+async fn lookups_answer_the_latest_acknowledged_state(store: Arc<dyn Store>) {
+    // More than the read connections of any machine this runs on, round-robin.
+    let on_every_reader = 2 * std::thread::available_parallelism().map_or(1, usize::from) + 2;
+    let c = client("m2m", &[]);
+    store.create_client(&c).await.unwrap();
+    let mut issued = Vec::new();
+    for round in 0..20 {
+        let (raw, record) = token(&c, TokenKind::Access, "f", 5000);
+        store
+            .insert_tokens(std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        issued.push((raw, record));
+        let (newest, _) = issued.last().unwrap();
+        for _ in 0..on_every_reader {
+            assert!(store.find_token(&newest.hash()).await.unwrap().is_some());
+        }
+        // Every third round, revoke the oldest live token; it must read revoked at once.
+        if round % 3 == 2 {
+            let (oldest, record) = issued
+                .iter_mut()
+                .find(|(_, r)| r.revoked_at.is_none())
+                .unwrap();
+            assert!(store.revoke_token(&oldest.hash(), 1500).await.unwrap());
+            record.revoked_at = Some(1500);
+        }
+        for (raw, record) in &issued {
+            for _ in 0..on_every_reader {
+                let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
+                assert_eq!(found.revoked_at, record.revoked_at);
+            }
+        }
+    }
 }
 
 async fn family_revocation_reaches_every_live_token(store: Arc<dyn Store>) {
