@@ -248,66 +248,30 @@ mod from_postgres {
 
     use super::{ClientRow, CodeRow, TokenRow, UserRow};
 
-    impl FromRow<'_, PgRow> for ClientRow {
-        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
-            Ok(Self {
-                client_id: r.try_get("client_id")?,
-                name: r.try_get("name")?,
-                secret_hash: r.try_get("secret_hash")?,
-                auth_method: r.try_get("auth_method")?,
-                grant_types: r.try_get("grant_types")?,
-                scope: r.try_get("scope")?,
-                redirect_uris: r.try_get("redirect_uris")?,
-                skip_consent: r.try_get("skip_consent")?,
-                created_at: r.try_get("created_at")?,
-            })
-        }
+    /// `FromRow` for each row type, every field read from the column of its own name.
+    macro_rules! from_columns {
+        ($($row:ident { $($field:ident),+ $(,)? })+) => {$(
+            impl FromRow<'_, PgRow> for $row {
+                fn from_row(r: &PgRow) -> sqlx::Result<Self> {
+                    Ok(Self { $($field: r.try_get(stringify!($field))?,)+ })
+                }
+            }
+        )+};
     }
 
-    impl FromRow<'_, PgRow> for TokenRow {
-        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
-            Ok(Self {
-                hash: r.try_get("hash")?,
-                kind: r.try_get("kind")?,
-                client_id: r.try_get("client_id")?,
-                subject: r.try_get("subject")?,
-                scope: r.try_get("scope")?,
-                issued_at: r.try_get("issued_at")?,
-                expires_at: r.try_get("expires_at")?,
-                revoked_at: r.try_get("revoked_at")?,
-                rotated_at: r.try_get("rotated_at")?,
-                family_id: r.try_get("family_id")?,
-                username: r.try_get("username")?,
-            })
+    from_columns! {
+        ClientRow {
+            client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris,
+            skip_consent, created_at,
         }
-    }
-
-    impl FromRow<'_, PgRow> for UserRow {
-        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
-            Ok(Self {
-                id: r.try_get("id")?,
-                username: r.try_get("username")?,
-                password_hash: r.try_get("password_hash")?,
-                created_at: r.try_get("created_at")?,
-            })
+        TokenRow {
+            hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at,
+            rotated_at, family_id, username,
         }
-    }
-
-    impl FromRow<'_, PgRow> for CodeRow {
-        fn from_row(r: &PgRow) -> sqlx::Result<Self> {
-            Ok(Self {
-                hash: r.try_get("hash")?,
-                client_id: r.try_get("client_id")?,
-                user_id: r.try_get("user_id")?,
-                redirect_uri: r.try_get("redirect_uri")?,
-                redirect_uri_given: r.try_get("redirect_uri_given")?,
-                scope: r.try_get("scope")?,
-                code_challenge: r.try_get("code_challenge")?,
-                issued_at: r.try_get("issued_at")?,
-                expires_at: r.try_get("expires_at")?,
-                redeemed_at: r.try_get("redeemed_at")?,
-                family_id: r.try_get("family_id")?,
-            })
+        UserRow { id, username, password_hash, created_at }
+        CodeRow {
+            hash, client_id, user_id, redirect_uri, redirect_uri_given, scope, code_challenge,
+            issued_at, expires_at, redeemed_at, family_id,
         }
     }
 }

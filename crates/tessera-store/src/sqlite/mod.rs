@@ -724,7 +724,7 @@ mod tests {
         remove_database(&path);
     }
 
-    fn remove_database(path: &Path) {
+    pub(super) fn remove_database(path: &Path) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }

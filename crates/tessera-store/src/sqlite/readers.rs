@@ -370,9 +370,6 @@ mod tests {
         }
         drop(readers);
         drop(writer);
-        let _ = std::fs::remove_file(&path);
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        crate::sqlite::tests::remove_database(&path);
     }
 }
