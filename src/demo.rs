@@ -6,9 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tessera_core::client::{Client, ClientRegistration, register};
 use tessera_core::clock::Clock;
-use tessera_core::random::random_b64;
 use tessera_core::secret::{Secret, hash_secret};
-use tessera_core::user::{User, Username};
+use tessera_core::user::register as register_user;
 use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection};
 use tessera_server::local_guard::LocalValidator;
 use tessera_server::{Config, Server};
@@ -149,12 +148,11 @@ async fn ensure_user(store: &dyn Store) -> Result<()> {
     if store.get_user_by_username(DEMO_USER).await?.is_some() {
         return Ok(());
     }
-    let user = User {
-        id: random_b64::<16>().context("no randomness")?,
-        username: Username::parse(DEMO_USER)?,
-        password_hash: hash_secret(&Secret::new(DEMO_PASSWORD))?,
-        created_at: Clock::system().now(),
-    };
+    let user = register_user(
+        DEMO_USER,
+        &Secret::new(DEMO_PASSWORD),
+        Clock::system().now(),
+    )?;
     match store.create_user(&user).await {
         // Another process created it in the meantime: fine.
         Err(tessera_store::StoreError::Conflict) | Ok(()) => Ok(()),

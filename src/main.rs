@@ -12,9 +12,8 @@ use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
-use tessera_core::random::random_b64;
 use tessera_core::secret::{Secret, hash_secret};
-use tessera_core::user::{MIN_PASSWORD_CHARS, User, Username};
+use tessera_core::user::{MIN_PASSWORD_CHARS, new_password_hash, register as register_user};
 use tessera_server::{Config, Server};
 use tessera_store::Store;
 
@@ -207,14 +206,7 @@ fn password_from_stdin() -> Result<Secret> {
 async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
     match cmd {
         UserCommand::Create { username, .. } => {
-            let username = Username::parse(&username)?;
-            let password_hash = hash_secret(&password_from_stdin()?)?;
-            let user = User {
-                id: random_b64::<16>().context("no randomness")?,
-                username,
-                password_hash,
-                created_at: Clock::system().now(),
-            };
+            let user = register_user(&username, &password_from_stdin()?, Clock::system().now())?;
             match store.create_user(&user).await {
                 Err(tessera_store::StoreError::Conflict) => {
                     bail!("a user named {} exists already", user.username.as_str())
@@ -233,7 +225,7 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
             }
         }
         UserCommand::SetPassword { username, .. } => {
-            let password_hash = hash_secret(&password_from_stdin()?)?;
+            let password_hash = new_password_hash(&password_from_stdin()?)?;
             if store.set_password(&username, &password_hash).await? {
                 eprintln!("password of {username} replaced; their sessions are ended");
                 Ok(())

@@ -35,7 +35,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{StatusCode, Url};
 use tessera_core::random::random_b64;
-use tessera_core::token::TokenHash;
+use tessera_core::token::TokenKey;
 
 use crate::tally::{Failure, Tally, percentile};
 
@@ -429,7 +429,7 @@ impl Browser {
         steps: &mut Steps,
     ) -> Result<(), Failure> {
         let verifier = random()?;
-        let challenge = URL_SAFE_NO_PAD.encode(TokenHash::of(&verifier).0);
+        let challenge = URL_SAFE_NO_PAD.encode(TokenKey::of(&verifier).0);
         let state = random()?;
         let args = &ctx.args;
         let request = Url::parse_with_params(

@@ -130,7 +130,7 @@ async fn main() -> Result<()> {
             let mut tokens = Vec::with_capacity(real);
             for _ in 0..real {
                 let raw = RawToken::generate(TokenKind::Access)?;
-                tokens.push((raw.expose().to_owned(), raw.hash().0.to_vec()));
+                tokens.push((raw.expose().to_owned(), raw.key().0.to_vec()));
             }
             let filler = total.saturating_sub(real);
             let fill = Fill {

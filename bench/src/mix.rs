@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use tessera_core::random::random_b64;
-use tessera_core::token::TokenHash;
+use tessera_core::token::TokenKey;
 
 use crate::tally::{Failure, Tally};
 
@@ -360,7 +360,7 @@ struct Rng(u64);
 
 impl Rng {
     fn new(salt: u64) -> Result<Self> {
-        let seed = TokenHash::of(&random_b64::<16>()?).0;
+        let seed = TokenKey::of(&random_b64::<16>()?).0;
         let bytes = seed.first_chunk::<8>().copied().unwrap_or([1; 8]);
         Ok(Self(
             (u64::from_le_bytes(bytes) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,

@@ -138,12 +138,8 @@ impl TestApp {
 
     /// Creates a user with `password`, as `tessera user create` would; returns the user id.
     pub async fn user(&self, username: &str, password: &str) -> String {
-        let user = tessera_core::user::User {
-            id: tessera_core::random::random_b64::<16>().unwrap(),
-            username: tessera_core::user::Username::parse(username).unwrap(),
-            password_hash: hash_secret(&tessera_core::secret::Secret::new(password)).unwrap(),
-            created_at: self.clock.now(),
-        };
+        let password = tessera_core::secret::Secret::new(password);
+        let user = tessera_core::user::register(username, &password, self.clock.now()).unwrap();
         self.store.create_user(&user).await.unwrap();
         user.id
     }

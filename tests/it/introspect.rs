@@ -1,7 +1,7 @@
 use serde_json::json;
 use tessera_core::client::ClientRegistration;
 use tessera_core::scope::Scope;
-use tessera_core::token::{TokenHash, TokenKind, TokenRecord};
+use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
 
 use crate::both_backends;
 use crate::helpers::{Backend, spawn_app, spawn_app_with};
@@ -115,11 +115,11 @@ async fn the_store_never_sees_the_clear_token(backend: Backend) {
     let token = app.access_token(&client, None).await;
     let record = app
         .store
-        .find_token(&TokenHash::of(&token))
+        .find_token(&TokenKey::of(&token))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(record.hash, TokenHash::of(&token));
+    assert_eq!(record.hash, TokenKey::of(&token));
     assert_ne!(record.hash.as_bytes().as_slice(), token.as_bytes());
 }
 
@@ -137,7 +137,7 @@ async fn tokens_from_before_the_time_prefix_still_work(backend: Backend) {
         .insert_tokens(&[TokenRecord {
             // Not of the generated shape, so its key is the plain SHA-256 (tessera-core's
             // token tests check that), as it was when such tokens were issued.
-            hash: TokenHash::of(legacy),
+            hash: TokenKey::of(legacy),
             kind: TokenKind::Access,
             client_id: owner.id.clone(),
             subject: None,

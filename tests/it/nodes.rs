@@ -166,7 +166,7 @@ async fn three_nodes_on_one_postgres_database() {
     // Janitors on all three nodes purge 3,000 expired tokens together, without deadlock.
     let expired: Vec<_> = (0..3000)
         .map(|i| tessera_core::token::TokenRecord {
-            hash: tessera_core::token::TokenHash::of(&format!("tsa_expired_{i}")),
+            hash: tessera_core::token::TokenKey::of(&format!("tsa_expired_{i}")),
             kind: tessera_core::token::TokenKind::Access,
             client_id: m2m.id.clone(),
             subject: None,
@@ -182,7 +182,7 @@ async fn three_nodes_on_one_postgres_database() {
     for chunk in expired.chunks(500) {
         store.insert_tokens(chunk).await.unwrap();
     }
-    let probe = tessera_core::token::TokenHash::of("tsa_expired_2999");
+    let probe = tessera_core::token::TokenKey::of("tsa_expired_2999");
     let mut purged = false;
     for _ in 0..100 {
         if store.find_token(&probe).await.unwrap().is_none() {

@@ -11,7 +11,9 @@ use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::Scope;
-use crate::token::{RawToken, TokenHash, TokenKind, TokenRecord};
+use crate::token::{
+    AccessToken, AuthorizationCode, RawToken, RefreshToken, TokenKey, TokenKind, TokenRecord,
+};
 
 /// A parsed token request, one variant per supported `grant_type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +22,12 @@ pub enum TokenRequest {
         scope: Option<Scope>,
     },
     AuthorizationCode {
-        code: String,
+        code: AuthorizationCode,
         redirect_uri: Option<String>,
         code_verifier: Option<String>,
     },
     RefreshToken {
-        refresh_token: String,
+        refresh_token: RefreshToken,
         scope: Option<Scope>,
     },
 }
@@ -50,12 +52,12 @@ impl TokenRequest {
         match GrantType::parse(grant_type) {
             Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials { scope }),
             Some(GrantType::AuthorizationCode) => Ok(Self::AuthorizationCode {
-                code: required("code")?,
+                code: AuthorizationCode::new(required("code")?),
                 redirect_uri: form.get("redirect_uri").map(str::to_owned),
                 code_verifier: form.get("code_verifier").map(str::to_owned),
             }),
             Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
-                refresh_token: required("refresh_token")?,
+                refresh_token: RefreshToken::new(required("refresh_token")?),
                 scope,
             }),
             None => Err(OAuthError::UnsupportedGrantType(format!(
@@ -99,11 +101,11 @@ pub fn granted_scope(client: &Client, requested: Option<&Scope>) -> Result<Scope
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TokenResponse {
-    pub access_token: String,
+    pub access_token: AccessToken,
     pub token_type: &'static str,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<RefreshToken>,
     pub scope: String,
 }
 
@@ -130,7 +132,7 @@ pub const CODE_LIFETIME: i64 = 60;
 /// An authorization code as stored, under its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationCodeRecord {
-    pub hash: TokenHash,
+    pub hash: TokenKey,
     pub client_id: String,
     pub user_id: String,
     pub redirect_uri: String,
@@ -250,7 +252,7 @@ pub fn mint_tokens(
     now: UnixTime,
 ) -> Result<Minted, getrandom::Error> {
     let record = |kind: TokenKind, token: &RawToken, ttl: i64| TokenRecord {
-        hash: token.hash(),
+        hash: token.key(),
         kind,
         client_id: subject.client_id.to_owned(),
         subject: subject.user_id.map(str::to_owned),
@@ -267,13 +269,13 @@ pub fn mint_tokens(
     let refresh = if with_refresh {
         let refresh = RawToken::generate(TokenKind::Refresh)?;
         records.push(record(TokenKind::Refresh, &refresh, lifetimes.refresh));
-        Some(refresh.expose().to_owned())
+        Some(RefreshToken::from(refresh))
     } else {
         None
     };
     Ok(Minted {
         response: TokenResponse {
-            access_token: access.expose().to_owned(),
+            access_token: AccessToken::from(access),
             token_type: "Bearer",
             expires_in: lifetimes.access,
             refresh_token: refresh,
@@ -346,7 +348,7 @@ mod tests {
 
     fn code_record(client: &Client) -> AuthorizationCodeRecord {
         AuthorizationCodeRecord {
-            hash: TokenHash::of("tsc_x"),
+            hash: TokenKey::of("tsc_x"),
             client_id: client.id.clone(),
             user_id: "u1".into(),
             redirect_uri: "https://app.example/cb".into(),
@@ -415,6 +417,42 @@ mod tests {
     }
 
     #[test]
+    fn token_requests_and_responses_redact_their_secrets_in_debug() {
+        let c = client();
+        let subject = TokenSubject {
+            client_id: &c.id,
+            user_id: Some("u1"),
+            scope: Scope::parse("api").unwrap(),
+            family_id: Some("f"),
+        };
+        let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
+        let access = minted.response.access_token.expose().to_owned();
+        let refresh = minted.response.refresh_token.clone().unwrap();
+        let debug = format!("{minted:?}");
+        assert!(
+            !debug.contains(&access) && !debug.contains(refresh.expose()),
+            "{debug}"
+        );
+        let json = serde_json::to_value(&minted.response).unwrap();
+        assert_eq!(json["access_token"], access.as_str());
+        assert_eq!(json["refresh_token"], refresh.expose());
+
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", "tsc_secret-code"),
+        ];
+        let request = TokenRequest::parse(&FormParams::from_pairs(form)).unwrap();
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "tsr_secret"),
+        ];
+        let refresh_request = TokenRequest::parse(&FormParams::from_pairs(form)).unwrap();
+        for debug in [format!("{request:?}"), format!("{refresh_request:?}")] {
+            assert!(!debug.contains("secret"), "{debug}");
+        }
+    }
+
+    #[test]
     fn refresh_checks() {
         let c = client();
         let token = RawToken::generate(TokenKind::Refresh).unwrap();
@@ -428,7 +466,7 @@ mod tests {
         assert_eq!(minted.records.len(), 2);
         assert!(minted.response.refresh_token.is_some());
         let mut record = minted.records[1].clone();
-        assert_ne!(record.hash, token.hash());
+        assert_ne!(record.hash, token.key());
         let narrow = Scope::parse("api").unwrap();
         assert_eq!(
             check_refresh(&record, &c, Some(&narrow), 1001),

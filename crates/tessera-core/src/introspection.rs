@@ -49,13 +49,18 @@ pub fn introspect(
     issuer: &str,
     now: UnixTime,
 ) -> Introspection {
-    let Some(record) = record.filter(|r| r.is_active(now)) else {
+    let Some(record) = record else {
         return Introspection::inactive();
     };
-    let token_use = match record.kind {
-        TokenKind::Access => "access_token",
-        TokenKind::Refresh if record.client_id == caller_client_id => "refresh_token",
-        TokenKind::Refresh | TokenKind::AuthorizationCode => return Introspection::inactive(),
+    let token_use = if record.is_active_access_token(now) {
+        "access_token"
+    } else if record.kind == TokenKind::Refresh
+        && record.is_active(now)
+        && record.client_id == caller_client_id
+    {
+        "refresh_token"
+    } else {
+        return Introspection::inactive();
     };
     Introspection {
         active: true,
@@ -81,11 +86,11 @@ pub fn introspect(
 mod tests {
     use super::*;
     use crate::scope::Scope;
-    use crate::token::TokenHash;
+    use crate::token::TokenKey;
 
     fn record(kind: TokenKind) -> TokenRecord {
         TokenRecord {
-            hash: TokenHash::of("x"),
+            hash: TokenKey::of("x"),
             kind,
             client_id: "c1".into(),
             subject: None,

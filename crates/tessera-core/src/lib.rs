@@ -11,12 +11,13 @@
 //! - [`client_auth`]: client credentials from HTTP Basic (RFC 6749 §2.3.1) or the form body.
 //! - [`client`]: registered clients, grant types, redirect URIs.
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
-//! - [`token`]: opaque token generation and the hash kept at rest.
+//! - [`token`]: opaque token generation, the key kept at rest, and the token texts that redact.
+//! - [`revocation`]: what revoking a token reaches (its family, or itself).
 //! - [`secret`]: client-secret generation and hashing.
 //! - [`authorize`]: the authorization endpoint's request, checked in the safe order.
 //! - [`pkce`]: RFC 7636 with S256 only.
 //! - [`grant`]: the token endpoint's grants, as sans-IO decisions.
-//! - [`user`]: resource owners.
+//! - [`user`]: resource owners, and the rules for creating one.
 //! - [`introspection`], [`metadata`]: RFC 7662 and RFC 8414 documents.
 //! - [`error`]: [`OAuthError`], one variant per RFC error code.
 //! - [`clock`]: the one place that reads the system time.
@@ -32,6 +33,7 @@ pub mod introspection;
 pub mod metadata;
 pub mod pkce;
 pub mod random;
+pub mod revocation;
 pub mod scope;
 pub mod secret;
 pub mod token;

@@ -70,8 +70,8 @@ impl RawToken {
         &self.0
     }
 
-    pub fn hash(&self) -> TokenHash {
-        TokenHash::of(&self.0)
+    pub fn key(&self) -> TokenKey {
+        TokenKey::of(&self.0)
     }
 }
 
@@ -106,9 +106,9 @@ fn issue_time_of(presented: &str) -> Option<[u8; TIME_BYTES]> {
 /// time, then the first 26 bytes of the SHA-256 of its text. For anything else (session ids,
 /// tokens issued before the time prefix, garbage): the SHA-256 of the text.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenHash(pub [u8; 32]);
+pub struct TokenKey(pub [u8; 32]);
 
-impl TokenHash {
+impl TokenKey {
     pub fn of(presented: &str) -> Self {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let Some(time) = issue_time_of(presented) else {
@@ -134,18 +134,66 @@ impl TokenHash {
     }
 }
 
-impl fmt::Debug for TokenHash {
+impl fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A short fingerprint is enough to correlate log lines and reveals nothing usable.
         let head: String = self.0.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        write!(f, "TokenHash({head}..)")
+        write!(f, "TokenKey({head}..)")
     }
+}
+
+/// Token text that a party presents or receives: a bearer secret, so `Debug` never prints it.
+macro_rules! secret_text {
+    ($(#[$doc:meta] $name:ident;)*) => {$(
+        #[$doc]
+        #[derive(Clone, PartialEq, Eq, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(text: impl Into<String>) -> Self {
+                Self(text.into())
+            }
+
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+
+            /// The store's key for this text.
+            pub fn key(&self) -> TokenKey {
+                TokenKey::of(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+
+        impl From<RawToken> for $name {
+            fn from(raw: RawToken) -> Self {
+                Self(raw.0)
+            }
+        }
+    )*};
+}
+
+secret_text! {
+    /// An access token's text, as handed out or presented.
+    AccessToken;
+    /// A refresh token's text, as handed out or presented.
+    RefreshToken;
+    /// An authorization code's text, as handed out or presented.
+    AuthorizationCode;
+    /// A browser session's id, the value of its cookie.
+    SessionId;
 }
 
 /// What the store knows about one token, under its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    pub hash: TokenHash,
+    pub hash: TokenKey,
     pub kind: TokenKind,
     pub client_id: String,
     /// The resource owner; `None` for client_credentials tokens.
@@ -171,6 +219,58 @@ impl TokenRecord {
     /// exclusive).
     pub fn is_active(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && self.rotated_at.is_none() && now < self.expires_at
+    }
+
+    /// Whether a resource server may accept this token at `now` (see [`Standing`]).
+    pub fn is_active_access_token(&self, now: UnixTime) -> bool {
+        self.standing().is_active_access_token(now)
+    }
+
+    /// What this record says about the token, in the terms a resource server decides on.
+    pub fn standing(&self) -> Standing {
+        Standing {
+            token_use: match self.kind {
+                TokenKind::Access => TokenUse::Access,
+                TokenKind::Refresh | TokenKind::AuthorizationCode => TokenUse::Other,
+            },
+            live: self.revoked_at.is_none() && self.rotated_at.is_none(),
+            expires_at: Some(self.expires_at),
+            not_before: None,
+        }
+    }
+}
+
+/// What a token is for, as far as whoever describes it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Access,
+    /// A refresh token or a code: never a bearer credential at a resource server.
+    Other,
+    /// Not said (an introspection answer of a server that does not report it).
+    Unstated,
+}
+
+/// A token's standing, from the store's record or from an introspection answer: the facts
+/// the one rule for "active access token" reads, so that introspection, the guard and the
+/// local validator cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub token_use: TokenUse,
+    /// Neither revoked nor rotated (for an introspection answer: `active`).
+    pub live: bool,
+    pub expires_at: Option<UnixTime>,
+    pub not_before: Option<UnixTime>,
+}
+
+impl Standing {
+    /// The one rule for "a resource server may accept this token": live, not known to be
+    /// anything but an access token, and inside its validity window at `now` (expiry is
+    /// exclusive).
+    pub fn is_active_access_token(&self, now: UnixTime) -> bool {
+        self.live
+            && self.token_use != TokenUse::Other
+            && self.expires_at.is_none_or(|exp| now < exp)
+            && self.not_before.is_none_or(|nbf| nbf <= now)
     }
 }
 
@@ -203,12 +303,70 @@ mod tests {
     }
 
     #[test]
+    fn only_a_live_access_token_inside_its_window_is_an_active_access_token() {
+        let live = Standing {
+            token_use: TokenUse::Access,
+            live: true,
+            expires_at: Some(200),
+            not_before: Some(100),
+        };
+        assert!(live.is_active_access_token(100));
+        assert!(live.is_active_access_token(199));
+        assert!(!live.is_active_access_token(200), "expiry is exclusive");
+        assert!(!live.is_active_access_token(99), "not yet valid");
+        let unstated = Standing {
+            token_use: TokenUse::Unstated,
+            expires_at: None,
+            not_before: None,
+            ..live
+        };
+        assert!(unstated.is_active_access_token(i64::MAX));
+        for dead in [
+            Standing {
+                live: false,
+                ..live
+            },
+            Standing {
+                token_use: TokenUse::Other,
+                ..live
+            },
+        ] {
+            assert!(!dead.is_active_access_token(150), "{dead:?}");
+        }
+    }
+
+    #[test]
+    fn token_texts_redact_in_debug_and_serialize_in_clear() {
+        let raw = RawToken::generate(TokenKind::Access).unwrap();
+        let text = raw.expose().to_owned();
+        let access = AccessToken::from(raw);
+        let refresh = RefreshToken::new(text.clone());
+        let code = AuthorizationCode::new(text.clone());
+        let session = SessionId::new(text.clone());
+        for debug in [
+            format!("{session:?}"),
+            format!("{access:?}"),
+            format!("{refresh:?}"),
+            format!("{code:?}"),
+            format!("{:?}", Some(&access)),
+        ] {
+            assert!(!debug.contains(&text), "{debug}");
+            assert!(debug.contains("[redacted]"), "{debug}");
+        }
+        assert_eq!(
+            serde_json::to_string(&access).unwrap(),
+            format!("\"{text}\"")
+        );
+        assert_eq!(refresh.key(), TokenKey::of(&text));
+    }
+
+    #[test]
     fn a_prefix_of_a_token_hashes_differently() {
         let t = RawToken::generate(TokenKind::Refresh).unwrap();
         let full = t.expose();
         let prefix = full.get(..full.len() - 1).unwrap();
-        assert_ne!(TokenHash::of(prefix), t.hash());
-        assert_eq!(TokenHash::of(full), t.hash());
+        assert_ne!(TokenKey::of(prefix), t.key());
+        assert_eq!(TokenKey::of(full), t.key());
     }
 
     #[test]
@@ -216,7 +374,7 @@ mod tests {
         let before = now_millis_be();
         let t = RawToken::generate(TokenKind::Access).unwrap();
         let after = now_millis_be();
-        let key = t.hash().0;
+        let key = t.key().0;
         let time = key.first_chunk::<TIME_BYTES>().unwrap();
         assert!(
             before <= *time && *time <= after,
@@ -228,9 +386,9 @@ mod tests {
 
     #[test]
     fn later_tokens_have_larger_keys() {
-        let first = RawToken::generate(TokenKind::Access).unwrap().hash();
+        let first = RawToken::generate(TokenKind::Access).unwrap().key();
         wait_for_the_next_millisecond();
-        let second = RawToken::generate(TokenKind::Refresh).unwrap().hash();
+        let second = RawToken::generate(TokenKind::Refresh).unwrap().key();
         assert!(first.0 < second.0);
     }
 
@@ -263,7 +421,7 @@ mod tests {
             &noncanonical,
         ] {
             let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-            assert_eq!(TokenHash::of(text).0, digest, "{text}");
+            assert_eq!(TokenKey::of(text).0, digest, "{text}");
         }
     }
 

@@ -1,6 +1,8 @@
 //! Resource owners: the people who log in.
 
 use crate::clock::UnixTime;
+use crate::random::random_b64;
+use crate::secret::{HashError, Secret, hash_secret};
 
 /// A username: 1 to 64 characters, no whitespace or control characters. Compared exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,8 +37,44 @@ pub struct User {
     pub created_at: UnixTime,
 }
 
-/// The minimum password length accepted by `tessera user create` (NIST SP 800-63B: 8).
+/// The minimum password length of a new user (NIST SP 800-63B: 8).
 pub const MIN_PASSWORD_CHARS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error(transparent)]
+    Username(#[from] InvalidUsername),
+    #[error("the password must have at least {MIN_PASSWORD_CHARS} characters")]
+    ShortPassword,
+    #[error("could not hash the password")]
+    Hash(#[from] HashError),
+    #[error("the system has no source of randomness")]
+    Random,
+}
+
+/// A new user ready to be stored: the username checked, the password long enough and
+/// hashed with Argon2id, a fresh random id. The counterpart of `client::register`; the CLI,
+/// the demo and the tests all create users through it. CPU-bound (Argon2).
+pub fn register(username: &str, password: &Secret, now: UnixTime) -> Result<User, UserError> {
+    let username = Username::parse(username)?;
+    if password.expose().chars().count() < MIN_PASSWORD_CHARS {
+        return Err(UserError::ShortPassword);
+    }
+    Ok(User {
+        id: random_b64::<16>().map_err(|_| UserError::Random)?,
+        username,
+        password_hash: hash_secret(password)?,
+        created_at: now,
+    })
+}
+
+/// A new password's hash, under the same rules as [`register`].
+pub fn new_password_hash(password: &Secret) -> Result<String, UserError> {
+    if password.expose().chars().count() < MIN_PASSWORD_CHARS {
+        return Err(UserError::ShortPassword);
+    }
+    Ok(hash_secret(password)?)
+}
 
 #[cfg(test)]
 mod tests {
@@ -49,5 +87,30 @@ mod tests {
         for bad in ["", "a b", "a\tb", "a\0", &"x".repeat(65)] {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn register_checks_the_name_and_the_password_and_hashes_it() {
+        let password = Secret::new("correct horse");
+        let user = register("alice", &password, 7).unwrap();
+        assert_eq!(user.username.as_str(), "alice");
+        assert_eq!(user.created_at, 7);
+        assert!(crate::secret::verify_secret(
+            &password,
+            Some(&user.password_hash)
+        ));
+        assert_ne!(register("alice", &password, 7).unwrap().id, user.id);
+        assert_eq!(
+            register("a b", &password, 0).unwrap_err(),
+            UserError::Username(InvalidUsername)
+        );
+        assert_eq!(
+            register("alice", &Secret::new("short"), 0).unwrap_err(),
+            UserError::ShortPassword
+        );
+        assert_eq!(
+            new_password_hash(&Secret::new("1234567")).unwrap_err(),
+            UserError::ShortPassword
+        );
     }
 }

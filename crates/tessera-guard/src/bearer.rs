@@ -5,6 +5,7 @@
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+pub use tessera_core::token::AccessToken;
 
 /// What the `Authorization` header says about a bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,8 @@ pub enum Bearer {
     /// A header that claims to be Bearer but does not follow the b64token syntax, or several
     /// `Authorization` headers.
     Malformed,
-    Token(String),
+    /// A well-formed token; its `Debug` is redacted.
+    Token(AccessToken),
 }
 
 /// Reads the bearer token from the request headers.
@@ -35,7 +37,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Bearer {
     }
     let token = rest.trim_start_matches(' ');
     if is_b64token(token) {
-        Bearer::Token(token.to_owned())
+        Bearer::Token(AccessToken::new(token))
     } else {
         Bearer::Malformed
     }
@@ -69,9 +71,14 @@ mod tests {
         assert_eq!(read(&["Basic YTpi"]), Bearer::Missing);
         assert_eq!(
             read(&["Bearer tsa_abc-_.~+/=="]),
-            Bearer::Token("tsa_abc-_.~+/==".into())
+            Bearer::Token(AccessToken::new("tsa_abc-_.~+/=="))
         );
-        assert_eq!(read(&["bearer tsa_x"]), Bearer::Token("tsa_x".into()));
+        assert_eq!(
+            read(&["bearer tsa_x"]),
+            Bearer::Token(AccessToken::new("tsa_x"))
+        );
+        let debug = format!("{:?}", read(&["Bearer tsa_secret-text"]));
+        assert!(!debug.contains("secret-text"), "{debug}");
         for bad in [
             "Bearer",
             "Bearer ",

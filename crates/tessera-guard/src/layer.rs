@@ -72,7 +72,7 @@ impl Guard {
             Bearer::Malformed => return Err(self.reject(Refusal::MalformedRequest)),
             Bearer::Token(t) => t,
         };
-        match self.validator.validate(&token).await {
+        match self.validator.validate(token.expose()).await {
             Ok(Some(info)) if requirement.is_met_by(&info.scope) => Ok(info),
             Ok(Some(_)) => Err(self.reject(Refusal::InsufficientScope(requirement.to_string()))),
             Ok(None) => Err(self.reject(Refusal::InvalidToken)),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::scope::Scope;
+use tessera_core::token::{Standing, TokenUse};
 use url::form_urlencoded::byte_serialize;
 
 use crate::info::TokenInfo;
@@ -274,25 +275,27 @@ pub fn parse_introspection(
 ) -> Result<Option<TokenInfo>, ValidationError> {
     let wire: Wire =
         serde_json::from_slice(body).map_err(|e| ValidationError::Malformed(e.to_string()))?;
-    if !wire.active {
-        return Ok(None);
-    }
-    if wire
+    let other_use = wire
         .token_use
         .as_deref()
-        .is_some_and(|u| u != "access_token")
-    {
-        return Ok(None);
-    }
-    if wire
+        .is_some_and(|u| u != "access_token");
+    let other_type = wire
         .token_type
         .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer") && t != "access_token")
-    {
-        return Ok(None);
-    }
+        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer") && t != "access_token");
+    let token_use = match (other_use || other_type, &wire.token_use) {
+        (true, _) => TokenUse::Other,
+        (false, Some(_)) => TokenUse::Access,
+        (false, None) => TokenUse::Unstated,
+    };
     let expires_at = seconds(&wire.exp);
-    if expires_at.is_some_and(|exp| now >= exp) || seconds(&wire.nbf).is_some_and(|nbf| now < nbf) {
+    let standing = Standing {
+        token_use,
+        live: wire.active,
+        expires_at,
+        not_before: seconds(&wire.nbf),
+    };
+    if !standing.is_active_access_token(now) {
         return Ok(None);
     }
     let scope = wire

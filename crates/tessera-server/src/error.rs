@@ -3,13 +3,18 @@
 //! OAuth errors become RFC 6749 §5.2 JSON with `Cache-Control: no-store`; store outages
 //! become 503 `temporarily_unavailable` (never a guess such as `active: false`); anything
 //! unexpected becomes a 500 whose body says nothing about internals, logged here once.
+//! Browser-facing endpoints answer the same failures with an HTML page instead
+//! ([`browser_error`]).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tessera_core::OAuthError;
+use tessera_flow::FlowError;
 use tessera_store::StoreError;
+
+use crate::pages::error_page;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -27,6 +32,55 @@ impl WebError {
     pub fn internal(what: impl std::fmt::Display) -> Self {
         Self::Internal(what.to_string())
     }
+}
+
+impl From<FlowError> for WebError {
+    fn from(e: FlowError) -> Self {
+        match e {
+            FlowError::OAuth(e) => Self::OAuth(e),
+            FlowError::Store(e) => Self::Store(e),
+            FlowError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+/// A browser-facing failure: a page, not JSON.
+pub fn browser_error(e: impl Into<WebError>) -> Response {
+    match e.into() {
+        WebError::PayloadTooLarge => error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The form is too large.",
+        ),
+        WebError::OAuth(e) => {
+            error_page(StatusCode::BAD_REQUEST, "Invalid request", e.description())
+        }
+        WebError::Store(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "database unavailable");
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The server cannot reach its database right now. Please try again in a moment.",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "browser request failed");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "The server met an internal error. Please try again.",
+            )
+        }
+    }
+}
+
+/// A form whose CSRF token does not belong to the browser that sent it.
+pub fn csrf_failure() -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form expired or was sent from another site. Go back, reload the page and try again.",
+    )
 }
 
 #[derive(Serialize)]
@@ -93,10 +147,8 @@ fn json_error(status: StatusCode, e: &OAuthError) -> Response {
     response
 }
 
-/// A JSON answer with [`no_store`]'s headers, in one allocation.
-///
-/// `axum::Json` starts from 128 bytes and grows; a token response or an active token's
-/// introspection is about 200-300 bytes, so it reallocated on nearly every answer.
+/// A JSON answer with [`no_store`]'s headers, in one allocation: `axum::Json` starts from
+/// 128 bytes and grows, and a token response is larger than that.
 pub struct NoStoreJson<T>(pub T);
 
 /// Room for the largest common answer (a token response with a refresh token and a scope).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tessera_core::clock::Clock;
-use tessera_core::token::{TokenHash, TokenKind};
+use tessera_core::token::TokenKey;
 use tessera_guard::{TokenInfo, TokenValidator, ValidationError};
 use tessera_store::Store;
 
@@ -28,12 +28,12 @@ impl TokenValidator for LocalValidator {
     async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
         let record = self
             .store
-            .find_token(&TokenHash::of(token))
+            .find_token(&TokenKey::of(token))
             .await
             .map_err(|e| ValidationError::Unreachable(e.to_string()))?;
         let now = self.clock.now();
         Ok(record
-            .filter(|r| r.kind == TokenKind::Access && r.is_active(now))
+            .filter(|r| r.is_active_access_token(now))
             .map(|r| TokenInfo {
                 subject: Some(r.subject.unwrap_or_else(|| r.client_id.clone())),
                 username: r.username,

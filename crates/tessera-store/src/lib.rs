@@ -6,7 +6,7 @@
 //! same assertions against both. The store keeps no policy: it records and finds; what may be
 //! issued or revoked is decided in `tessera-core` and orchestrated by the server.
 //!
-//! Secrets never reach this crate in clear: tokens arrive as their SHA-256 ([`TokenHash`]),
+//! Secrets never reach this crate in clear: tokens arrive as their SHA-256 ([`TokenKey`]),
 //! client secrets as Argon2id PHC strings.
 //!
 //! Layout:
@@ -30,7 +30,7 @@ use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
-use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
 
 pub use error::StoreError;
@@ -64,9 +64,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores tokens atomically: all of them (an access and a refresh token) or none.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
     /// The token under `hash`, with its subject's username.
-    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
+    async fn find_token(&self, hash: &TokenKey) -> Result<Option<TokenRecord>, StoreError>;
     /// Marks one token revoked at `now`, unless it already is. Returns whether a row changed.
-    async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError>;
+    async fn revoke_token(&self, hash: &TokenKey, now: UnixTime) -> Result<bool, StoreError>;
     /// Revokes every live token of a family. Returns how many rows changed.
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError>;
     /// Marks the refresh token rotated and stores its successors, in one transaction.
@@ -74,7 +74,7 @@ pub trait Store: Send + Sync + 'static {
     /// concurrent rotations exactly one wins.
     async fn rotate_refresh_token(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
         successors: &[TokenRecord],
     ) -> Result<bool, StoreError>;
@@ -82,13 +82,13 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_code(&self, code: &AuthorizationCodeRecord) -> Result<(), StoreError>;
     async fn find_code(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
     ) -> Result<Option<AuthorizationCodeRecord>, StoreError>;
     /// Marks the code redeemed and stores the tokens it is exchanged for, in one transaction.
     /// Of two concurrent redemptions exactly one gets [`Redemption::Redeemed`].
     async fn redeem_code(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
         tokens: &[TokenRecord],
     ) -> Result<Redemption, StoreError>;
@@ -97,10 +97,10 @@ pub trait Store: Send + Sync + 'static {
     /// The user of a session that is live at `now`.
     async fn find_session_user(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
     ) -> Result<Option<User>, StoreError>;
-    async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError>;
+    async fn delete_session(&self, hash: &TokenKey) -> Result<(), StoreError>;
 
     /// The scope a user has approved for a client, if any.
     async fn get_consent(
@@ -137,7 +137,7 @@ pub enum Redemption {
 /// A browser session: the SHA-256 of its cookie value and whose it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    pub hash: TokenHash,
+    pub hash: TokenKey,
     pub user_id: String,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,

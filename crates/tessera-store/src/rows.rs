@@ -6,7 +6,7 @@
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
-use tessera_core::token::{TokenHash, TokenKind, TokenRecord};
+use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
 use tessera_core::user::{User, Username};
 
 use crate::StoreError;
@@ -170,7 +170,7 @@ impl TryFrom<TokenRow> for TokenRecord {
             _ => return Err(corrupt("kind")),
         };
         Ok(TokenRecord {
-            hash: TokenHash::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
+            hash: TokenKey::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
             kind,
             scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
             client_id: row.client_id,
@@ -226,7 +226,7 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
     fn try_from(row: CodeRow) -> Result<Self, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("code row: {what}"));
         Ok(AuthorizationCodeRecord {
-            hash: TokenHash::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
+            hash: TokenKey::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
             scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
             client_id: row.client_id,
             user_id: row.user_id,

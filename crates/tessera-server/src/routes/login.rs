@@ -1,23 +1,23 @@
-//! `POST /login`, `GET|POST /logout` and the landing page `GET /`.
+//! `GET|POST /login`, `GET|POST /logout` and the landing page `GET /`.
+
+use std::net::IpAddr;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tessera_core::authorize::UnverifiedRequest;
+use tessera_core::OAuthError;
 use tessera_core::form::FormParams;
 use tessera_core::secret::Secret;
+use tessera_flow::login::SignIn;
 
-use crate::browser::{csrf_ok, csrf_token, end_session, session_user, start_session};
-use crate::client_auth::verify_blocking;
-use crate::error::WebError;
+use crate::error::{WebError, browser_error, csrf_failure};
 use crate::extract::{PeerIp, form_body};
 use crate::pages::{LoginPage, MessagePage, origin_of, page, security_headers};
-use crate::routes::authorize::{browser_error, csrf_failure};
 use crate::state::AppState;
-use crate::throttle::Verdict;
 
 pub async fn login_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    login_form(&state, &headers, StatusCode::OK, None, "/", "")
+    let form = LoginForm::default();
+    login_form(&state, &headers, StatusCode::OK, &form)
         .await
         .unwrap_or_else(browser_error)
 }
@@ -28,78 +28,53 @@ pub async fn login_post(
     req: Request,
 ) -> Response {
     let headers = req.headers().clone();
-    let result = async {
-        let form = FormParams::parse(&form_body(req).await?)
-            .map_err(|e| tessera_core::OAuthError::invalid_request(e.to_string()))?;
-        login(&state, &headers, ip, &form).await
-    };
-    result.await.unwrap_or_else(browser_error)
+    login(&state, &headers, ip, req)
+        .await
+        .unwrap_or_else(browser_error)
 }
 
 async fn login(
     state: &AppState,
     headers: &HeaderMap,
-    ip: Option<std::net::IpAddr>,
-    form: &FormParams,
+    ip: Option<IpAddr>,
+    req: Request,
 ) -> Result<Response, WebError> {
-    let return_to = safe_return_to(form.get("return_to"));
-    if !csrf_ok(state, headers, form.get("csrf_token")) {
+    let form = parse_form(req).await?;
+    if !state.cookies.csrf_ok(headers, form.get("csrf_token")) {
         return Ok(csrf_failure());
     }
-    let username = form.get("username").unwrap_or_default();
+    let mut answer = LoginForm {
+        return_to: safe_return_to(form.get("return_to")),
+        username: form.get("username").unwrap_or_default(),
+        error: None,
+    };
     let password = Secret::new(form.get("password").unwrap_or_default());
-    let mut keys = vec![format!("user:{username}")];
-    if let Some(ip) = ip {
-        keys.push(format!("ip:{ip}"));
-    }
-    let now = state.now();
-    match state.login_throttle.check(&keys, now) {
-        Verdict::Refuse(seconds) => {
-            tracing::warn!(event = "login_throttled", username, ?ip);
-            let message =
-                format!("Too many failed sign-in attempts. Try again in {seconds} seconds.");
-            return login_form(
-                state,
-                headers,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(&message),
-                return_to,
-                username,
-            )
-            .await;
-        }
-        Verdict::Slow(delay) => tokio::time::sleep(delay).await,
-        Verdict::Allow => {}
-    }
-    let user = state.store.get_user_by_username(username).await?;
-    let verified =
-        verify_blocking(user.as_ref().map(|u| u.password_hash.clone()), password).await?;
-    match user {
-        Some(user) if verified => {
-            state.login_throttle.clear(&format!("user:{username}"));
-            tracing::info!(event = "login_succeeded", username, ?ip);
-            let cookie = start_session(state, &user).await?;
+    let outcome = state.flows.sign_in(answer.username, password, ip).await?;
+    let (status, message) = match outcome {
+        SignIn::SignedIn { session } => {
             let mut response_headers = security_headers(None);
-            response_headers.extend(cookie);
-            if let Ok(location) = header::HeaderValue::from_str(return_to) {
+            response_headers.extend(state.cookies.set_session(&session));
+            if let Ok(location) = header::HeaderValue::from_str(answer.return_to) {
                 response_headers.insert(header::LOCATION, location);
             }
-            Ok((StatusCode::SEE_OTHER, response_headers).into_response())
+            return Ok((StatusCode::SEE_OTHER, response_headers).into_response());
         }
-        _ => {
-            state.login_throttle.record_failure(&keys, now);
-            tracing::warn!(event = "login_failed", username, ?ip);
-            login_form(
-                state,
-                headers,
-                StatusCode::UNAUTHORIZED,
-                Some("Invalid username or password."),
-                return_to,
-                username,
-            )
-            .await
-        }
-    }
+        SignIn::Throttled { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed sign-in attempts. Try again in {retry_after} seconds."),
+        ),
+        SignIn::Failed => (
+            StatusCode::UNAUTHORIZED,
+            "Invalid username or password.".into(),
+        ),
+    };
+    answer.error = Some(&message);
+    login_form(state, headers, status, &answer).await
+}
+
+async fn parse_form(req: Request) -> Result<FormParams, WebError> {
+    FormParams::parse(&form_body(req).await?)
+        .map_err(|e| OAuthError::invalid_request(e.to_string()).into())
 }
 
 /// Only a local path back into the authorization flow (or the landing page) is followed
@@ -111,38 +86,55 @@ fn safe_return_to(value: Option<&str>) -> &str {
     }
 }
 
+/// What the login form shows again.
+struct LoginForm<'a> {
+    return_to: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+impl Default for LoginForm<'_> {
+    fn default() -> Self {
+        Self {
+            return_to: "/",
+            username: "",
+            error: None,
+        }
+    }
+}
+
 async fn login_form(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
-    error: Option<&str>,
-    return_to: &str,
-    username: &str,
+    form: &LoginForm<'_>,
 ) -> Result<Response, WebError> {
-    let (csrf, set_cookie) = csrf_token(state, headers)?;
+    let (csrf, set_cookie) = state.cookies.csrf_token(headers)?;
     // When resuming a flow, name the client again and allow the flow's final redirect.
-    let query = return_to.strip_prefix("/authorize?").unwrap_or_default();
-    let (client, origin) = match UnverifiedRequest::parse(query.as_bytes()) {
-        Ok(u) => match state.client(&u.client_id).await? {
-            Some(c) => {
-                let origin = u
-                    .validate(&c, state.config.pkce)
-                    .ok()
-                    .and_then(|r| origin_of(r.redirect_uri.as_str()));
-                (Some(c), origin)
-            }
-            None => (None, None),
-        },
-        Err(_) => (None, None),
+    let query = form
+        .return_to
+        .strip_prefix("/authorize?")
+        .unwrap_or_default();
+    let (client, origin) = match state.flows.validate(query.as_bytes()).await? {
+        Ok((client, request)) => (Some(client), origin_of(request.redirect_uri.as_str())),
+        Err(_) if query.is_empty() => (None, None),
+        Err(_) => {
+            let unverified = tessera_core::authorize::UnverifiedRequest::parse(query.as_bytes());
+            let client = match unverified {
+                Ok(u) => state.flows.clients.client(&u.client_id).await?,
+                Err(_) => None,
+            };
+            (client, None)
+        }
     };
     let body = page(
         status,
         &LoginPage {
             client_name: client.as_ref().map(|c| c.name.as_str()),
-            error,
+            error: form.error,
             csrf_token: &csrf,
-            return_to,
-            username,
+            return_to: form.return_to,
+            username: form.username,
         },
         origin.as_deref(),
     );
@@ -151,8 +143,9 @@ async fn login_form(
 
 pub async fn logout_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = async {
-        let user = session_user(&state, &headers).await?;
-        let (csrf, set_cookie) = csrf_token(&state, &headers)?;
+        let session = state.cookies.session(&headers);
+        let user = state.flows.session_user(session.as_ref()).await?;
+        let (csrf, set_cookie) = state.cookies.csrf_token(&headers)?;
         let body = match &user {
             Some(u) => {
                 let message = format!("You are signed in as {}.", u.username.as_str());
@@ -177,15 +170,13 @@ pub async fn logout_get(State(state): State<AppState>, headers: HeaderMap) -> Re
 pub async fn logout_post(State(state): State<AppState>, req: Request) -> Response {
     let headers = req.headers().clone();
     let result = async {
-        let form = FormParams::parse(&form_body(req).await?)
-            .map_err(|e| tessera_core::OAuthError::invalid_request(e.to_string()))?;
-        if !csrf_ok(&state, &headers, form.get("csrf_token")) {
+        let form = parse_form(req).await?;
+        if !state.cookies.csrf_ok(&headers, form.get("csrf_token")) {
             return Ok(csrf_failure());
         }
-        if let Some(user) = session_user(&state, &headers).await? {
-            tracing::info!(event = "logout", username = user.username.as_str());
-        }
-        let cleared = end_session(&state, &headers).await?;
+        let session = state.cookies.session(&headers);
+        state.flows.sign_out(session.as_ref()).await?;
+        let cleared = state.cookies.clear_session();
         Ok::<_, WebError>((cleared, signed_out_page()).into_response())
     };
     result.await.unwrap_or_else(browser_error)
@@ -206,8 +197,9 @@ fn signed_out_page() -> Response {
 
 pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = async {
-        let user = session_user(&state, &headers).await?;
-        let (csrf, set_cookie) = csrf_token(&state, &headers)?;
+        let session = state.cookies.session(&headers);
+        let user = state.flows.session_user(session.as_ref()).await?;
+        let (csrf, set_cookie) = state.cookies.csrf_token(&headers)?;
         let message = match &user {
             Some(u) => format!("You are signed in as {}.", u.username.as_str()),
             None => {

@@ -20,5 +20,5 @@ pub async fn metadata(State(state): State<AppState>) -> Result<impl IntoResponse
         .iter()
         .fold(Scope::default(), |all, c| all.union(&c.scope));
     let scopes = scopes.iter().map(str::to_owned).collect();
-    Ok(Json(server_metadata(&state.issuer, scopes)))
+    Ok(Json(server_metadata(state.issuer(), scopes)))
 }

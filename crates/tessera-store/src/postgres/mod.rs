@@ -20,7 +20,7 @@ use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
-use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
 
 use crate::rows::{self, TokenRow};
@@ -99,9 +99,9 @@ pub struct PgStore {
     pool: PgPool,
     /// The general pool's connections, kept between statements (see [`HeldConnections`]).
     general: Arc<HeldConnections>,
-    lookups: Batcher<TokenHash, Option<TokenRecord>>,
+    lookups: Batcher<TokenKey, Option<TokenRecord>>,
     inserts: Batcher<Vec<TokenRecord>, ()>,
-    revocations: Batcher<(TokenHash, UnixTime), bool>,
+    revocations: Batcher<(TokenKey, UnixTime), bool>,
 }
 
 impl PgStore {
@@ -449,11 +449,11 @@ impl crate::Store for PgStore {
         self.inserts.submit(tokens.to_vec()).await
     }
 
-    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+    async fn find_token(&self, hash: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         self.lookups.submit(*hash).await
     }
 
-    async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError> {
+    async fn revoke_token(&self, hash: &TokenKey, now: UnixTime) -> Result<bool, StoreError> {
         self.revocations.submit((*hash, now)).await
     }
 
@@ -470,7 +470,7 @@ impl crate::Store for PgStore {
 
     async fn rotate_refresh_token(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
         successors: &[TokenRecord],
     ) -> Result<bool, StoreError> {
@@ -520,7 +520,7 @@ impl crate::Store for PgStore {
 
     async fn find_code(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
     ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
         let mut conn = self.general.lease().await?;
         let found = sqlx::query_as::<_, rows::CodeRow>(rows::SELECT_CODE)
@@ -533,7 +533,7 @@ impl crate::Store for PgStore {
 
     async fn redeem_code(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
         tokens: &[TokenRecord],
     ) -> Result<Redemption, StoreError> {
@@ -583,7 +583,7 @@ impl crate::Store for PgStore {
 
     async fn find_session_user(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
     ) -> Result<Option<User>, StoreError> {
         let mut conn = self.general.lease().await?;
@@ -596,7 +596,7 @@ impl crate::Store for PgStore {
         found.map(User::try_from).transpose()
     }
 
-    async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError> {
+    async fn delete_session(&self, hash: &TokenKey) -> Result<(), StoreError> {
         let mut conn = self.general.lease().await?;
         sqlx::query(rows::DELETE_SESSION)
             .bind(hash.as_bytes().as_slice())
@@ -712,8 +712,8 @@ async fn insert_rows<'e, 't>(
     }
 }
 
-fn find_batch(held: Arc<HeldConnections>) -> BatchFn<TokenHash, Option<TokenRecord>> {
-    Arc::new(move |hashes: Vec<TokenHash>| {
+fn find_batch(held: Arc<HeldConnections>) -> BatchFn<TokenKey, Option<TokenRecord>> {
+    Arc::new(move |hashes: Vec<TokenKey>| {
         let held = held.clone();
         Box::pin(async move {
             let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.as_bytes().to_vec()).collect();
@@ -723,7 +723,7 @@ fn find_batch(held: Arc<HeldConnections>) -> BatchFn<TokenHash, Option<TokenReco
                 .fetch_all(&mut *conn)
                 .await?;
             conn.keep();
-            let found: HashMap<TokenHash, TokenRecord> = rows
+            let found: HashMap<TokenKey, TokenRecord> = rows
                 .into_iter()
                 .map(|row| TokenRecord::try_from(row).map(|t| (t.hash, t)))
                 .collect::<Result<_, _>>()?;
@@ -758,8 +758,8 @@ fn insert_batch(held: Arc<HeldConnections>) -> BatchFn<Vec<TokenRecord>, ()> {
     })
 }
 
-fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenHash, UnixTime), bool> {
-    Arc::new(move |requests: Vec<(TokenHash, UnixTime)>| {
+fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenKey, UnixTime), bool> {
+    Arc::new(move |requests: Vec<(TokenKey, UnixTime)>| {
         let held = held.clone();
         Box::pin(async move {
             let hashes: Vec<Vec<u8>> = requests

@@ -28,7 +28,7 @@ use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
-use tessera_core::token::{TokenHash, TokenRecord};
+use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
 
 use crate::rows::{self, ClientColumns, ClientRow, CodeRow, TokenRow, UserRow, storable};
@@ -414,7 +414,7 @@ impl crate::Store for SqliteStore {
             .await
     }
 
-    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+    async fn find_token(&self, hash: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
         // The token's row and its user's name: a user is never renamed, and deleting one is a
         // change that every reader sees at once.
         self.readers.lookup(|c| {
@@ -426,7 +426,7 @@ impl crate::Store for SqliteStore {
         })
     }
 
-    async fn revoke_token(&self, hash: &TokenHash, now: UnixTime) -> Result<bool, StoreError> {
+    async fn revoke_token(&self, hash: &TokenKey, now: UnixTime) -> Result<bool, StoreError> {
         let hash = *hash;
         self.writer
             .write(move |c| {
@@ -452,7 +452,7 @@ impl crate::Store for SqliteStore {
 
     async fn rotate_refresh_token(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
         successors: &[TokenRecord],
     ) -> Result<bool, StoreError> {
@@ -495,7 +495,7 @@ impl crate::Store for SqliteStore {
 
     async fn find_code(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
     ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&sql(rows::SELECT_CODE))?
@@ -508,7 +508,7 @@ impl crate::Store for SqliteStore {
 
     async fn redeem_code(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
         tokens: &[TokenRecord],
     ) -> Result<Redemption, StoreError> {
@@ -554,7 +554,7 @@ impl crate::Store for SqliteStore {
 
     async fn find_session_user(
         &self,
-        hash: &TokenHash,
+        hash: &TokenKey,
         now: UnixTime,
     ) -> Result<Option<User>, StoreError> {
         self.read(|c| {
@@ -566,7 +566,7 @@ impl crate::Store for SqliteStore {
         })
     }
 
-    async fn delete_session(&self, hash: &TokenHash) -> Result<(), StoreError> {
+    async fn delete_session(&self, hash: &TokenKey) -> Result<(), StoreError> {
         let hash = *hash;
         self.writer
             .write(move |c| {
@@ -802,7 +802,7 @@ mod tests {
              revoked_at, family_id, rotated_at) VALUES (?, 1, 'c1', 'u1', 'api', 10, 4000000000, \
              NULL, 'fam', 20)",
         )
-        .bind(TokenHash::of(legacy).as_bytes().as_slice())
+        .bind(TokenKey::of(legacy).as_bytes().as_slice())
         .execute(&pool)
         .await
         .unwrap();
@@ -811,7 +811,7 @@ mod tests {
         let store = SqliteStore::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let found = store
-            .find_token(&TokenHash::of(legacy))
+            .find_token(&TokenKey::of(legacy))
             .await
             .unwrap()
             .expect("the token survived the migration");

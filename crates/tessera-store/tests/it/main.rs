@@ -107,7 +107,7 @@ fn token(
 ) -> (RawToken, TokenRecord) {
     let raw = RawToken::generate(kind).unwrap();
     let record = TokenRecord {
-        hash: raw.hash(),
+        hash: raw.key(),
         kind,
         client_id: client.id.clone(),
         subject: Some("user-1".into()),
@@ -158,15 +158,15 @@ async fn tokens_round_trip_and_revoke_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store.find_token(&raw.hash()).await.unwrap(),
+        store.find_token(&raw.key()).await.unwrap(),
         Some(record.clone())
     );
-    assert!(store.revoke_token(&raw.hash(), 2000).await.unwrap());
+    assert!(store.revoke_token(&raw.key(), 2000).await.unwrap());
     assert!(
-        !store.revoke_token(&raw.hash(), 3000).await.unwrap(),
+        !store.revoke_token(&raw.key(), 3000).await.unwrap(),
         "already revoked"
     );
-    let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
+    let found = store.find_token(&raw.key()).await.unwrap().unwrap();
     assert_eq!(
         found.revoked_at,
         Some(2000),
@@ -193,7 +193,7 @@ async fn lookups_answer_the_latest_acknowledged_state(store: Arc<dyn Store>) {
         issued.push((raw, record));
         let (newest, _) = issued.last().unwrap();
         for _ in 0..on_every_reader {
-            assert!(store.find_token(&newest.hash()).await.unwrap().is_some());
+            assert!(store.find_token(&newest.key()).await.unwrap().is_some());
         }
         // Every third round, revoke the oldest live token; it must read revoked at once.
         if round % 3 == 2 {
@@ -201,12 +201,12 @@ async fn lookups_answer_the_latest_acknowledged_state(store: Arc<dyn Store>) {
                 .iter_mut()
                 .find(|(_, r)| r.revoked_at.is_none())
                 .unwrap();
-            assert!(store.revoke_token(&oldest.hash(), 1500).await.unwrap());
+            assert!(store.revoke_token(&oldest.key(), 1500).await.unwrap());
             record.revoked_at = Some(1500);
         }
         for (raw, record) in &issued {
             for _ in 0..on_every_reader {
-                let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
+                let found = store.find_token(&raw.key()).await.unwrap().unwrap();
                 assert_eq!(found.revoked_at, record.revoked_at);
             }
         }
@@ -228,10 +228,10 @@ async fn family_revocation_reaches_every_live_token(store: Arc<dyn Store>) {
     assert_eq!(store.revoke_family("fam", 1600).await.unwrap(), 0);
     assert_eq!(store.revoke_family("", 1600).await.unwrap(), 0);
     for (raw, revoked) in [(&a1, true), (&a2, true), (&other, false), (&lone, false)] {
-        let found = store.find_token(&raw.hash()).await.unwrap().unwrap();
+        let found = store.find_token(&raw.key()).await.unwrap().unwrap();
         assert_eq!(found.revoked_at.is_some(), revoked);
     }
-    let found = store.find_token(&lone.hash()).await.unwrap().unwrap();
+    let found = store.find_token(&lone.key()).await.unwrap().unwrap();
     assert_eq!((found.subject, found.family_id), (None, None));
 }
 
@@ -247,7 +247,7 @@ async fn purge_removes_only_dead_tokens_in_batches(store: Arc<dyn Store>) {
     records.push(live_record);
     records.push(revoked_record);
     store.insert_tokens(&records).await.unwrap();
-    store.revoke_token(&revoked.hash(), 1200).await.unwrap();
+    store.revoke_token(&revoked.key(), 1200).await.unwrap();
     // 7 expired and 1 revoked, in batches of 3 of each kind: 3 expired and the revoked one,
     // 3 expired, the last expired one, then the caller stops.
     let mut batches = Vec::new();
@@ -260,8 +260,8 @@ async fn purge_removes_only_dead_tokens_in_batches(store: Arc<dyn Store>) {
     }
     assert_eq!(batches, vec![3, 3, 1]);
     assert_eq!(store.purge_expired(2000, 3).await.unwrap(), 0);
-    assert!(store.find_token(&live.hash()).await.unwrap().is_some());
-    assert!(store.find_token(&revoked.hash()).await.unwrap().is_none());
+    assert!(store.find_token(&live.key()).await.unwrap().is_some());
+    assert!(store.find_token(&revoked.key()).await.unwrap().is_none());
 }
 
 async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
@@ -270,7 +270,7 @@ async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
     let (raw, record) = token(&c, TokenKind::Access, "f", 9000);
     store.insert_tokens(&[record]).await.unwrap();
     store.delete_client(&c.id).await.unwrap();
-    assert_eq!(store.find_token(&raw.hash()).await.unwrap(), None);
+    assert_eq!(store.find_token(&raw.key()).await.unwrap(), None);
 }
 
 async fn deleting_a_user_deletes_only_their_tokens(store: Arc<dyn Store>) {
@@ -291,10 +291,10 @@ async fn deleting_a_user_deletes_only_their_tokens(store: Arc<dyn Store>) {
         .unwrap();
 
     assert!(store.delete_user("alice").await.unwrap());
-    assert_eq!(store.find_token(&alices.hash()).await.unwrap(), None);
-    let bobs = store.find_token(&bobs.hash()).await.unwrap().unwrap();
+    assert_eq!(store.find_token(&alices.key()).await.unwrap(), None);
+    let bobs = store.find_token(&bobs.key()).await.unwrap().unwrap();
     assert_eq!(bobs.username.as_deref(), Some("bob"));
-    let clients = store.find_token(&clients.hash()).await.unwrap().unwrap();
+    let clients = store.find_token(&clients.key()).await.unwrap().unwrap();
     assert_eq!(clients.subject, None);
 }
 
@@ -306,7 +306,7 @@ async fn token_insert_is_all_or_nothing(store: Arc<dyn Store>) {
     let (_, mut r2) = token(&c, TokenKind::Refresh, "f", 9000);
     r2.client_id = "no-such-client".into();
     assert!(store.insert_tokens(&[r1, r2]).await.is_err());
-    assert_eq!(store.find_token(&first.hash()).await.unwrap(), None);
+    assert_eq!(store.find_token(&first.key()).await.unwrap(), None);
 }
 
 /// Many writes in flight at once (SQLite commits them as one batch): each acknowledged one is
@@ -357,7 +357,7 @@ async fn stored_code(store: &Arc<dyn Store>, c: &Client, family: &str) -> Author
     let code = AuthorizationCodeRecord {
         hash: RawToken::generate(TokenKind::AuthorizationCode)
             .unwrap()
-            .hash(),
+            .key(),
         client_id: c.id.clone(),
         user_id: person.id,
         redirect_uri: "https://a.example/cb".into(),
@@ -384,7 +384,7 @@ async fn a_code_is_redeemed_once_with_its_tokens(store: Arc<dyn Store>) {
         store.redeem_code(&code.hash, 1010, &[first]).await.unwrap(),
         Redemption::Redeemed
     );
-    let stored = store.find_token(&access.hash()).await.unwrap().unwrap();
+    let stored = store.find_token(&access.key()).await.unwrap().unwrap();
     assert_eq!(stored.family_id.as_deref(), Some("fam-1"));
     let redeemed = store.find_code(&code.hash).await.unwrap().unwrap();
     assert_eq!(redeemed.redeemed_at, Some(1010));
@@ -399,10 +399,10 @@ async fn a_code_is_redeemed_once_with_its_tokens(store: Arc<dyn Store>) {
             family_id: "fam-1".into()
         }
     );
-    assert_eq!(store.find_token(&again.hash()).await.unwrap(), None);
+    assert_eq!(store.find_token(&again.key()).await.unwrap(), None);
     let unknown = RawToken::generate(TokenKind::AuthorizationCode)
         .unwrap()
-        .hash();
+        .key();
     let (_, third) = token(&c, TokenKind::Access, "fam-1", 9000);
     assert_eq!(
         store.redeem_code(&unknown, 1030, &[third]).await.unwrap(),
@@ -424,7 +424,7 @@ async fn concurrent_redemptions_have_one_winner(store: Arc<dyn Store>) {
                 .redeem_code(&code.hash, 1010 + i, std::slice::from_ref(&record))
                 .await
                 .unwrap();
-            let stored = store.find_token(&raw.hash()).await.unwrap().is_some();
+            let stored = store.find_token(&raw.key()).await.unwrap().is_some();
             (outcome, stored)
         });
     }
@@ -462,7 +462,7 @@ async fn a_failed_redemption_leaves_the_code_unredeemed(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::MissingReference)
     ));
-    assert_eq!(store.find_token(&orphan.hash()).await.unwrap(), None);
+    assert_eq!(store.find_token(&orphan.key()).await.unwrap(), None);
     let unredeemed = store.find_code(&code.hash).await.unwrap().unwrap();
     assert_eq!(unredeemed.redeemed_at, None);
 
@@ -475,8 +475,8 @@ async fn a_failed_redemption_leaves_the_code_unredeemed(store: Arc<dyn Store>) {
             .unwrap(),
         Redemption::Redeemed
     );
-    assert!(store.find_token(&access.hash()).await.unwrap().is_some());
-    assert!(store.find_token(&refresh.hash()).await.unwrap().is_some());
+    assert!(store.find_token(&access.key()).await.unwrap().is_some());
+    assert!(store.find_token(&refresh.key()).await.unwrap().is_some());
     let redeemed = store.find_code(&code.hash).await.unwrap().unwrap();
     assert_eq!(redeemed.redeemed_at, Some(1020));
 }
@@ -490,7 +490,7 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
     for i in 0..20 {
         let store = store.clone();
         let successor = token(&c, TokenKind::Refresh, "fam", 9000).1;
-        let hash = refresh.hash();
+        let hash = refresh.key();
         tasks.spawn(async move {
             let won = store
                 .rotate_refresh_token(&hash, 2000 + i, std::slice::from_ref(&successor))
@@ -507,7 +507,7 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
         winners += usize::from(won.unwrap());
     }
     assert_eq!(winners, 1);
-    let old = store.find_token(&refresh.hash()).await.unwrap().unwrap();
+    let old = store.find_token(&refresh.key()).await.unwrap().unwrap();
     assert!(old.rotated_at.is_some());
 }
 
@@ -535,7 +535,7 @@ async fn a_client_deleted_while_issuing_leaves_no_token(store: Arc<dyn Store>) {
         let mut hashes = Vec::new();
         for i in 0..16 {
             let (raw, record) = token(&c, TokenKind::Access, "fam", 9000);
-            hashes.push(raw.hash());
+            hashes.push(raw.key());
             let store = store.clone();
             if i == 8 {
                 let (store, id) = (store.clone(), c.id.clone());
@@ -550,7 +550,7 @@ async fn a_client_deleted_while_issuing_leaves_no_token(store: Arc<dyn Store>) {
                 });
             }
             if i == 12 {
-                let hash = refresh.hash();
+                let hash = refresh.key();
                 tasks.spawn(async move {
                     store
                         .rotate_refresh_token(&hash, 2000, std::slice::from_ref(&record))
@@ -570,7 +570,7 @@ async fn a_client_deleted_while_issuing_leaves_no_token(store: Arc<dyn Store>) {
                 Err(e) => panic!("round {round}: unexpected error {e}"),
             }
         }
-        hashes.push(refresh.hash());
+        hashes.push(refresh.key());
         for hash in &hashes {
             assert_eq!(store.find_token(hash).await.unwrap(), None, "round {round}");
         }
@@ -605,7 +605,7 @@ async fn postgres_cancelled_callers_leave_no_open_transaction() {
                 tokio::task::yield_now().await;
             }
         };
-        let hash = refresh.hash();
+        let hash = refresh.key();
         tokio::select! {
             biased;
             _ = store.rotate_refresh_token(&hash, 2000, std::slice::from_ref(&successor)) => {}
@@ -636,7 +636,7 @@ async fn postgres_cancelled_callers_leave_no_open_transaction() {
     for i in 0..40 {
         let (raw, record) = token(&c, TokenKind::Access, &format!("after{i}"), 9000);
         store.insert_tokens(&[record]).await.unwrap();
-        written.push(raw.hash());
+        written.push(raw.key());
     }
     for hash in written {
         let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tokens WHERE hash = $1")

@@ -1,0 +1,279 @@
+//! The authorization endpoint (RFC 6749 §4.1.1): validate, sign in, ask consent, issue a code.
+//!
+//! Every step re-validates the whole request, so the consent form's hidden fields are worth
+//! no more than a new authorization request. Nothing goes to a redirect URI before the
+//! client and that exact URI are known good (`tessera_core::authorize`).
+
+use std::sync::Arc;
+
+use tessera_core::OAuthError;
+use tessera_core::authorize::{
+    AuthorizationRequest, AuthorizeError, UnverifiedRequest, error_redirect, needs_consent,
+    redirect_with,
+};
+use tessera_core::client::Client;
+use tessera_core::clock::UnixTime;
+use tessera_core::grant::{AuthorizationCodeRecord, CODE_LIFETIME};
+use tessera_core::token::{RawToken, SessionId, TokenKind, new_family_id};
+use tessera_core::user::User;
+use tessera_store::Store;
+
+use crate::Flows;
+use crate::error::FlowError;
+
+/// Where an authorization request goes next.
+#[derive(Debug)]
+pub enum AuthorizeStep {
+    /// Nothing may be sent to the client: tell the person why.
+    Refused {
+        title: &'static str,
+        message: String,
+    },
+    /// Send the browser to this URI of the client: a code, or an error for it.
+    Redirect(String),
+    /// Sign the person in first, then come back to `return_to` (a local path).
+    SignIn {
+        client: Arc<Client>,
+        request: AuthorizationRequest,
+        return_to: String,
+    },
+    /// Ask the signed-in person to approve the request.
+    Consent {
+        client: Arc<Client>,
+        request: AuthorizationRequest,
+        user: User,
+    },
+}
+
+/// The person's answer on the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl Decision {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "approve" => Some(Self::Approve),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// A request validated against its client, or the step that ends it here.
+pub type Validated = Result<(Arc<Client>, AuthorizationRequest), AuthorizeStep>;
+
+impl Flows {
+    /// An authorization request (`raw` is its query string or form body): a code at once if
+    /// the person is signed in and consent is not needed, else the page to show.
+    pub async fn authorize(
+        &self,
+        raw: &[u8],
+        session: Option<&SessionId>,
+    ) -> Result<AuthorizeStep, FlowError> {
+        let (client, request) = match self.validate(raw).await? {
+            Ok(valid) => valid,
+            Err(step) => return Ok(step),
+        };
+        let Some(user) = self.session_user(session).await? else {
+            let return_to = format!("/authorize?{}", String::from_utf8_lossy(raw));
+            return Ok(AuthorizeStep::SignIn {
+                client,
+                request,
+                return_to,
+            });
+        };
+        let granted = self.store.get_consent(&user.id, &client.id).await?;
+        if needs_consent(&client, &request.scope, granted.as_ref()) {
+            return Ok(AuthorizeStep::Consent {
+                client,
+                request,
+                user,
+            });
+        }
+        let code_redirect = issue_code(
+            &*self.store,
+            &client,
+            &request,
+            &user,
+            self.issuer(),
+            self.now(),
+        )
+        .await?;
+        Ok(AuthorizeStep::Redirect(code_redirect))
+    }
+
+    /// The consent form's answer to the request it carries.
+    pub async fn decide(
+        &self,
+        raw: &[u8],
+        session: Option<&SessionId>,
+        decision: &str,
+    ) -> Result<AuthorizeStep, FlowError> {
+        let (client, request) = match self.validate(raw).await? {
+            Ok(valid) => valid,
+            Err(step) => return Ok(step),
+        };
+        let Some(user) = self.session_user(session).await? else {
+            let return_to = format!("/authorize?{}", resume_query(&client, &request));
+            return Ok(AuthorizeStep::SignIn {
+                client,
+                request,
+                return_to,
+            });
+        };
+        let now = self.now();
+        match Decision::parse(decision) {
+            Some(Decision::Approve) => {
+                approve(&*self.store, &client, &request, &user, now).await?;
+                let code_redirect =
+                    issue_code(&*self.store, &client, &request, &user, self.issuer(), now).await?;
+                Ok(AuthorizeStep::Redirect(code_redirect))
+            }
+            Some(Decision::Deny) => {
+                tracing::info!(event = "consent_denied", user = %user.username.as_str(), client_id = %client.id);
+                let error = OAuthError::AccessDenied("the user denied the request".into());
+                Ok(AuthorizeStep::Redirect(error_redirect(
+                    &request.redirect_uri,
+                    &error,
+                    request.state.as_deref(),
+                    self.issuer(),
+                )))
+            }
+            None => Ok(AuthorizeStep::Refused {
+                title: "Invalid request",
+                message: "The form's decision must be approve or deny.".into(),
+            }),
+        }
+    }
+
+    /// Validates `raw` against its client: the request, or the step that ends it (an error
+    /// page, or an error sent to the proven redirect URI).
+    pub async fn validate(&self, raw: &[u8]) -> Result<Validated, FlowError> {
+        let unverified = match UnverifiedRequest::parse(raw) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(self.refusal(e))),
+        };
+        let Some(client) = self.clients.client(&unverified.client_id).await? else {
+            return Ok(Err(AuthorizeStep::Refused {
+                title: "Unknown application",
+                message: "The application that sent you here is not registered with this server."
+                    .into(),
+            }));
+        };
+        Ok(match unverified.validate(&client, self.settings.pkce) {
+            Ok(request) => Ok((client, request)),
+            Err(e) => Err(self.refusal(e)),
+        })
+    }
+
+    fn refusal(&self, e: AuthorizeError) -> AuthorizeStep {
+        match e {
+            AuthorizeError::Show(message) => AuthorizeStep::Refused {
+                title: "Invalid authorization request",
+                message,
+            },
+            AuthorizeError::Redirect {
+                redirect_uri,
+                error,
+                state,
+            } => AuthorizeStep::Redirect(error_redirect(
+                &redirect_uri,
+                &error,
+                state.as_deref(),
+                self.issuer(),
+            )),
+        }
+    }
+}
+
+/// Records the person's approval: the union of what they approved for this client before
+/// and what this request asks.
+pub async fn approve(
+    store: &dyn Store,
+    client: &Client,
+    request: &AuthorizationRequest,
+    user: &User,
+    now: UnixTime,
+) -> Result<(), FlowError> {
+    let previous = store.get_consent(&user.id, &client.id).await?;
+    let scope = match previous {
+        Some(p) => p.union(&request.scope),
+        None => request.scope.clone(),
+    };
+    store.put_consent(&user.id, &client.id, &scope, now).await?;
+    tracing::info!(event = "consent_granted", user = %user.username.as_str(), client_id = %client.id, scope = %request.scope);
+    Ok(())
+}
+
+/// Stores a new code for the request and returns the redirect that hands it to the client,
+/// with `state` and the issuer (RFC 9207).
+pub async fn issue_code(
+    store: &dyn Store,
+    client: &Client,
+    request: &AuthorizationRequest,
+    user: &User,
+    issuer: &str,
+    now: UnixTime,
+) -> Result<String, FlowError> {
+    let code = RawToken::generate(TokenKind::AuthorizationCode).map_err(FlowError::internal)?;
+    store
+        .insert_code(&AuthorizationCodeRecord {
+            hash: code.key(),
+            client_id: client.id.clone(),
+            user_id: user.id.clone(),
+            redirect_uri: request.redirect_uri.as_str().to_owned(),
+            redirect_uri_given: request.redirect_uri_given,
+            scope: request.scope.clone(),
+            code_challenge: request
+                .code_challenge
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            issued_at: now,
+            expires_at: now.saturating_add(CODE_LIFETIME),
+            redeemed_at: None,
+            family_id: new_family_id().map_err(FlowError::internal)?,
+        })
+        .await?;
+    let mut params = vec![("code", code.expose())];
+    if let Some(s) = &request.state {
+        params.push(("state", s));
+    }
+    params.push(("iss", issuer));
+    tracing::debug!(event = "code_issued", user = %user.username.as_str(), client_id = %client.id);
+    Ok(redirect_with(&request.redirect_uri, &params))
+}
+
+/// The query string of a validated request, to resume it after signing in again.
+pub fn resume_query(client: &Client, request: &AuthorizationRequest) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in request_fields(client, request) {
+        q.append_pair(name, &value);
+    }
+    q.finish()
+}
+
+/// The parameters of a validated request, as a consent form re-sends them.
+pub fn request_fields<'a>(
+    client: &'a Client,
+    request: &'a AuthorizationRequest,
+) -> Vec<(&'static str, std::borrow::Cow<'a, str>)> {
+    let mut fields = vec![
+        ("response_type", "code".into()),
+        ("client_id", client.id.as_str().into()),
+        ("scope", request.scope.to_string().into()),
+    ];
+    if request.redirect_uri_given {
+        fields.push(("redirect_uri", request.redirect_uri.as_str().into()));
+    }
+    if let Some(s) = &request.state {
+        fields.push(("state", s.as_str().into()));
+    }
+    if let Some(c) = &request.code_challenge {
+        fields.push(("code_challenge", c.as_str().into()));
+        fields.push(("code_challenge_method", "S256".into()));
+    }
+    fields
+}

@@ -1,0 +1,23 @@
+//! [`FlowError`]: why a flow could not complete, for the HTTP layer to map.
+
+use tessera_core::OAuthError;
+use tessera_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The request is refused with an RFC error code.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    /// The store failed (an outage is retryable, see [`StoreError::is_unavailable`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something that should not happen (no randomness, no hashing thread).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FlowError {
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Self::Internal(what.to_string())
+    }
+}

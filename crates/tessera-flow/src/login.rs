@@ -1,0 +1,111 @@
+//! Signing a person in and out at the server (the login page's work, without the page).
+//!
+//! Session ids are 256 random bits; the store keeps only their key (SHA-256), like every
+//! other bearer secret. A new id at every sign-in means an id planted before it (fixation)
+//! is worthless.
+
+use std::net::IpAddr;
+
+use tessera_core::random::random_b64;
+use tessera_core::secret::Secret;
+use tessera_core::token::SessionId;
+use tessera_core::user::User;
+use tessera_store::Session;
+
+use crate::Flows;
+use crate::client_auth::verify_blocking;
+use crate::error::FlowError;
+use crate::throttle::Verdict;
+
+/// What a sign-in attempt came to.
+#[derive(Debug)]
+pub enum SignIn {
+    /// A new session; its id goes into the browser's cookie.
+    SignedIn { session: SessionId },
+    /// Wrong username or password (which of the two is not said).
+    Failed,
+    /// Too many failures lately: refused without checking, retry after this many seconds.
+    Throttled { retry_after: i64 },
+}
+
+impl Flows {
+    /// Checks a username and password (throttled per username and per address) and starts
+    /// a session if they match.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: Secret,
+        address: Option<IpAddr>,
+    ) -> Result<SignIn, FlowError> {
+        let mut keys = vec![format!("user:{username}")];
+        if let Some(ip) = address {
+            keys.push(format!("ip:{ip}"));
+        }
+        let now = self.now();
+        match self.login_throttle.check(&keys, now) {
+            Verdict::Refuse(retry_after) => {
+                tracing::warn!(event = "login_throttled", username, ip = ?address);
+                return Ok(SignIn::Throttled { retry_after });
+            }
+            Verdict::Slow(delay) => tokio::time::sleep(delay).await,
+            Verdict::Allow => {}
+        }
+        let user = self.store.get_user_by_username(username).await?;
+        let verified =
+            verify_blocking(user.as_ref().map(|u| u.password_hash.clone()), password).await?;
+        match user {
+            Some(user) if verified => {
+                self.login_throttle.clear(&format!("user:{username}"));
+                tracing::info!(event = "login_succeeded", username, ip = ?address);
+                Ok(SignIn::SignedIn {
+                    session: self.start_session(&user).await?,
+                })
+            }
+            _ => {
+                self.login_throttle.record_failure(&keys, now);
+                tracing::warn!(event = "login_failed", username, ip = ?address);
+                Ok(SignIn::Failed)
+            }
+        }
+    }
+
+    /// The signed-in person, if `session` names a live session.
+    pub async fn session_user(
+        &self,
+        session: Option<&SessionId>,
+    ) -> Result<Option<User>, FlowError> {
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .find_session_user(&session.key(), self.now())
+            .await?)
+    }
+
+    /// Ends `session`, if the browser had one.
+    pub async fn sign_out(&self, session: Option<&SessionId>) -> Result<(), FlowError> {
+        let Some(session) = session else {
+            return Ok(());
+        };
+        if let Some(user) = self.session_user(Some(session)).await? {
+            tracing::info!(event = "logout", username = user.username.as_str());
+        }
+        self.store.delete_session(&session.key()).await?;
+        Ok(())
+    }
+
+    async fn start_session(&self, user: &User) -> Result<SessionId, FlowError> {
+        let id = SessionId::new(random_b64::<32>().map_err(FlowError::internal)?);
+        let now = self.now();
+        self.store
+            .create_session(&Session {
+                hash: id.key(),
+                user_id: user.id.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(self.settings.session_ttl),
+            })
+            .await?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,247 @@
+//! The token endpoint's grants (RFC 6749 §4.1.3, §4.4, §6), sequenced over the store.
+//!
+//! Each grant is a function of the store, the lifetimes, the authenticated client, typed
+//! inputs and `now`; [`Flows::token`] authenticates the client, parses the request and calls
+//! one of them. A replayed code and a reused refresh token are outcomes, not errors: the
+//! flow has already revoked what they reach when it returns them.
+
+use tessera_core::OAuthError;
+use tessera_core::client::{Client, GrantType};
+use tessera_core::clock::UnixTime;
+use tessera_core::form::FormParams;
+use tessera_core::grant::{
+    Lifetimes, Minted, RefreshCheck, TokenRequest, TokenResponse, TokenSubject, check_code,
+    check_refresh, ensure_grant_allowed, granted_scope, mint_tokens,
+};
+use tessera_core::scope::Scope;
+use tessera_core::token::{AuthorizationCode, RefreshToken};
+use tessera_store::{Redemption, Store};
+
+use crate::Flows;
+use crate::client_auth::Allowed;
+use crate::error::FlowError;
+use crate::revoke::revoke_reach;
+
+/// What exchanging an authorization code came to.
+#[derive(Debug)]
+pub enum CodeExchange {
+    Issued(TokenResponse),
+    /// The code was exchanged before: it leaked. RFC 6749 §4.1.2 says the server SHOULD
+    /// revoke the tokens issued from it; `revoked` of them were.
+    Replayed {
+        revoked: u64,
+    },
+}
+
+/// What presenting a refresh token came to.
+#[derive(Debug)]
+pub enum Rotation {
+    Issued(TokenResponse),
+    /// It had been rotated already: stolen, or the legitimate client lost a race with the
+    /// thief. Its whole family is revoked (RFC 9700 §4.14.2), so neither keeps access.
+    Reused {
+        revoked: u64,
+    },
+}
+
+/// What the token request presents with its code (RFC 6749 §4.1.3, RFC 7636 §4.5).
+#[derive(Debug, Clone, Copy)]
+pub struct CodePresented<'a> {
+    pub code: &'a AuthorizationCode,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+}
+
+impl Flows {
+    /// `POST /token`: authenticates the client, then runs the grant it asks for.
+    pub async fn token(
+        &self,
+        authorization: Option<&[u8]>,
+        form: &FormParams,
+    ) -> Result<TokenResponse, FlowError> {
+        let client = self
+            .clients
+            .authenticate(authorization, form, Allowed::AnyClient)
+            .await?;
+        let request = TokenRequest::parse(form)?;
+        let grant = request.grant_type();
+        ensure_grant_allowed(&client, grant)?;
+        let (store, lifetimes, now) = (&*self.store, self.settings.lifetimes, self.now());
+        let response = match request {
+            TokenRequest::ClientCredentials { scope } => {
+                client_credentials(store, lifetimes, &client, scope.as_ref(), now).await?
+            }
+            TokenRequest::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => {
+                let presented = CodePresented {
+                    code: &code,
+                    redirect_uri: redirect_uri.as_deref(),
+                    code_verifier: code_verifier.as_deref(),
+                };
+                match exchange_code(store, lifetimes, &client, presented, now).await? {
+                    CodeExchange::Issued(response) => response,
+                    CodeExchange::Replayed { revoked } => {
+                        tracing::warn!(
+                            event = "code_replayed",
+                            revoked,
+                            "authorization code used twice; its tokens are revoked"
+                        );
+                        return Err(unknown_code().into());
+                    }
+                }
+            }
+            TokenRequest::RefreshToken {
+                refresh_token,
+                scope,
+            } => match refresh(
+                store,
+                lifetimes,
+                &client,
+                &refresh_token,
+                scope.as_ref(),
+                now,
+            )
+            .await?
+            {
+                Rotation::Issued(response) => response,
+                Rotation::Reused { revoked } => {
+                    tracing::warn!(
+                        event = "refresh_token_reused",
+                        revoked,
+                        "rotated refresh token presented again; family revoked"
+                    );
+                    return Err(OAuthError::InvalidGrant(
+                        "the refresh token was already used; all tokens of this grant are revoked"
+                            .into(),
+                    )
+                    .into());
+                }
+            },
+        };
+        // Routine, once per token: DEBUG, so the log's volume follows security events
+        // (sign-ins, failures, reuse), not traffic.
+        tracing::debug!(client_id = %client.id, grant = grant.as_str(), "token issued");
+        Ok(response)
+    }
+}
+
+/// An access token for the client itself; no refresh token (RFC 6749 §4.4.3).
+pub async fn client_credentials(
+    store: &dyn Store,
+    lifetimes: Lifetimes,
+    client: &Client,
+    requested: Option<&Scope>,
+    now: UnixTime,
+) -> Result<TokenResponse, FlowError> {
+    let scope = granted_scope(client, requested)?;
+    let minted = mint(lifetimes, client, None, scope, None, now)?;
+    store.insert_tokens(&minted.records).await?;
+    Ok(minted.response)
+}
+
+/// Exchanges a code once; a second exchange revokes the family the first one created.
+/// A code presented by the wrong client, with the wrong redirect URI or verifier, is
+/// refused without being consumed.
+pub async fn exchange_code(
+    store: &dyn Store,
+    lifetimes: Lifetimes,
+    client: &Client,
+    presented: CodePresented<'_>,
+    now: UnixTime,
+) -> Result<CodeExchange, FlowError> {
+    let key = presented.code.key();
+    let record = store.find_code(&key).await?.ok_or_else(unknown_code)?;
+    if record.redeemed_at.is_some() && record.client_id == client.id {
+        let revoked = store.revoke_family(&record.family_id, now).await?;
+        return Ok(CodeExchange::Replayed { revoked });
+    }
+    check_code(
+        &record,
+        client,
+        presented.redirect_uri,
+        presented.code_verifier,
+        now,
+    )?;
+    let minted = mint(
+        lifetimes,
+        client,
+        Some(&record.user_id),
+        record.scope.clone(),
+        Some(&record.family_id),
+        now,
+    )?;
+    match store.redeem_code(&key, now, &minted.records).await? {
+        Redemption::Redeemed => Ok(CodeExchange::Issued(minted.response)),
+        Redemption::AlreadyRedeemed { family_id } => {
+            let revoked = store.revoke_family(&family_id, now).await?;
+            Ok(CodeExchange::Replayed { revoked })
+        }
+        Redemption::NotFound => Err(unknown_code().into()),
+    }
+}
+
+/// Rotates a refresh token: a new pair in the same family, the old token dead.
+pub async fn refresh(
+    store: &dyn Store,
+    lifetimes: Lifetimes,
+    client: &Client,
+    refresh_token: &RefreshToken,
+    requested: Option<&Scope>,
+    now: UnixTime,
+) -> Result<Rotation, FlowError> {
+    let key = refresh_token.key();
+    let record = store
+        .find_token(&key)
+        .await?
+        .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
+    let scope = match check_refresh(&record, client, requested, now)? {
+        RefreshCheck::Rotate { scope } => scope,
+        RefreshCheck::Reused => {
+            let revoked = revoke_reach(store, &record, now).await?;
+            return Ok(Rotation::Reused { revoked });
+        }
+    };
+    let minted = mint(
+        lifetimes,
+        client,
+        record.subject.as_deref(),
+        scope,
+        record.family_id.as_deref(),
+        now,
+    )?;
+    if store
+        .rotate_refresh_token(&key, now, &minted.records)
+        .await?
+    {
+        Ok(Rotation::Issued(minted.response))
+    } else {
+        let revoked = revoke_reach(store, &record, now).await?;
+        Ok(Rotation::Reused { revoked })
+    }
+}
+
+fn mint(
+    lifetimes: Lifetimes,
+    client: &Client,
+    user_id: Option<&str>,
+    scope: Scope,
+    family_id: Option<&str>,
+    now: UnixTime,
+) -> Result<Minted, FlowError> {
+    let subject = TokenSubject {
+        client_id: &client.id,
+        user_id,
+        scope,
+        family_id,
+    };
+    // Refresh tokens only for users, and only for clients registered for the grant.
+    let with_refresh = user_id.is_some() && client.allows_grant(GrantType::RefreshToken);
+    mint_tokens(&subject, lifetimes, with_refresh, now).map_err(FlowError::internal)
+}
+
+fn unknown_code() -> OAuthError {
+    OAuthError::InvalidGrant("unknown, expired or used authorization code".into())
+}

@@ -1,0 +1,388 @@
+//! The grant flows without HTTP, on SQLite and PostgreSQL: each flow over a real store, a
+//! manual clock and typed inputs. PostgreSQL cases skip without a server, except in CI.
+
+// A test crate: a failed unwrap is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tessera_core::authorize::PkcePolicy;
+use tessera_core::client::{ClientRegistration, register};
+use tessera_core::clock::Clock;
+use tessera_core::form::FormParams;
+use tessera_core::grant::{Lifetimes, TokenResponse};
+use tessera_core::secret::{Secret, hash_secret};
+use tessera_core::token::{AuthorizationCode, SessionId, TokenKey};
+use tessera_flow::authorize::AuthorizeStep;
+use tessera_flow::login::SignIn;
+use tessera_flow::revoke::Revocation;
+use tessera_flow::token::{CodeExchange, CodePresented, Rotation};
+use tessera_flow::{FlowError, Flows, Settings};
+use tessera_store::{Store, testing};
+
+const START: i64 = 1_700_000_000;
+const REDIRECT: &str = "https://app.example/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// A node's flows over a fresh store, or `None` (skip) for PostgreSQL without a server.
+async fn flows(postgres: bool) -> Option<Flows> {
+    let url = if postgres {
+        testing::postgres_test_database()
+            .await
+            .expect("PostgreSQL is required in CI")?
+    } else {
+        testing::fresh_sqlite_url().unwrap().0
+    };
+    let store: Arc<dyn Store> = tessera_store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    Some(Flows::new(
+        store,
+        Settings {
+            issuer: "https://as.example".into(),
+            lifetimes: Lifetimes::default(),
+            pkce: PkcePolicy::default(),
+            clock: Clock::manual(START),
+            session_ttl: 3600,
+            client_cache_ttl: Duration::from_secs(2),
+        },
+    ))
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    if let Some(f) = super::flows(false).await { super::$name(f).await }
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(f) = super::flows(true).await { super::$name(f).await }
+                }
+            }
+        )*
+    };
+}
+
+both_backends!(
+    client_credentials_issues_an_active_token,
+    a_code_is_exchanged_once_and_a_replay_revokes_its_tokens,
+    a_code_presented_by_another_client_is_refused_and_not_consumed,
+    a_reused_refresh_token_revokes_its_family,
+    revocation_reaches_the_family_of_a_refresh_token_only,
+    sign_in_starts_a_session_and_sign_out_ends_it,
+);
+
+/// A registered client and its Basic header (or `None` for a public client).
+struct TestClient {
+    id: String,
+    basic: Option<Vec<u8>>,
+}
+
+async fn client(flows: &Flows, registration: ClientRegistration) -> TestClient {
+    let mut registered = register(&registration, START).unwrap();
+    let basic = registered.secret.as_ref().map(|secret| {
+        registered.client.secret_hash = Some(hash_secret(secret).unwrap());
+        let pair = format!("{}:{}", registered.client.id, secret.expose());
+        format!("Basic {}", STANDARD.encode(pair)).into_bytes()
+    });
+    flows.store.create_client(&registered.client).await.unwrap();
+    TestClient {
+        id: registered.client.id,
+        basic,
+    }
+}
+
+async fn web_client(flows: &Flows) -> TestClient {
+    client(
+        flows,
+        ClientRegistration {
+            name: "web".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scope: "api read".into(),
+            skip_consent: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+fn form(pairs: &[(&str, &str)]) -> FormParams {
+    FormParams::from_pairs(pairs.iter().copied())
+}
+
+async fn token(
+    flows: &Flows,
+    c: &TestClient,
+    pairs: &[(&str, &str)],
+) -> Result<TokenResponse, FlowError> {
+    flows.token(c.basic.as_deref(), &form(pairs)).await
+}
+
+async fn active(flows: &Flows, caller: &TestClient, token: &str) -> bool {
+    flows
+        .introspect(caller.basic.as_deref(), &form(&[("token", token)]))
+        .await
+        .unwrap()
+        .active
+}
+
+fn invalid_grant(result: Result<impl std::fmt::Debug, FlowError>) {
+    match result {
+        Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "invalid_grant"),
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+}
+
+/// Signs `username` in (creating the user) and walks the authorization request to its code.
+async fn code_for(flows: &Flows, c: &TestClient, username: &str) -> AuthorizationCode {
+    let password = Secret::new("correct horse");
+    let user = tessera_core::user::register(username, &password, START).unwrap();
+    flows.store.create_user(&user).await.unwrap();
+    let SignIn::SignedIn { session } = flows.sign_in(username, password, None).await.unwrap()
+    else {
+        panic!("sign-in refused");
+    };
+    let query = format!(
+        "response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=api&state=s1\
+         &code_challenge={CHALLENGE}&code_challenge_method=S256",
+        c.id
+    );
+    let step = flows
+        .authorize(query.as_bytes(), Some(&session))
+        .await
+        .unwrap();
+    let AuthorizeStep::Redirect(location) = step else {
+        panic!("expected a redirect with a code, got {step:?}");
+    };
+    let url = url::Url::parse(&location).unwrap();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let param = |name| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(param("state").as_deref(), Some("s1"));
+    assert_eq!(param("iss").as_deref(), Some("https://as.example"));
+    AuthorizationCode::new(param("code").unwrap())
+}
+
+async fn client_credentials_issues_an_active_token(flows: Flows) {
+    let m2m = client(
+        &flows,
+        ClientRegistration {
+            name: "m2m".into(),
+            scope: "api read".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let issued = token(
+        &flows,
+        &m2m,
+        &[("grant_type", "client_credentials"), ("scope", "api")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(issued.scope, "api");
+    assert!(issued.refresh_token.is_none(), "RFC 6749 §4.4.3");
+    let record = flows
+        .store
+        .find_token(&issued.access_token.key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.client_id, m2m.id);
+    assert!(active(&flows, &m2m, issued.access_token.expose()).await);
+    let wider = token(
+        &flows,
+        &m2m,
+        &[("grant_type", "client_credentials"), ("scope", "admin")],
+    );
+    match wider.await {
+        Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "invalid_scope"),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn a_code_is_exchanged_once_and_a_replay_revokes_its_tokens(flows: Flows) {
+    let web = web_client(&flows).await;
+    let code = code_for(&flows, &web, "alice").await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.expose()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let issued = token(&flows, &web, &exchange).await.unwrap();
+    let refresh = issued.refresh_token.clone().unwrap();
+    assert!(active(&flows, &web, issued.access_token.expose()).await);
+
+    // The same exchange again, through the grant function: a typed outcome.
+    let registered = flows.clients.client(&web.id).await.unwrap().unwrap();
+    let presented = CodePresented {
+        code: &code,
+        redirect_uri: Some(REDIRECT),
+        code_verifier: Some(VERIFIER),
+    };
+    let store = &*flows.store;
+    let replay = tessera_flow::token::exchange_code(
+        store,
+        Lifetimes::default(),
+        &registered,
+        presented,
+        flows.now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(replay, CodeExchange::Replayed { revoked: 2 }),
+        "{replay:?}"
+    );
+    assert!(!active(&flows, &web, issued.access_token.expose()).await);
+    assert!(!active(&flows, &web, refresh.expose()).await);
+    // And through the endpoint's flow: refused as an unknown code.
+    invalid_grant(token(&flows, &web, &exchange).await);
+}
+
+async fn a_code_presented_by_another_client_is_refused_and_not_consumed(flows: Flows) {
+    let web = web_client(&flows).await;
+    let other = web_client(&flows).await;
+    let code = code_for(&flows, &web, "bob").await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.expose()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    invalid_grant(token(&flows, &other, &exchange).await);
+    let wrong_verifier = [
+        ("grant_type", "authorization_code"),
+        ("code", code.expose()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &"a".repeat(43)),
+    ];
+    invalid_grant(token(&flows, &web, &wrong_verifier).await);
+    let issued = token(&flows, &web, &exchange).await.unwrap();
+    assert!(active(&flows, &web, issued.access_token.expose()).await);
+}
+
+async fn a_reused_refresh_token_revokes_its_family(flows: Flows) {
+    let web = web_client(&flows).await;
+    let code = code_for(&flows, &web, "carol").await;
+    let first = token(
+        &flows,
+        &web,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code.expose()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+    .unwrap();
+    let old = first.refresh_token.unwrap();
+    let registered = flows.clients.client(&web.id).await.unwrap().unwrap();
+    let store = &*flows.store;
+    let rotate = |now| {
+        tessera_flow::token::refresh(store, Lifetimes::default(), &registered, &old, None, now)
+    };
+    let Rotation::Issued(second) = rotate(flows.now()).await.unwrap() else {
+        panic!("the first rotation must issue");
+    };
+    assert_eq!(second.scope, "api");
+    assert!(active(&flows, &web, second.access_token.expose()).await);
+    let reused = rotate(flows.now() + 1).await.unwrap();
+    // The whole family: the first pair (its refresh token rotated, not yet revoked) and the
+    // second pair.
+    assert!(
+        matches!(reused, Rotation::Reused { revoked: 4 }),
+        "{reused:?}"
+    );
+    let new_refresh = second.refresh_token.unwrap();
+    for dead in [second.access_token.expose(), new_refresh.expose()] {
+        assert!(!active(&flows, &web, dead).await);
+    }
+    let again = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", new_refresh.expose()),
+    ];
+    invalid_grant(token(&flows, &web, &again).await);
+}
+
+async fn revocation_reaches_the_family_of_a_refresh_token_only(flows: Flows) {
+    let web = web_client(&flows).await;
+    let other = web_client(&flows).await;
+    let mut pairs = Vec::new();
+    for username in ["dave", "erin"] {
+        let code = code_for(&flows, &web, username).await;
+        let exchange = [
+            ("grant_type", "authorization_code"),
+            ("code", code.expose()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ];
+        pairs.push(token(&flows, &web, &exchange).await.unwrap());
+    }
+    let revoke = |caller: &TestClient, token: &str| {
+        let form = form(&[("token", token)]);
+        let basic = caller.basic.clone();
+        let flows = flows.clone();
+        async move { flows.revoke(basic.as_deref(), &form).await.unwrap() }
+    };
+    let [dave, erin] = &pairs[..] else { panic!() };
+    let dave_refresh = dave.refresh_token.clone().unwrap();
+    assert_eq!(
+        revoke(&other, dave_refresh.expose()).await,
+        Revocation::NotOwned
+    );
+    assert!(active(&flows, &web, dave.access_token.expose()).await);
+    assert_eq!(revoke(&web, "tsa_unknown").await, Revocation::Unknown);
+    // An access token goes alone.
+    assert_eq!(
+        revoke(&web, erin.access_token.expose()).await,
+        Revocation::Revoked { count: 1 }
+    );
+    assert!(active(&flows, &web, erin.refresh_token.clone().unwrap().expose()).await);
+    // A refresh token takes its family along (RFC 7009 §2.1), and only its own.
+    assert_eq!(
+        revoke(&web, dave_refresh.expose()).await,
+        Revocation::Revoked { count: 2 }
+    );
+    assert!(!active(&flows, &web, dave.access_token.expose()).await);
+    let key = TokenKey::of(erin.refresh_token.clone().unwrap().expose());
+    let erin_refresh = flows.store.find_token(&key).await.unwrap().unwrap();
+    assert!(erin_refresh.revoked_at.is_none());
+}
+
+async fn sign_in_starts_a_session_and_sign_out_ends_it(flows: Flows) {
+    let password = Secret::new("correct horse");
+    let user = tessera_core::user::register("frank", &password, START).unwrap();
+    flows.store.create_user(&user).await.unwrap();
+    let wrong = flows
+        .sign_in("frank", Secret::new("wrong horse"), None)
+        .await
+        .unwrap();
+    assert!(matches!(wrong, SignIn::Failed), "{wrong:?}");
+    let SignIn::SignedIn { session } = flows.sign_in("frank", password, None).await.unwrap() else {
+        panic!("sign-in refused");
+    };
+    let signed_in = flows.session_user(Some(&session)).await.unwrap().unwrap();
+    assert_eq!(signed_in.id, user.id);
+    assert!(!format!("{session:?}").contains(session.expose()));
+    let stranger = SessionId::new("not-a-session");
+    assert!(flows.session_user(Some(&stranger)).await.unwrap().is_none());
+    flows.sign_out(Some(&session)).await.unwrap();
+    assert!(flows.session_user(Some(&session)).await.unwrap().is_none());
+}
