@@ -13,6 +13,9 @@
 
 mod helpers;
 
+/// The layout's rules: no import loops, no route importing another, HTTP and SQL kept in
+/// their crates.
+mod architecture;
 /// The login and consent pages in a real headless Chromium.
 mod browser;
 /// The CLI and two `tessera serve` processes sharing one database.
