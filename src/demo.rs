@@ -169,7 +169,7 @@ async fn ensure_client(
     registration: &ClientRegistration,
 ) -> Result<()> {
     let mut wanted: Client = register(registration, Clock::system().now())?.client;
-    wanted.id = id.to_owned();
+    wanted.id = id.into();
     if let Some(existing) = store.get_client(id).await? {
         let same = existing.redirect_uris == wanted.redirect_uris
             && existing.scope == wanted.scope

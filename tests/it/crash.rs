@@ -32,7 +32,7 @@ async fn acknowledged_writes_survive_sigkill(backend: Backend) {
         Some(tessera_core::secret::hash_secret(r.secret.as_ref().unwrap()).unwrap());
     store.create_client(&r.client).await.unwrap();
     let client = TestClient {
-        id: r.client.id.clone(),
+        id: r.client.id.to_string(),
         secret: r.secret.map(|s| s.expose().to_owned()),
     };
 

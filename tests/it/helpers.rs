@@ -131,7 +131,7 @@ impl TestApp {
         }
         self.store.create_client(&registered.client).await.unwrap();
         TestClient {
-            id: registered.client.id,
+            id: registered.client.id.into_string(),
             secret: registered.secret.map(|s| s.expose().to_owned()),
         }
     }
@@ -141,7 +141,7 @@ impl TestApp {
         let password = tessera_core::secret::Secret::new(password);
         let user = tessera_core::user::register(username, &password, self.clock.now()).unwrap();
         self.store.create_user(&user).await.unwrap();
-        user.id
+        user.id.into_string()
     }
 
     /// A confidential web client (authorization_code + refresh_token) for `redirect_uri`.

@@ -139,7 +139,7 @@ async fn tokens_from_before_the_time_prefix_still_work(backend: Backend) {
             // token tests check that), as it was when such tokens were issued.
             hash: TokenKey::of(legacy),
             kind: TokenKind::Access,
-            client_id: owner.id.clone(),
+            client_id: owner.id.as_str().into(),
             subject: None,
             scope: Scope::parse("api").unwrap(),
             issued_at: now,

@@ -31,7 +31,7 @@ async fn register(
     }
     store.create_client(&r.client).await.unwrap();
     TestClient {
-        id: r.client.id,
+        id: r.client.id.into_string(),
         secret: r.secret.map(|s| s.expose().to_owned()),
     }
 }
@@ -168,14 +168,14 @@ async fn three_nodes_on_one_postgres_database() {
         .map(|i| tessera_core::token::TokenRecord {
             hash: tessera_core::token::TokenKey::of(&format!("tsa_expired_{i}")),
             kind: tessera_core::token::TokenKind::Access,
-            client_id: m2m.id.clone(),
+            client_id: m2m.id.as_str().into(),
             subject: None,
             scope: tessera_core::scope::Scope::default(),
             issued_at: 1,
             expires_at: 2,
             revoked_at: None,
             rotated_at: None,
-            family_id: Some(format!("f{i}")),
+            family_id: Some(format!("f{i}").into()),
             username: None,
         })
         .collect();

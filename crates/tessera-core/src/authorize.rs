@@ -173,7 +173,7 @@ impl UnverifiedRequest {
             None => None,
         };
         Ok(AuthorizationRequest {
-            client_id: client.id.clone(),
+            client_id: client.id.to_string(),
             redirect_uri,
             redirect_uri_given: self.redirect_uri.is_some(),
             scope,

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::clock::UnixTime;
+use crate::ids::ClientId;
 use crate::random::random_b64;
 use crate::scope::Scope;
 use crate::secret::Secret;
@@ -96,7 +97,7 @@ impl RedirectUri {
 /// A registered client, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
-    pub id: String,
+    pub id: ClientId,
     pub name: String,
     /// Argon2id PHC string of the secret; `None` for public clients.
     pub secret_hash: Option<String>,
@@ -197,7 +198,7 @@ pub fn register(
     }
     let scope =
         Scope::parse(reg.scope.trim()).map_err(|_| RegistrationError::Scope(reg.scope.clone()))?;
-    let id = random_b64::<16>().map_err(|_| RegistrationError::Random)?;
+    let id = ClientId::new(random_b64::<16>().map_err(|_| RegistrationError::Random)?);
     let secret = if reg.public {
         None
     } else {

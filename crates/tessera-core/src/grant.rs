@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::client::{Client, GrantType};
 use crate::clock::UnixTime;
 use crate::error::OAuthError;
+use crate::ids::{ClientId, FamilyId, UserId};
 use crate::form::FormParams;
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::Scope;
@@ -133,8 +134,8 @@ pub const CODE_LIFETIME: i64 = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizationCodeRecord {
     pub hash: TokenKey,
-    pub client_id: String,
-    pub user_id: String,
+    pub client_id: ClientId,
+    pub user_id: UserId,
     pub redirect_uri: String,
     pub redirect_uri_given: bool,
     pub scope: Scope,
@@ -144,7 +145,7 @@ pub struct AuthorizationCodeRecord {
     /// Set once, when the code is exchanged; a second exchange is an attack.
     pub redeemed_at: Option<UnixTime>,
     /// The family of the tokens the code is exchanged for, so a replay can revoke them.
-    pub family_id: String,
+    pub family_id: FamilyId,
 }
 
 /// Checks a token request against the code it presents (RFC 6749 §4.1.3, RFC 7636 §4.6).
@@ -236,12 +237,12 @@ pub struct Minted {
 /// What the tokens of one grant are about.
 #[derive(Debug, Clone)]
 pub struct TokenSubject<'a> {
-    pub client_id: &'a str,
+    pub client_id: &'a ClientId,
     /// The user, or `None` for the client itself.
-    pub user_id: Option<&'a str>,
+    pub user_id: Option<&'a UserId>,
     pub scope: Scope,
     /// The grant's family (see [`TokenRecord::family_id`]); `None` for client_credentials.
-    pub family_id: Option<&'a str>,
+    pub family_id: Option<&'a FamilyId>,
 }
 
 /// Mints an access token, and a refresh token when `with_refresh`.
@@ -254,14 +255,14 @@ pub fn mint_tokens(
     let record = |kind: TokenKind, token: &RawToken, ttl: i64| TokenRecord {
         hash: token.key(),
         kind,
-        client_id: subject.client_id.to_owned(),
-        subject: subject.user_id.map(str::to_owned),
+        client_id: subject.client_id.clone(),
+        subject: subject.user_id.cloned(),
         scope: subject.scope.clone(),
         issued_at: now,
         expires_at: now.saturating_add(ttl),
         revoked_at: None,
         rotated_at: None,
-        family_id: subject.family_id.map(str::to_owned),
+        family_id: subject.family_id.cloned(),
         username: None,
     };
     let access = RawToken::generate(TokenKind::Access)?;
@@ -421,9 +422,9 @@ mod tests {
         let c = client();
         let subject = TokenSubject {
             client_id: &c.id,
-            user_id: Some("u1"),
+            user_id: Some(&"u1".into()),
             scope: Scope::parse("api").unwrap(),
-            family_id: Some("f"),
+            family_id: Some(&"f".into()),
         };
         let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
         let access = minted.response.access_token.expose().to_owned();
@@ -458,9 +459,9 @@ mod tests {
         let token = RawToken::generate(TokenKind::Refresh).unwrap();
         let subject = TokenSubject {
             client_id: &c.id,
-            user_id: Some("u1"),
+            user_id: Some(&"u1".into()),
             scope: Scope::parse("api read").unwrap(),
-            family_id: Some("f"),
+            family_id: Some(&"f".into()),
         };
         let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
         assert_eq!(minted.records.len(), 2);

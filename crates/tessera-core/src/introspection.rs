@@ -65,7 +65,7 @@ pub fn introspect(
     Introspection {
         active: true,
         scope: Some(record.scope.to_string()),
-        client_id: Some(record.client_id.clone()),
+        client_id: Some(record.client_id.to_string()),
         username: record.username.clone(),
         token_type: (record.kind == TokenKind::Access).then(|| "Bearer".to_owned()),
         exp: Some(record.expires_at),
@@ -74,8 +74,8 @@ pub fn introspect(
         sub: Some(
             record
                 .subject
-                .clone()
-                .unwrap_or_else(|| record.client_id.clone()),
+                .as_ref()
+                .map_or_else(|| record.client_id.to_string(), ToString::to_string),
         ),
         iss: Some(issuer.to_owned()),
         token_use: Some(token_use.to_owned()),

@@ -10,6 +10,7 @@
 //! - [`form`]: strict `application/x-www-form-urlencoded` parsing (duplicates refused).
 //! - [`client_auth`]: client credentials from HTTP Basic (RFC 6749 §2.3.1) or the form body.
 //! - [`client`]: registered clients, grant types, redirect URIs.
+//! - [`ids`]: `ClientId`, `UserId`, `FamilyId`.
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
 //! - [`token`]: opaque token generation, the key kept at rest, and the token texts that redact.
 //! - [`revocation`]: what revoking a token reaches (its family, or itself).
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod error;
 pub mod form;
 pub mod grant;
+pub mod ids;
 pub mod introspection;
 pub mod metadata;
 pub mod pkce;

@@ -4,13 +4,14 @@
 //! successor, since the grant itself is withdrawn. An access token goes alone, so a resource
 //! server's logout does not end the user's other sessions of the same grant.
 
+use crate::ids::FamilyId;
 use crate::token::{TokenKind, TokenRecord};
 
 /// The tokens a revocation of one token reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach<'a> {
     /// Every token of this family.
-    Family(&'a str),
+    Family(&'a FamilyId),
     /// Only the token itself.
     Single,
 }
@@ -41,7 +42,7 @@ mod tests {
             expires_at: 1,
             revoked_at: None,
             rotated_at: None,
-            family_id: family.map(str::to_owned),
+            family_id: family.map(FamilyId::from),
             username: None,
         }
     }
@@ -49,7 +50,7 @@ mod tests {
     #[test]
     fn a_refresh_token_reaches_its_family_and_an_access_token_only_itself() {
         let refresh = record(TokenKind::Refresh, Some("f"));
-        assert_eq!(reach(&refresh), Reach::Family("f"));
+        assert_eq!(reach(&refresh), Reach::Family(&"f".into()));
         assert_eq!(reach(&record(TokenKind::Access, Some("f"))), Reach::Single);
         assert_eq!(reach(&record(TokenKind::Refresh, None)), Reach::Single);
         assert_eq!(reach(&record(TokenKind::Access, None)), Reach::Single);

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 use crate::clock::UnixTime;
+use crate::ids::{ClientId, FamilyId, UserId};
 use crate::random::random_b64;
 use crate::scope::Scope;
 
@@ -195,9 +196,9 @@ secret_text! {
 pub struct TokenRecord {
     pub hash: TokenKey,
     pub kind: TokenKind,
-    pub client_id: String,
+    pub client_id: ClientId,
     /// The resource owner; `None` for client_credentials tokens.
-    pub subject: Option<String>,
+    pub subject: Option<UserId>,
     pub scope: Scope,
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
@@ -209,7 +210,7 @@ pub struct TokenRecord {
     /// token or detecting its reuse (or a code's replay) revokes the whole family at once.
     /// `None` for client_credentials tokens: nothing descends from them (no refresh token,
     /// RFC 6749 §4.4.3), so a family would be one token, and its index entry pure cost.
-    pub family_id: Option<String>,
+    pub family_id: Option<FamilyId>,
     /// The subject's username, read from the user on lookup (not stored with the token).
     pub username: Option<String>,
 }
@@ -279,12 +280,12 @@ impl Standing {
 /// growing at its end. Whole seconds were not enough: the families begun within one second
 /// (18,000 at full issuance speed, 270 index pages) took random places among each other, a
 /// random page of the index written per token.
-pub fn new_family_id() -> Result<String, getrandom::Error> {
-    Ok(format!(
+pub fn new_family_id() -> Result<FamilyId, getrandom::Error> {
+    Ok(FamilyId::new(format!(
         "{:012x}{}",
         crate::clock::system_millis(),
         random_b64::<12>()?
-    ))
+    )))
 }
 
 #[cfg(test)]

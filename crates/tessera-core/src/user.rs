@@ -1,6 +1,7 @@
 //! Resource owners: the people who log in.
 
 use crate::clock::UnixTime;
+use crate::ids::UserId;
 use crate::random::random_b64;
 use crate::secret::{HashError, Secret, hash_secret};
 
@@ -30,7 +31,7 @@ impl Username {
 /// A user as stored. `id` is the stable `sub` of every token issued for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub id: String,
+    pub id: UserId,
     pub username: Username,
     /// Argon2id PHC string.
     pub password_hash: String,
@@ -61,7 +62,7 @@ pub fn register(username: &str, password: &Secret, now: UnixTime) -> Result<User
         return Err(UserError::ShortPassword);
     }
     Ok(User {
-        id: random_b64::<16>().map_err(|_| UserError::Random)?,
+        id: UserId::new(random_b64::<16>().map_err(|_| UserError::Random)?),
         username,
         password_hash: hash_secret(password)?,
         created_at: now,

@@ -13,6 +13,7 @@ use tessera_core::grant::{
     Lifetimes, Minted, RefreshCheck, TokenRequest, TokenResponse, TokenSubject, check_code,
     check_refresh, ensure_grant_allowed, granted_scope, mint_tokens,
 };
+use tessera_core::ids::{FamilyId, UserId};
 use tessera_core::scope::Scope;
 use tessera_core::token::{AuthorizationCode, RefreshToken};
 use tessera_store::{Redemption, Store};
@@ -207,9 +208,9 @@ pub async fn refresh(
     let minted = mint(
         lifetimes,
         client,
-        record.subject.as_deref(),
+        record.subject.as_ref(),
         scope,
-        record.family_id.as_deref(),
+        record.family_id.as_ref(),
         now,
     )?;
     if store
@@ -226,9 +227,9 @@ pub async fn refresh(
 fn mint(
     lifetimes: Lifetimes,
     client: &Client,
-    user_id: Option<&str>,
+    user_id: Option<&UserId>,
     scope: Scope,
-    family_id: Option<&str>,
+    family_id: Option<&FamilyId>,
     now: UnixTime,
 ) -> Result<Minted, FlowError> {
     let subject = TokenSubject {

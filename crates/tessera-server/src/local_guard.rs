@@ -35,9 +35,12 @@ impl TokenValidator for LocalValidator {
         Ok(record
             .filter(|r| r.is_active_access_token(now))
             .map(|r| TokenInfo {
-                subject: Some(r.subject.unwrap_or_else(|| r.client_id.clone())),
+                subject: Some(
+                    r.subject
+                        .map_or_else(|| r.client_id.to_string(), |s| s.into_string()),
+                ),
                 username: r.username,
-                client_id: Some(r.client_id),
+                client_id: Some(r.client_id.into_string()),
                 scope: r.scope,
                 expires_at: Some(r.expires_at),
                 issued_at: Some(r.issued_at),

@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::ids::UserId;
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
@@ -138,7 +139,7 @@ pub enum Redemption {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub hash: TokenKey,
-    pub user_id: String,
+    pub user_id: UserId,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
 }

@@ -127,7 +127,7 @@ impl TryFrom<ClientRow> for Client {
             scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
             grant_types,
             redirect_uris,
-            id: row.client_id,
+            id: row.client_id.into(),
             name: row.name,
             secret_hash: row.secret_hash,
             skip_consent: row.skip_consent,
@@ -173,13 +173,13 @@ impl TryFrom<TokenRow> for TokenRecord {
             hash: TokenKey::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
             kind,
             scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
-            client_id: row.client_id,
-            subject: row.subject,
+            client_id: row.client_id.into(),
+            subject: row.subject.map(Into::into),
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
             rotated_at: row.rotated_at,
-            family_id: row.family_id,
+            family_id: row.family_id.map(Into::into),
             username: row.username,
         })
     }
@@ -199,7 +199,7 @@ impl TryFrom<UserRow> for User {
         Ok(User {
             username: Username::parse(&row.username)
                 .map_err(|_| StoreError::Corrupt(format!("user {}: username", row.id)))?,
-            id: row.id,
+            id: row.id.into(),
             password_hash: row.password_hash,
             created_at: row.created_at,
         })
@@ -228,15 +228,15 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
         Ok(AuthorizationCodeRecord {
             hash: TokenKey::from_slice(&row.hash).ok_or_else(|| corrupt("hash length"))?,
             scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
-            client_id: row.client_id,
-            user_id: row.user_id,
+            client_id: row.client_id.into(),
+            user_id: row.user_id.into(),
             redirect_uri: row.redirect_uri,
             redirect_uri_given: row.redirect_uri_given,
             code_challenge: row.code_challenge,
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             redeemed_at: row.redeemed_at,
-            family_id: row.family_id,
+            family_id: row.family_id.into(),
         })
     }
 }

@@ -98,7 +98,7 @@ async fn client(flows: &Flows, registration: ClientRegistration) -> TestClient {
     });
     flows.store.create_client(&registered.client).await.unwrap();
     TestClient {
-        id: registered.client.id,
+        id: registered.client.id.into_string(),
         basic,
     }
 }

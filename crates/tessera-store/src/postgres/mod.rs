@@ -328,7 +328,7 @@ impl crate::Store for PgStore {
         let cols = rows::ClientColumns::of(client);
         let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_CLIENT)
-            .bind(&client.id)
+            .bind(client.id.as_str())
             .bind(&client.name)
             .bind(&client.secret_hash)
             .bind(client.auth_method.as_str())
@@ -382,7 +382,7 @@ impl crate::Store for PgStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_USER)
-            .bind(&user.id)
+            .bind(user.id.as_str())
             .bind(user.username.as_str())
             .bind(&user.password_hash)
             .bind(user.created_at)
@@ -502,8 +502,8 @@ impl crate::Store for PgStore {
         let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_CODE)
             .bind(code.hash.as_bytes().as_slice())
-            .bind(&code.client_id)
-            .bind(&code.user_id)
+            .bind(code.client_id.as_str())
+            .bind(code.user_id.as_str())
             .bind(&code.redirect_uri)
             .bind(code.redirect_uri_given)
             .bind(code.scope.to_string())
@@ -511,7 +511,7 @@ impl crate::Store for PgStore {
             .bind(code.issued_at)
             .bind(code.expires_at)
             .bind(code.redeemed_at)
-            .bind(&code.family_id)
+            .bind(code.family_id.as_str())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -572,7 +572,7 @@ impl crate::Store for PgStore {
         let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_SESSION)
             .bind(session.hash.as_bytes().as_slice())
-            .bind(&session.user_id)
+            .bind(session.user_id.as_str())
             .bind(session.created_at)
             .bind(session.expires_at)
             .execute(&mut *conn)

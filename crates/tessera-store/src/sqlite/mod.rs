@@ -235,14 +235,14 @@ fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), St
         insert.execute(params![
             t.hash.as_bytes().as_slice(),
             rows::kind_code(t.kind),
-            t.client_id,
-            t.subject,
+            t.client_id.as_str(),
+            t.subject.as_deref(),
             t.scope.to_string(),
             t.issued_at,
             t.expires_at,
             t.revoked_at,
             t.rotated_at,
-            t.family_id,
+            t.family_id.as_deref(),
         ])?;
     }
     Ok(())
@@ -300,7 +300,7 @@ impl crate::Store for SqliteStore {
             .write(move |c| {
                 c.prepare_cached(&sql(rows::INSERT_CLIENT))?
                     .execute(params![
-                        client.id,
+                        client.id.as_str(),
                         client.name,
                         client.secret_hash,
                         client.auth_method.as_str(),
@@ -351,7 +351,7 @@ impl crate::Store for SqliteStore {
         self.writer
             .write(move |c| {
                 c.prepare_cached(&sql(rows::INSERT_USER))?.execute(params![
-                    user.id,
+                    user.id.as_str(),
                     user.username.as_str(),
                     user.password_hash,
                     user.created_at,
@@ -477,8 +477,8 @@ impl crate::Store for SqliteStore {
             .write(move |c| {
                 c.prepare_cached(&sql(rows::INSERT_CODE))?.execute(params![
                     code.hash.as_bytes().as_slice(),
-                    code.client_id,
-                    code.user_id,
+                    code.client_id.as_str(),
+                    code.user_id.as_str(),
                     code.redirect_uri,
                     code.redirect_uri_given,
                     code.scope.to_string(),
@@ -486,7 +486,7 @@ impl crate::Store for SqliteStore {
                     code.issued_at,
                     code.expires_at,
                     code.redeemed_at,
-                    code.family_id,
+                    code.family_id.as_str(),
                 ])?;
                 Ok(())
             })
@@ -543,7 +543,7 @@ impl crate::Store for SqliteStore {
                 c.prepare_cached(&sql(rows::INSERT_SESSION))?
                     .execute(params![
                         session.hash.as_bytes().as_slice(),
-                        session.user_id,
+                        session.user_id.as_str(),
                         session.created_at,
                         session.expires_at,
                     ])?;
