@@ -81,6 +81,8 @@ both_backends!(
     a_reused_refresh_token_revokes_its_family,
     revocation_reaches_the_family_of_a_refresh_token_only,
     sign_in_starts_a_session_and_sign_out_ends_it,
+    consent_is_asked_once_and_a_denial_goes_back_to_the_client,
+    an_unknown_client_is_refused_without_a_redirect,
 );
 
 /// A registered client and its Basic header (or `None` for a public client).
@@ -385,4 +387,95 @@ async fn sign_in_starts_a_session_and_sign_out_ends_it(flows: Flows) {
     assert!(flows.session_user(Some(&stranger)).await.unwrap().is_none());
     flows.sign_out(Some(&session)).await.unwrap();
     assert!(flows.session_user(Some(&session)).await.unwrap().is_none());
+}
+
+async fn consent_is_asked_once_and_a_denial_goes_back_to_the_client(flows: Flows) {
+    let third_party = client(
+        &flows,
+        ClientRegistration {
+            name: "third party".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scope: "api read".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let password = Secret::new("correct horse");
+    let user = tessera_core::user::register("grace", &password, START).unwrap();
+    flows.store.create_user(&user).await.unwrap();
+    let SignIn::SignedIn { session } = flows.sign_in("grace", password, None).await.unwrap() else {
+        panic!("sign-in refused");
+    };
+    let query = |scope: &str| {
+        format!(
+            "response_type=code&client_id={}&scope={scope}&state=s2\
+             &code_challenge={CHALLENGE}&code_challenge_method=S256",
+            third_party.id
+        )
+    };
+    let api = query("api");
+    let step = flows
+        .authorize(api.as_bytes(), Some(&session))
+        .await
+        .unwrap();
+    assert!(matches!(step, AuthorizeStep::Consent { .. }), "{step:?}");
+
+    // Without a session the consent form sends the person to sign in again.
+    let step = flows.decide(api.as_bytes(), None, "approve").await.unwrap();
+    let AuthorizeStep::SignIn { return_to, .. } = step else {
+        panic!("{step:?}");
+    };
+    assert!(return_to.starts_with("/authorize?response_type=code&client_id="));
+
+    let step = flows
+        .decide(api.as_bytes(), Some(&session), "approve")
+        .await
+        .unwrap();
+    let AuthorizeStep::Redirect(location) = step else {
+        panic!("{step:?}");
+    };
+    assert!(
+        location.contains("code=") && location.contains("state=s2"),
+        "{location}"
+    );
+    // Remembered: the same scope again goes straight to a code, a wider one asks again.
+    let step = flows
+        .authorize(api.as_bytes(), Some(&session))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&step, AuthorizeStep::Redirect(l) if l.contains("code=")),
+        "{step:?}"
+    );
+    let wider = query("api%20read");
+    let step = flows
+        .authorize(wider.as_bytes(), Some(&session))
+        .await
+        .unwrap();
+    assert!(matches!(step, AuthorizeStep::Consent { .. }), "{step:?}");
+
+    let step = flows
+        .decide(wider.as_bytes(), Some(&session), "deny")
+        .await
+        .unwrap();
+    let AuthorizeStep::Redirect(location) = step else {
+        panic!("{step:?}");
+    };
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert!(location.contains("error=access_denied") && location.contains("state=s2"));
+    assert!(!location.contains("code="), "{location}");
+    let step = flows
+        .decide(wider.as_bytes(), Some(&session), "maybe")
+        .await
+        .unwrap();
+    assert!(matches!(step, AuthorizeStep::Refused { .. }), "{step:?}");
+}
+
+async fn an_unknown_client_is_refused_without_a_redirect(flows: Flows) {
+    let query = format!("response_type=code&client_id=nobody&redirect_uri={REDIRECT}");
+    let step = flows.authorize(query.as_bytes(), None).await.unwrap();
+    let AuthorizeStep::Refused { title, .. } = step else {
+        panic!("nothing may go to an unproven redirect URI: {step:?}");
+    };
+    assert_eq!(title, "Unknown application");
 }
