@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::browser::{Browser, STEP, browser_installed, find, screenshot};
+use crate::helpers::unescape;
 
 const TESSERA: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -298,18 +299,6 @@ fn hidden_fields(html: &str) -> Vec<(String, String)> {
             Some((unescape(name), unescape(value)))
         })
         .collect()
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&#34;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#60;", "<")
-        .replace("&#62;", ">")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#38;", "&")
-        .replace("&amp;", "&")
 }
 
 #[derive(Clone, Copy)]

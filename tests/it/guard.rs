@@ -9,17 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::both_backends;
-use crate::helpers::{Backend, Reply, TestApp, TestClient, spawn_app, start_app};
+use crate::helpers::{Backend, Reply, TestApp, TestClient, serve_api, spawn_app, start_app};
 use crate::person::{PASSWORD, Person, VERIFIER, authorize_url};
-
-/// Serves the demo API with `guard` on a free port; returns its base URL.
-async fn serve_api(guard: &Guard) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = tessera_demo::api::router(guard);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
-}
 
 fn remote(app: &TestApp, rs: &TestClient, cache_ttl: Duration) -> RemoteIntrospection {
     let mut config = RemoteConfig::new(app.url("/introspect"), &rs.id, rs.secret());

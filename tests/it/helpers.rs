@@ -6,8 +6,10 @@ use serde_json::Value;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::secret::hash_secret;
+use tessera_guard::Guard;
 use tessera_server::{Config, Server};
 use tessera_store::{Store, testing};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +37,9 @@ macro_rules! both_backends {
     };
 }
 
-/// A fresh database URL for `backend`, or `None` (with a message) when PostgreSQL is not
-/// reachable outside CI. In CI a missing PostgreSQL is a failure, never a silent skip.
+/// A fresh database URL for `backend`, or `None` when PostgreSQL is not reachable outside CI;
+/// the skip prints `SKIPPED: <test>: ...` in the `cargo test` output (see
+/// `testing::postgres_test_database`). In CI a missing PostgreSQL is a failure, never a skip.
 pub async fn fresh_database(backend: Backend) -> Option<String> {
     match backend {
         Backend::Sqlite => Some(testing::fresh_sqlite_url().expect("temp path").0),
@@ -204,6 +207,28 @@ impl TestApp {
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         reply.body
     }
+}
+
+/// Serves the demo API with `guard` on a free port; returns its base URL.
+pub async fn serve_api(guard: &Guard) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = tessera_demo::api::router(guard);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// Undoes the HTML escaping of the server's templates, for values read out of a page.
+pub fn unescape(s: &str) -> String {
+    s.replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
 }
 
 /// What a test looks at in a response.

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::helpers::Reply;
+use crate::helpers::{Reply, serve_api};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/authlib_as.py");
 /// The resource server's credentials at the Authlib server. The secret holds characters that
@@ -125,15 +124,6 @@ fn remote(as_: &AuthlibServer, id: &str, secret: &str, cache_ttl: Duration) -> R
     // Long enough that the second pass below is all hits, however slow the machine.
     config.negative_ttl = cache_ttl;
     RemoteIntrospection::new(config).unwrap()
-}
-
-/// Serves the demo API with `guard` on a free port; returns its base URL.
-async fn serve_api(guard: &Guard) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = tessera_demo::api::router(guard);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
 }
 
 async fn call(api: &str, path: &str, token: &str) -> Reply {

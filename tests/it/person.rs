@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, unescape};
 
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -69,18 +69,6 @@ impl Page {
     pub fn is_consent(&self) -> bool {
         self.body.contains("name=\"decision\"")
     }
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&#34;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#60;", "<")
-        .replace("&#62;", ">")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#38;", "&")
-        .replace("&amp;", "&")
 }
 
 impl Person {

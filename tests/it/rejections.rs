@@ -10,7 +10,7 @@ use tessera_guard::Guard;
 use tessera_server::local_guard::LocalValidator;
 
 use crate::both_backends;
-use crate::helpers::{Backend, Reply, TestApp, TestClient, spawn_app};
+use crate::helpers::{Backend, Reply, TestApp, TestClient, serve_api, spawn_app};
 
 /// How a row authenticates.
 #[derive(Clone, Copy)]
@@ -965,9 +965,7 @@ async fn every_rejection_is_a_clear_standard_error(backend: Backend) {
         LocalValidator::new(app.store.clone(), app.clock.clone()),
         "demo",
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, tessera_demo::api::router(&guard)).await });
+    let api = serve_api(&guard).await;
 
     let table = rows();
     assert!(table.len() >= 60, "the table has {} rows", table.len());
@@ -979,10 +977,21 @@ async fn every_rejection_is_a_clear_standard_error(backend: Backend) {
         public: &public,
         access: &access,
     };
+    let rows = table.len();
+    let mut failures = Vec::new();
     for row in table {
         let reply = send(&ctx, &row).await;
-        check(&row, &reply);
+        let wrong = check(&row, &reply);
+        if !wrong.is_empty() {
+            failures.push(format!("{}: {}", row.name, wrong.join("; ")));
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {rows} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // The server is still healthy and serving after the whole table.
     let token = app.access_token(&m2m, Some("api")).await;
     assert_eq!(app.introspect(&m2m, &token).await["active"], true);
@@ -1044,62 +1053,97 @@ async fn send(ctx: &Context<'_>, row: &Row) -> Reply {
     Reply::from(req.send().await.unwrap()).await
 }
 
-fn check(row: &Row, reply: &Reply) {
-    let name = row.name;
-    assert_eq!(reply.status, row.status, "{name}: {:?}", reply.body);
+/// Checks one row's answer and returns everything wrong with it (nothing when it passes), so
+/// that the test can list every failing row rather than stop at the first.
+fn check(row: &Row, reply: &Reply) -> Vec<String> {
+    let mut wrong = Wrong::default();
+    wrong.that(reply.status == row.status, || {
+        format!(
+            "status: got {}, want {} (body {:?})",
+            reply.status, row.status, reply.body
+        )
+    });
     let error = row.error.filter(|e| !e.is_empty());
     match row.expect {
         Expect::OAuthJson => {
             if let Some(error) = error {
-                assert_eq!(reply.body["error"], error, "{name}");
+                wrong.eq("error", &reply.body["error"], &serde_json::json!(error));
                 let description = reply.body["error_description"].as_str().unwrap_or_default();
-                assert!(!description.is_empty(), "{name}: no error_description");
-                assert_eq!(
-                    reply.header("content-type"),
-                    Some("application/json"),
-                    "{name}"
+                wrong.that(!description.is_empty(), || "no error_description".into());
+                wrong.eq(
+                    "content-type",
+                    &reply.header("content-type"),
+                    &Some("application/json"),
                 );
-                assert_eq!(reply.header("cache-control"), Some("no-store"), "{name}");
+                wrong.eq(
+                    "cache-control",
+                    &reply.header("cache-control"),
+                    &Some("no-store"),
+                );
             }
-            assert_eq!(
-                reply.header("www-authenticate"),
-                row.www_authenticate,
-                "{name}"
+            wrong.eq(
+                "www-authenticate",
+                &reply.header("www-authenticate"),
+                &row.www_authenticate,
             );
         }
-        Expect::Inactive => assert_eq!(reply.body, serde_json::json!({"active": false}), "{name}"),
+        Expect::Inactive => wrong.eq("body", &reply.body, &serde_json::json!({"active": false})),
         Expect::Page => {
             let ct = reply.header("content-type").unwrap_or_default();
-            assert!(ct.starts_with("text/html"), "{name}: {ct}");
-            assert_eq!(
-                reply.header("location"),
-                None,
-                "{name}: a page, never a redirect"
+            wrong.that(ct.starts_with("text/html"), || {
+                format!("content-type {ct:?}, want text/html")
+            });
+            wrong.that(reply.header("location").is_none(), || {
+                format!(
+                    "location {:?}: a page, never a redirect",
+                    reply.header("location")
+                )
+            });
+            wrong.eq(
+                "x-frame-options",
+                &reply.header("x-frame-options"),
+                &Some("DENY"),
             );
-            assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{name}");
         }
         Expect::ErrorRedirect => {
             let location = reply.header("location").unwrap_or_default();
-            assert!(
+            wrong.that(
                 location.starts_with("http://127.0.0.1:5000/authorize?"),
-                "{name}: {location}"
+                || format!("location {location:?}, want the registered redirect URI"),
             );
             let params = crate::person::query_of(location);
-            assert_eq!(params.get("error").map(String::as_str), error, "{name}");
+            wrong.eq("error", &params.get("error").map(String::as_str), &error);
         }
         Expect::Bearer => {
             let challenge = reply.header("www-authenticate").unwrap_or_default();
-            assert!(
-                challenge.starts_with("Bearer realm=\"demo\""),
-                "{name}: {challenge}"
-            );
+            wrong.that(challenge.starts_with("Bearer realm=\"demo\""), || {
+                format!("challenge {challenge:?}, want realm \"demo\"")
+            });
             match error {
-                Some(e) => assert!(
-                    challenge.contains(&format!("error=\"{e}\"")),
-                    "{name}: {challenge}"
-                ),
-                None => assert_eq!(challenge, "Bearer realm=\"demo\"", "{name}"),
+                Some(e) => wrong.that(challenge.contains(&format!("error=\"{e}\"")), || {
+                    format!("challenge {challenge:?}, want error=\"{e}\"")
+                }),
+                None => wrong.eq("challenge", &challenge, &"Bearer realm=\"demo\""),
             }
+        }
+    }
+    wrong.0
+}
+
+/// The mismatches found in one answer, each saying what was got and what was wanted.
+#[derive(Default)]
+struct Wrong(Vec<String>);
+
+impl Wrong {
+    fn eq<T: PartialEq + std::fmt::Debug + ?Sized>(&mut self, what: &str, got: &T, want: &T) {
+        if got != want {
+            self.0.push(format!("{what}: got {got:?}, want {want:?}"));
+        }
+    }
+
+    fn that(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(what());
         }
     }
 }

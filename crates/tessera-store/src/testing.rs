@@ -95,18 +95,69 @@ async fn drop_leftover_databases(conn: &mut PgConnection) {
     }
 }
 
-/// A fresh PostgreSQL database for a test: `Ok(None)` (with a SKIPPED message) when the
-/// server is unreachable on a laptop, but the error itself when `CI` is set, so that CI never
-/// skips a PostgreSQL test silently (the caller's `unwrap` fails it).
+/// A fresh PostgreSQL database for a test: `Ok(None)` when the server is unreachable on a
+/// laptop, but the error itself when `CI` is set, so that CI never skips a PostgreSQL test
+/// (the caller's `expect` fails it).
+///
+/// A skip is announced by a `SKIPPED: <test>: ...` line written straight to stderr. The
+/// test harness captures only `print!`/`eprint!` and drops what a passing test printed, so
+/// an `eprintln!` here would vanish; the direct write shows in every `cargo test` run.
 pub async fn postgres_test_database() -> Result<Option<String>, StoreError> {
-    match fresh_postgres_database(&postgres_admin_url()).await {
+    let admin_url = postgres_admin_url();
+    match fresh_postgres_database(&admin_url).await {
         Ok(url) => Ok(Some(url)),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: PostgreSQL unreachable ({e}); set CI=1 to make this fail");
+        Err(e) => {
+            let line = skip_or_fail(
+                e,
+                &admin_url,
+                std::env::var_os("CI").is_some(),
+                &current_test(),
+            )?;
+            announce(&line);
             Ok(None)
         }
-        Err(e) => Err(e),
     }
+}
+
+/// What to do about an unreachable PostgreSQL: in CI, fail with `error`; elsewhere, skip
+/// with the returned line, which names the test and the server it could not reach.
+fn skip_or_fail(
+    error: StoreError,
+    admin_url: &str,
+    in_ci: bool,
+    test: &str,
+) -> Result<String, StoreError> {
+    if in_ci {
+        return Err(error);
+    }
+    Ok(format!(
+        "SKIPPED: {test}: PostgreSQL not reachable at {} ({error}); set CI=1 to make this fail",
+        server_address(admin_url)
+    ))
+}
+
+/// The running test's name: the harness names each test's thread after the test, and a
+/// `#[tokio::test]` body runs on that thread.
+fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_owned()
+}
+
+/// `host:port` of a PostgreSQL URL, without the user and password.
+fn server_address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// Writes `line` to stderr past the harness's capture (see [`postgres_test_database`]).
+fn announce(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A fresh SQLite URL in the system's temporary directory, after removing the test files
@@ -162,13 +213,40 @@ mod tests {
         ));
     }
 
+    /// The skip line names the test and the server (never its password), and in CI there is
+    /// no line but the error, so the test fails.
+    #[test]
+    fn an_unreachable_postgres_skips_visibly_and_fails_in_ci() {
+        let url = "postgres://postgres:hunter2@127.0.0.1:5499/postgres?sslmode=disable";
+        let refused = || StoreError::Config("connection refused".into());
+        let line = skip_or_fail(refused(), url, false, "code_flow::replay::postgres").unwrap();
+        assert_eq!(
+            line,
+            "SKIPPED: code_flow::replay::postgres: PostgreSQL not reachable at 127.0.0.1:5499 \
+             (connection refused); set CI=1 to make this fail"
+        );
+        let failed = skip_or_fail(refused(), url, true, "code_flow::replay::postgres");
+        assert!(matches!(failed, Err(StoreError::Config(_))), "{failed:?}");
+        assert_eq!(server_address(DEFAULT_POSTGRES_ADMIN_URL), "127.0.0.1:5432");
+        // The harness names the test's thread, so the line names the test that skipped.
+        assert_eq!(
+            current_test(),
+            "testing::tests::an_unreachable_postgres_skips_visibly_and_fails_in_ci"
+        );
+    }
+
     #[tokio::test]
     async fn a_fresh_database_drops_the_leftovers_of_old_runs() {
         let admin = postgres_admin_url();
-        let Ok(mut conn) = PgConnection::connect(&admin).await else {
-            assert!(std::env::var_os("CI").is_none(), "PostgreSQL unreachable");
-            eprintln!("SKIPPED: PostgreSQL unreachable; set CI=1 to make this fail");
-            return;
+        let mut conn = match PgConnection::connect(&admin).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let in_ci = std::env::var_os("CI").is_some();
+                let line = skip_or_fail(e.into(), &admin, in_ci, &current_test())
+                    .expect("PostgreSQL is required in CI");
+                announce(&line);
+                return;
+            }
         };
         let old = format!("{DATABASE_PREFIX}{}_probe", unix_seconds() - 7200);
         let recent = format!("{DATABASE_PREFIX}{}_probe", unix_seconds() - 60);
