@@ -166,10 +166,10 @@ enum ClientCommand {
     },
 }
 
-/// mimalloc instead of the system allocator: glibc's malloc and free took 9% of an
-/// introspection's CPU and 20% of a PostgreSQL issuance's (its batches build arrays, and
-/// freeing them makes glibc consolidate its fast bins). With mimalloc: 5.5% and 8%,
-/// for 10 MB more peak RSS (docs/BENCHMARKS-LOG.md).
+/// mimalloc instead of the system allocator: glibc's malloc and free weigh on every request,
+/// most on PostgreSQL issuance, whose batches build arrays that glibc then consolidates in its
+/// fast bins; mimalloc costs less CPU for a little more peak memory (docs/BENCHMARKS.md,
+/// "Bounds").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

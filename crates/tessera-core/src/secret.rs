@@ -12,9 +12,9 @@
 //!
 //! Argon2's 19 MiB of working memory is kept by each thread that hashes, instead of being
 //! allocated and freed for every run: glibc answers the free of so large a block by raising
-//! its mmap and trim thresholds for the whole process (to 19 and 38 MiB), after which every
-//! thread's arena keeps up to 38 MiB of freed memory. The server grew from 35 MB to 91 MB
-//! after a minute of sign-ins, and stayed there (docs/BENCHMARKS-LOG.md).
+//! its mmap and trim thresholds for the whole process, after which every thread's arena keeps
+//! that much freed memory, and the server's memory grows for good (docs/BENCHMARKS.md,
+//! "Bounds").
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};

@@ -277,9 +277,8 @@ impl Standing {
 
 /// A new grant's family identifier: the millisecond it starts (12 hex digits) and 96 random
 /// bits. It is never shown to anyone; the time prefix only keeps the store's family index
-/// growing at its end. Whole seconds were not enough: the families begun within one second
-/// (18,000 at full issuance speed, 270 index pages) took random places among each other, a
-/// random page of the index written per token.
+/// growing at its end. Not whole seconds: the many families begun within one second would
+/// take random places among each other, a random page of the index written per token.
 pub fn new_family_id() -> Result<FamilyId, getrandom::Error> {
     Ok(FamilyId::new(format!(
         "{:012x}{}",

@@ -2,10 +2,10 @@
 //!
 //! Argon2id (m = 19 MiB) is CPU-bound for tens of milliseconds, so it cannot run on the async
 //! workers. On tokio's blocking pool each run may land on a different thread, and glibc gives
-//! threads their own arenas, each keeping a freed 19 MiB block for later: measured, the server
-//! grew to 306 MB after 32 browsers signed in at once, and stayed there. On one thread per
-//! core, at most that many blocks exist, each reused by its thread's next run; more threads
-//! would not finish sooner, since the work is CPU-bound.
+//! threads their own arenas, each keeping a freed 19 MiB block for later, so a burst of
+//! sign-ins leaves the server's memory grown for good (docs/BENCHMARKS.md, "Bounds"). On one
+//! thread per core, at most that many blocks exist, each reused by its thread's next run; more
+//! threads would not finish sooner, since the work is CPU-bound.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};

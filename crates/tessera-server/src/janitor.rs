@@ -7,9 +7,9 @@
 //! A backlog (a burst of revocations, a node back after a pause) is worked off at half
 //! speed: after each batch the janitor rests as long as the batch took. Revoked tokens lie
 //! at random places in the table, so a batch touches a page of every index per token, and
-//! on SQLite it runs in the writer's transaction with the requests waiting there. Purged
-//! back to back, 55,000 revoked tokens held the code flow's p99 at 0.4 s for 12 s in the
-//! benchmark; a dead token waiting a little longer for its purge costs nothing.
+//! on SQLite it runs in the writer's transaction with the requests waiting there; purged
+//! back to back, a backlog holds up the requests behind it (docs/BENCHMARKS.md, "Bounds"),
+//! while a dead token waiting a little longer for its purge costs nothing.
 
 use tokio::sync::watch;
 

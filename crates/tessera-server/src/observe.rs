@@ -2,9 +2,9 @@
 //!
 //! One middleware instead of four tower-http layers (set and propagate a request id, mark
 //! secret headers, trace). Each of those is a future wrapped around the next and a few
-//! allocations per request, and the UUID behind the id is a `getrandom` system call: taken
-//! together, about a fifth of the CPU time of an introspection request (46 µs against 36 µs
-//! without them, measured in `docs/BENCHMARKS-LOG.md`). The behaviour is the same:
+//! allocations per request, and the UUID behind the id is a `getrandom` system call: together
+//! a large share of a small request's CPU (docs/BENCHMARKS.md, "Bounds"). The behaviour is
+//! the same:
 //! - an `x-request-id` the client sent (visible ASCII, at most 128 bytes) is kept, otherwise
 //!   the server makes one: a random prefix per process and a counter, unique across nodes
 //!   without a random draw per request; either way it is echoed in the response;

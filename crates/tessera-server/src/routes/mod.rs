@@ -31,8 +31,9 @@ pub use metadata::METADATA_PATH;
 ///
 /// The layers wrap the router once, not each route (as `Router::layer` would): axum clones a
 /// route's service for every request it routes there, and a layer inside that clone is cloned
-/// with it (boxed, some with allocations), about a tenth of the CPU of a small request
-/// (docs/BENCHMARKS-LOG.md). Around the router they are plain values, copied without allocating.
+/// with it (boxed, some with allocations), a cost every small request would pay
+/// (docs/BENCHMARKS.md, "Bounds"). Around the router they are plain values, copied without
+/// allocating.
 pub fn app(
     state: AppState,
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
@@ -80,7 +81,7 @@ fn router(state: AppState) -> Router {
 ///
 /// Introspection is not among them: only confidential clients may introspect, and a browser
 /// cannot keep a secret (RFC 6749 §2.1). Leaving it out also spares every introspection the
-/// CORS work and headers (4–12% of its server CPU in A/B runs, docs/BENCHMARKS-LOG.md).
+/// CORS work and headers (docs/BENCHMARKS.md, "Bounds").
 fn cross_origin_api() -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(Any)

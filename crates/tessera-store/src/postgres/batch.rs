@@ -6,9 +6,8 @@
 //! waiting and runs one statement for all of it (`WHERE hash = ANY($1)`, a multi-row insert).
 //! A request that arrives alone is run at once, alone: batching adds no waiting, it only
 //! takes what has piled up while the previous statement ran, and what the tasks that are
-//! ready to run bring in one more turn of the scheduler. That turn made issuance batches
-//! 14% larger on average (14.2 to 16.2 tokens at 32 connections) and cost 10% less server
-//! CPU per token (docs/BENCHMARKS-LOG.md).
+//! ready to run bring in one more turn of the scheduler. That turn makes batches larger and
+//! each token cheaper for the server (docs/BENCHMARKS.md, "Bounds").
 
 use std::future::Future;
 use std::pin::Pin;

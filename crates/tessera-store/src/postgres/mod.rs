@@ -30,9 +30,8 @@ use batch::{BatchFn, Batcher};
 /// Batched statements in flight at once, per kind. One: the next batch fills while it runs,
 /// and grows with the statement's latency (group commit regulates itself). Every extra lane
 /// splits the same waiting requests into smaller batches, and the database pays its
-/// per-statement cost more often: measured A/B on the benchmark's 2-core machine, 4 lanes
-/// instead of 2 made introspection 13% and issuance 21% slower, and 1 instead of 2 cut the
-/// database's CPU per request by a quarter (introspection and issuance alike).
+/// per-statement cost more often, so each lane added made both introspection and issuance
+/// slower (docs/BENCHMARKS.md, "Bounds").
 const BATCH_LANES: usize = 1;
 /// Three kinds of batches (lookups, inserts, revocations), each lane one statement at a
 /// time: the batch pool never makes a lane wait.
@@ -43,8 +42,8 @@ const BATCH_POOL_SIZE: u32 = 3 * BATCH_LANES as u32;
 const POOL_SIZE: u32 = 13;
 /// For the batch pool only. With the default `auto`, PostgreSQL keeps planning
 /// `hash = ANY($1)` afresh at every execution, since a custom plan for the actual array looks
-/// cheaper than the generic one: 70-150 µs of planning for 15 µs of execution (EXPLAIN
-/// ANALYZE on a 1M-token store). The generic plan is the same index scan. Not for the
+/// cheaper than the generic one, and the planning then costs more than the execution
+/// (docs/BENCHMARKS.md, "Bounds"). The generic plan is the same index scan. Not for the
 /// general pool: there a generic plan for `expires_at <= $1 ... LIMIT $2` (the janitor)
 /// could become a table scan.
 const BATCH_PLAN_CACHE_MODE: &str = "SET plan_cache_mode = force_generic_plan";
@@ -53,7 +52,7 @@ const BATCH_PLAN_CACHE_MODE: &str = "SET plan_cache_mode = force_generic_plan";
 /// rows). As atomic as a transaction of single inserts, in one round trip.
 ///
 /// It also does the foreign key's work, once per statement instead of once per row (the
-/// per-row referential check was 12% of the database's CPU when issuing tokens; migration
+/// per-row referential check weighed on issuance, docs/BENCHMARKS.md, "Bounds"; migration
 /// 0003 dropped it): it takes the key-share lock on each client named, as the check did, and
 /// inserts nothing at all if one of them is missing (deleted), which the caller sees as a
 /// row count of 0. The lock keeps a client from being deleted until this statement's
@@ -146,9 +145,8 @@ fn batch_pool(url: &str) -> Result<PgPool, StoreError> {
 /// (`PoolConnection::return_to_pool` pings: a `Sync` and its `ReadyForQuery`), whatever
 /// `test_before_acquire` says. A statement run on the pool itself paid that round trip every
 /// time: twice the messages, and a wake-up of the database's backend each time, which is
-/// most of what a point lookup costs it (a profile of the code flow: half of PostgreSQL's
-/// time went to sending, receiving and waiting for messages). So connections are leased
-/// from here and, after a statement that succeeded, kept for the next caller; after a
+/// most of what a point lookup costs it (docs/BENCHMARKS.md, "Bounds"). So connections are
+/// leased from here and, after a statement that succeeded, kept for the next caller; after a
 /// failure, or a caller that went away mid-statement, the connection goes back to the pool,
 /// whose test closes it if it is broken. A connection kept for [`KEEP_AT_MOST`] goes back
 /// too, so that the pool's own lifetime rules still apply to it.

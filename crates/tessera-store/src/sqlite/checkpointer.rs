@@ -3,24 +3,23 @@
 //! In WAL mode commits append to the `-wal` file, and a checkpoint copies those pages back
 //! into the database file. By default SQLite checkpoints inside the commit that crosses 1000
 //! WAL pages, on the committing connection: with group commit that is the writer thread, and
-//! every request queued behind it waited for the checkpoint's random writes and fsync (a p99
-//! of a second in the benchmark's profile). Here the writer never checkpoints on its own;
+//! every request queued behind it would wait for the checkpoint's random writes and fsync
+//! (docs/BENCHMARKS.md, "Bounds"). Here the writer never checkpoints on its own;
 //! this thread runs a `PASSIVE` checkpoint, which never blocks the writer or the readers,
 //! every [`INTERVAL`]. Durability does not depend on checkpoints: a commit is durable once
 //! the WAL is synced, and the WAL is replayed after a crash.
 //!
 //! Copying pages back is not enough to keep the WAL small. A write starts again at the
 //! beginning of the `-wal` file only if, when it begins, *every* frame has been copied back,
-//! and under steady writes a background checkpoint never meets that moment: the file grew
-//! without bound (1 GB in 10 s of the issuance benchmark), and every append landed on new
-//! blocks that the file system first had to allocate and zero (15% of the server's CPU).
-//! So once the WAL is past [`RESTART_FRAMES`], this thread catches up until a pass has little
-//! left to copy, syncing the database file as it goes, then asks the writer to copy the last
-//! few frames itself between two batches ([`RestartRequest`]). No write can slip in there,
-//! so that checkpoint reaches the end of the WAL, and the writer's next transaction rewrites
-//! the file from its start. The syncs matter: the checkpoint that reaches the end of the WAL
-//! syncs the database file, and left to the writer that sync wrote back every page copied
-//! since the last one (35-140 ms, with every request waiting); after them it takes 1-3 ms.
+//! and under steady writes a background checkpoint never meets that moment: the file would
+//! grow without bound, every append landing on new blocks that the file system must first
+//! allocate and zero. So once the WAL is past [`RESTART_FRAMES`], this thread catches up
+//! until a pass has little left to copy, syncing the database file as it goes, then asks the
+//! writer to copy the last few frames itself between two batches ([`RestartRequest`]). No
+//! write can slip in there, so that checkpoint reaches the end of the WAL, and the writer's
+//! next transaction rewrites the file from its start. The syncs keep the writer's final
+//! checkpoint short: it syncs the database file, and without them that sync would write back
+//! every page copied since the last one while every request waits.
 
 use std::fs::File;
 use std::path::Path;

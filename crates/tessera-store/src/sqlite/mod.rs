@@ -3,8 +3,7 @@
 //! WAL mode with `synchronous=FULL`: every acknowledged commit is on disk before the answer
 //! leaves, so a crash or power loss loses nothing that a client was told about.
 //!
-//! The shape follows from how SQLite works (measured in `docs/BENCHMARKS-LOG.md`, summed up
-//! in `docs/BENCHMARKS.md`):
+//! The shape follows from how SQLite works (docs/BENCHMARKS.md, "Bounds"):
 //! - reads are point lookups that run inline on the caller's thread ([`readers`]), on
 //!   read-only connections that never wait for the writer;
 //! - every write goes to one writer thread that commits whatever is queued in one
@@ -43,19 +42,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// store's share of the server's memory: the file itself stays on disk (and in the OS page
 /// cache, which is not ours).
 ///
-/// The writer's is small on purpose. It holds what every insert walks (the inner B-tree
-/// pages, the growing ends of the table and indexes) and the batch's dirty pages; a random
-/// leaf of the hash index is rarely still there for the next insert anyway. And a large
-/// cache costs at every commit: when a B-tree split reorders its new pages, SQLite parks a
-/// page under a page number far past the end of the file, and at the end of the transaction
-/// its page cache then scans its whole hash table (one slot per page) to drop pages past
-/// the end. With 16 MiB that scan was 12% of the server's CPU in the issuance benchmark.
+/// The writer's is small on purpose: it holds what every insert walks (inner B-tree pages,
+/// the growing ends of table and indexes) and the batch's dirty pages. A larger one costs at
+/// every commit that split a B-tree, when SQLite scans its whole cache to drop pages parked
+/// past the end of the file (docs/BENCHMARKS.md, "Bounds").
 const WRITER_CACHE_KIB: i64 = 2 * 1024;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
 // Expired and revoked tokens in two statements, each on its own index: with an `OR`,
-// SQLite scanned the whole table from its start for every batch (a backlog of revoked
-// tokens took 0.35 ms each to purge).
+// SQLite scans the whole table from its start for every batch.
 const PURGE_EXPIRED_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash \
     FROM tokens WHERE expires_at <= ?1 LIMIT ?2)";
 const PURGE_REVOKED_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash \
@@ -652,7 +647,7 @@ mod tests {
 
     /// `.cargo/config.toml` builds SQLite without STAT4: with it, once anyone runs `ANALYZE`
     /// on the file, every lookup's statement is prepared again whenever its bound key
-    /// changes (12% of an introspection's CPU, docs/BENCHMARKS.md).
+    /// changes (docs/BENCHMARKS.md, "Bounds").
     #[tokio::test]
     async fn the_bundled_sqlite_is_built_without_stat4() {
         let (store, _path) = store_with_scratch_table().await;

@@ -1,33 +1,24 @@
 //! SQLite reads, run on the caller's own thread.
 //!
-//! Every read Tessera makes is a point lookup by primary or unique key: a few B-tree pages
-//! that sit in the page cache, a few microseconds of work. Handing such a lookup to another
-//! thread and back (as an async driver must, since SQLite's API blocks) costs two context
-//! switches, which on a small machine is more than the lookup itself. So lookups run inline,
-//! on a small set of read-only connections; in WAL mode they never wait for the writer.
+//! Every read is a point lookup by key on cached pages, cheaper than the two context switches
+//! of handing it to another thread (as an async driver must, since SQLite's API blocks). So
+//! lookups run inline, on a few read-only connections that in WAL mode never wait for the
+//! writer (docs/BENCHMARKS.md, "Bounds").
 //!
-//! Each connection keeps its read transaction (its snapshot) open from one lookup to the
-//! next. Beginning one costs SQLite two `fcntl` locks on the shared-memory file and an
-//! `fstat` of the database (6% of an introspection's CPU), and a lookup only needs a snapshot
-//! that holds every write acknowledged so far. So a snapshot is kept until the writer commits
-//! again ([`Commits`]; the writer counts a commit before it answers anyone, so no answered
-//! write is ever missed), and for at most [`MAX_SNAPSHOT_AGE`], which bounds how late a
-//! change made by another process (the `tessera` command line) is seen. An open snapshot also
-//! holds back checkpoints (nothing written after it can be copied back, and the WAL cannot
-//! restart), so the checkpointer closes snapshots that have fallen behind
-//! ([`Readers::close_stale`]) and the writer closes them all before the WAL restarts
-//! ([`Readers::close_all`]).
+//! Each connection keeps its read transaction (its snapshot) open between lookups, since
+//! beginning one costs file locks and an `fstat`. A snapshot is dropped once the writer
+//! commits again ([`Commits`], counted before anyone is answered, so no acknowledged write is
+//! missed) or after [`MAX_SNAPSHOT_AGE`], which bounds how late a change made by another
+//! process (the `tessera` command line) is seen. Open snapshots hold back checkpoints, so the
+//! checkpointer closes stale ones ([`Readers::close_stale`]) and the writer closes them all
+//! before the WAL restarts ([`Readers::close_all`]).
 //!
-//! A new snapshot can also cost the whole page cache: when a read transaction begins after
-//! any commit, SQLite drops every page the connection had cached (`pager_reset`), so the
-//! next lookups read their inner B-tree pages from the file again. Under steady issuance
-//! that is every commit: with 1,000 tokens a second issued alongside, introspection made a
-//! third fewer requests, with 1.7 `pread`s per lookup instead of 0.6. Most commits only
-//! add rows (new tokens), and a point lookup does not need those to find a row it finds:
-//! every row of the older snapshot is unchanged in the newer state. So [`Readers::lookup`]
-//! keeps a snapshot that only additions have passed, and takes a fresh one when the row is
-//! not there; any other commit (a revocation, a deletion, an update) makes it stale for
-//! every read, as before. The writer tells the two apart ([`Commits::count_one`]).
+//! A snapshot begun after any commit also drops the connection's page cache (`pager_reset`).
+//! Most commits only add rows, and a row found in an older snapshot is unchanged in the
+//! newer state, so [`Readers::lookup`] keeps a snapshot that only additions have passed and
+//! takes a fresh one when the row is missing; any other commit makes it stale for every read
+//! ([`Commits::count_one`] tells the two apart). Under steady issuance this keeps lookups in
+//! the page cache (docs/BENCHMARKS.md, "Bounds").
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
