@@ -186,8 +186,8 @@ async fn main() -> Result<()> {
 }
 
 /// The latency of a durable 4 KiB write on the disk under `dir`: what one group commit waits
-/// for at the least. These VMs' disks stall now and then for hundreds of milliseconds with
-/// nothing else running (docs/BENCHMARKS.md, "Results"), and every commit in flight waits.
+/// for at the least. Benchmark machines' disks can stall with nothing else running, and every
+/// commit in flight then waits (docs/BENCHMARKS.md, "Bounds").
 fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
     use std::os::unix::fs::FileExt;
     const BLOCK: usize = 4096;
@@ -248,7 +248,7 @@ const BATCH: usize = 20_000;
 
 /// One `INSERT ... SELECT ... ORDER BY hash` from a staging table: every index of `tokens`
 /// has the key as its last column, so inserting in key order appends to the
-/// B-trees instead of touching random pages, which makes the load take seconds, not minutes.
+/// B-trees instead of touching a random page per row, which keeps a large load short.
 /// Like the server's client_credentials tokens, none has a family.
 /// The same text in both dialects.
 const MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
