@@ -137,9 +137,9 @@ async fn main() -> Result<()> {
                 client_id: &client_id,
                 tokens: &tokens,
                 filler,
-                filler_since_ms: (now - ttl) * 1000,
-                issued_at: now,
-                expires_at: now + ttl,
+                filler_since_ms: now.saturating_add(-ttl).as_secs() * 1000,
+                issued_at: now.as_secs(),
+                expires_at: now.saturating_add(ttl).as_secs(),
             };
             if database_url.starts_with("sqlite:") {
                 fill.sqlite(&database_url).await?;

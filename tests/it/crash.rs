@@ -25,7 +25,7 @@ async fn acknowledged_writes_survive_sigkill(backend: Backend) {
             scope: "api".into(),
             ..Default::default()
         },
-        0,
+        tessera_core::clock::UnixTime::from_secs(0),
     )
     .unwrap();
     r.client.secret_hash =

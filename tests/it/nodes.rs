@@ -25,7 +25,9 @@ async fn register(
     store: &dyn tessera_store::Store,
     registration: ClientRegistration,
 ) -> TestClient {
-    let mut r = tessera_core::client::register(&registration, 0).unwrap();
+    let mut r =
+        tessera_core::client::register(&registration, tessera_core::clock::UnixTime::from_secs(0))
+            .unwrap();
     if let Some(s) = &r.secret {
         r.client.secret_hash = Some(tessera_core::secret::hash_secret(s).unwrap());
     }
@@ -78,7 +80,7 @@ async fn three_nodes_on_one_postgres_database() {
                 PASSWORD,
             ))
             .unwrap(),
-            created_at: 0,
+            created_at: tessera_core::clock::UnixTime::from_secs(0),
         })
         .await
         .unwrap();
@@ -171,8 +173,8 @@ async fn three_nodes_on_one_postgres_database() {
             client_id: m2m.id.as_str().into(),
             subject: None,
             scope: tessera_core::scope::Scope::default(),
-            issued_at: 1,
-            expires_at: 2,
+            issued_at: tessera_core::clock::UnixTime::from_secs(1),
+            expires_at: tessera_core::clock::UnixTime::from_secs(2),
             revoked_at: None,
             rotated_at: None,
             family_id: Some(format!("f{i}").into()),

@@ -239,7 +239,7 @@ mod tests {
                 scope: "api restricted".into(),
                 ..Default::default()
             },
-            0,
+            crate::clock::UnixTime::from_secs(0),
         )
         .unwrap()
         .client

@@ -252,10 +252,14 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_kind_of_client() {
-        let m2m = register(&reg(false, &[], &[]), 0).unwrap();
+        let m2m = register(&reg(false, &[], &[]), UnixTime::from_secs(0)).unwrap();
         assert_eq!(m2m.client.grant_types, vec![GrantType::ClientCredentials]);
         assert!(m2m.secret.unwrap().expose().starts_with("tss_"));
-        let spa = register(&reg(true, &["http://127.0.0.1:5000/cb"], &[]), 0).unwrap();
+        let spa = register(
+            &reg(true, &["http://127.0.0.1:5000/cb"], &[]),
+            UnixTime::from_secs(0),
+        )
+        .unwrap();
         assert_eq!(
             spa.client.grant_types,
             vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
@@ -294,15 +298,18 @@ mod tests {
             ),
         ];
         for (r, want) in cases {
-            assert_eq!(register(&r, 0).unwrap_err(), want);
+            assert_eq!(register(&r, UnixTime::from_secs(0)).unwrap_err(), want);
         }
     }
 
     #[test]
     fn redirect_uri_match_is_exact() {
-        let c = register(&reg(false, &["https://a.example/cb"], &[]), 0)
-            .unwrap()
-            .client;
+        let c = register(
+            &reg(false, &["https://a.example/cb"], &[]),
+            UnixTime::from_secs(0),
+        )
+        .unwrap()
+        .client;
         assert!(c.registered_redirect_uri("https://a.example/cb").is_some());
         for other in [
             "https://a.example/cb/",

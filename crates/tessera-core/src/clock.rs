@@ -1,13 +1,71 @@
 //! The one place that reads the system clock.
 //!
-//! Everything else takes `now` (unix seconds) as an argument. A [`Clock`] can be frozen and
+//! Everything else takes `now` ([`UnixTime`]) as an argument. A [`Clock`] can be frozen and
 //! moved by tests, so expiry is tested without sleeping.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Seconds since the unix epoch, as stored in the database.
-pub type UnixTime = i64;
+/// A moment, in whole seconds since the unix epoch: what the store keeps and what every
+/// expiry rule compares. A type of its own, so a lifetime in seconds cannot be passed where
+/// a moment belongs.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct UnixTime(i64);
+
+impl UnixTime {
+    pub const fn from_secs(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    pub const fn as_secs(self) -> i64 {
+        self.0
+    }
+
+    /// `seconds` later (earlier if negative), saturating at the ends of time.
+    pub const fn saturating_add(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds))
+    }
+
+    /// Seconds from `earlier` to `self` (negative if `earlier` is later).
+    pub const fn seconds_since(self, earlier: Self) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// `seconds` later, saturating, as [`UnixTime::saturating_add`].
+impl std::ops::Add<i64> for UnixTime {
+    type Output = Self;
+
+    fn add(self, seconds: i64) -> Self {
+        self.saturating_add(seconds)
+    }
+}
+
+impl From<i64> for UnixTime {
+    fn from(seconds: i64) -> Self {
+        Self(seconds)
+    }
+}
+
+impl fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A source of the current time: the system clock, or a manual one for tests.
 #[derive(Clone, Debug, Default)]
@@ -22,9 +80,9 @@ impl Clock {
     }
 
     /// A clock that stands still at `start` until [`Clock::advance`] moves it.
-    pub fn manual(start: UnixTime) -> Self {
+    pub fn manual(start: impl Into<UnixTime>) -> Self {
         Self {
-            manual: Some(Arc::new(AtomicI64::new(start))),
+            manual: Some(Arc::new(AtomicI64::new(start.into().as_secs()))),
         }
     }
 
@@ -37,7 +95,7 @@ impl Clock {
 
     pub fn now(&self) -> UnixTime {
         match &self.manual {
-            Some(t) => t.load(Ordering::SeqCst),
+            Some(t) => UnixTime(t.load(Ordering::SeqCst)),
             None => system_now(),
         }
     }
@@ -56,5 +114,34 @@ pub fn system_millis() -> u64 {
 }
 
 fn system_now() -> UnixTime {
-    i64::try_from(system_millis() / 1000).unwrap_or(i64::MAX)
+    UnixTime(i64::try_from(system_millis() / 1000).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moments_add_seconds_saturating_and_serialize_as_plain_numbers() {
+        let t = UnixTime::from_secs(1_000);
+        assert_eq!(t + 60, UnixTime::from_secs(1_060));
+        assert_eq!((t + 60).seconds_since(t), 60);
+        assert_eq!(t.seconds_since(t + 60), -60);
+        assert_eq!(
+            UnixTime::from_secs(i64::MAX) + 1,
+            UnixTime::from_secs(i64::MAX)
+        );
+        assert!(t < t + 1);
+        assert_eq!(serde_json::to_string(&t).unwrap(), "1000");
+        let back: UnixTime = serde_json::from_str("1000").unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn a_manual_clock_stands_still_until_moved() {
+        let clock = Clock::manual(5);
+        assert_eq!(clock.now(), UnixTime::from_secs(5));
+        clock.advance(10);
+        assert_eq!(clock.now(), UnixTime::from_secs(15));
+    }
 }

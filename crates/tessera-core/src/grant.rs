@@ -8,8 +8,8 @@ use serde::Serialize;
 use crate::client::{Client, GrantType};
 use crate::clock::UnixTime;
 use crate::error::OAuthError;
-use crate::ids::{ClientId, FamilyId, UserId};
 use crate::form::FormParams;
+use crate::ids::{ClientId, FamilyId, UserId};
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::Scope;
 use crate::token::{
@@ -298,7 +298,7 @@ mod tests {
                 scope: "api read".into(),
                 ..Default::default()
             },
-            0,
+            UnixTime::from_secs(0),
         )
         .unwrap()
         .client
@@ -356,8 +356,8 @@ mod tests {
             redirect_uri_given: true,
             scope: Scope::parse("api").unwrap(),
             code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
-            issued_at: 100,
-            expires_at: 160,
+            issued_at: UnixTime::from_secs(100),
+            expires_at: UnixTime::from_secs(160),
             redeemed_at: None,
             family_id: "f".into(),
         }
@@ -369,14 +369,29 @@ mod tests {
         let code = code_record(&c);
         let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let uri = "https://app.example/cb";
-        assert_eq!(check_code(&code, &c, Some(uri), Some(v), 159), Ok(()));
+        assert_eq!(
+            check_code(&code, &c, Some(uri), Some(v), UnixTime::from_secs(159)),
+            Ok(())
+        );
         let bad = |r: Result<(), OAuthError>| r.map_err(|e| e.code());
         assert_eq!(
-            bad(check_code(&code, &c, Some(uri), Some(v), 160)),
+            bad(check_code(
+                &code,
+                &c,
+                Some(uri),
+                Some(v),
+                UnixTime::from_secs(160)
+            )),
             Err("invalid_grant")
         );
         assert_eq!(
-            bad(check_code(&code, &c, None, Some(v), 120)),
+            bad(check_code(
+                &code,
+                &c,
+                None,
+                Some(v),
+                UnixTime::from_secs(120)
+            )),
             Err("invalid_grant")
         );
         assert_eq!(
@@ -385,16 +400,28 @@ mod tests {
                 &c,
                 Some("https://app.example/cb/"),
                 Some(v),
-                120
+                UnixTime::from_secs(120)
             )),
             Err("invalid_grant")
         );
         assert_eq!(
-            bad(check_code(&code, &c, Some(uri), None, 120)),
+            bad(check_code(
+                &code,
+                &c,
+                Some(uri),
+                None,
+                UnixTime::from_secs(120)
+            )),
             Err("invalid_grant")
         );
         assert_eq!(
-            bad(check_code(&code, &c, Some(uri), Some(&"a".repeat(43)), 120)),
+            bad(check_code(
+                &code,
+                &c,
+                Some(uri),
+                Some(&"a".repeat(43)),
+                UnixTime::from_secs(120)
+            )),
             Err("invalid_grant")
         );
         let other = Client {
@@ -402,7 +429,13 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(
-            bad(check_code(&code, &other, Some(uri), Some(v), 120)),
+            bad(check_code(
+                &code,
+                &other,
+                Some(uri),
+                Some(v),
+                UnixTime::from_secs(120)
+            )),
             Err("invalid_grant")
         );
         let no_pkce = AuthorizationCodeRecord {
@@ -410,9 +443,18 @@ mod tests {
             redirect_uri_given: false,
             ..code
         };
-        assert_eq!(check_code(&no_pkce, &c, None, None, 120), Ok(()));
         assert_eq!(
-            bad(check_code(&no_pkce, &c, None, Some(v), 120)),
+            check_code(&no_pkce, &c, None, None, UnixTime::from_secs(120)),
+            Ok(())
+        );
+        assert_eq!(
+            bad(check_code(
+                &no_pkce,
+                &c,
+                None,
+                Some(v),
+                UnixTime::from_secs(120)
+            )),
             Err("invalid_grant")
         );
     }
@@ -426,7 +468,13 @@ mod tests {
             scope: Scope::parse("api").unwrap(),
             family_id: Some(&"f".into()),
         };
-        let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
+        let minted = mint_tokens(
+            &subject,
+            Lifetimes::default(),
+            true,
+            UnixTime::from_secs(1000),
+        )
+        .unwrap();
         let access = minted.response.access_token.expose().to_owned();
         let refresh = minted.response.refresh_token.clone().unwrap();
         let debug = format!("{minted:?}");
@@ -463,38 +511,48 @@ mod tests {
             scope: Scope::parse("api read").unwrap(),
             family_id: Some(&"f".into()),
         };
-        let minted = mint_tokens(&subject, Lifetimes::default(), true, 1000).unwrap();
+        let minted = mint_tokens(
+            &subject,
+            Lifetimes::default(),
+            true,
+            UnixTime::from_secs(1000),
+        )
+        .unwrap();
         assert_eq!(minted.records.len(), 2);
         assert!(minted.response.refresh_token.is_some());
         let mut record = minted.records[1].clone();
         assert_ne!(record.hash, token.key());
         let narrow = Scope::parse("api").unwrap();
         assert_eq!(
-            check_refresh(&record, &c, Some(&narrow), 1001),
+            check_refresh(&record, &c, Some(&narrow), UnixTime::from_secs(1001)),
             Ok(RefreshCheck::Rotate {
                 scope: narrow.clone()
             })
         );
         let wide = Scope::parse("api read admin").unwrap();
         assert_eq!(
-            check_refresh(&record, &c, Some(&wide), 1001)
+            check_refresh(&record, &c, Some(&wide), UnixTime::from_secs(1001))
                 .unwrap_err()
                 .code(),
             "invalid_scope"
         );
-        record.rotated_at = Some(1002);
+        record.rotated_at = Some(UnixTime::from_secs(1002));
         assert_eq!(
-            check_refresh(&record, &c, None, 1003),
+            check_refresh(&record, &c, None, UnixTime::from_secs(1003)),
             Ok(RefreshCheck::Reused)
         );
-        record.revoked_at = Some(1004);
+        record.revoked_at = Some(UnixTime::from_secs(1004));
         assert_eq!(
-            check_refresh(&record, &c, None, 1005).unwrap_err().code(),
+            check_refresh(&record, &c, None, UnixTime::from_secs(1005))
+                .unwrap_err()
+                .code(),
             "invalid_grant"
         );
         let access = &minted.records[0];
         assert_eq!(
-            check_refresh(access, &c, None, 1001).unwrap_err().code(),
+            check_refresh(access, &c, None, UnixTime::from_secs(1001))
+                .unwrap_err()
+                .code(),
             "invalid_grant"
         );
     }

@@ -95,8 +95,8 @@ mod tests {
             client_id: "c1".into(),
             subject: None,
             scope: Scope::parse("api").unwrap(),
-            issued_at: 100,
-            expires_at: 200,
+            issued_at: UnixTime::from_secs(100),
+            expires_at: UnixTime::from_secs(200),
             revoked_at: None,
             rotated_at: None,
             family_id: Some("f".into()),
@@ -107,27 +107,27 @@ mod tests {
     #[test]
     fn active_until_expiry_and_revocation() {
         let r = record(TokenKind::Access);
-        let i = introspect(Some(&r), "rs", "https://as", 199);
+        let i = introspect(Some(&r), "rs", "https://as", UnixTime::from_secs(199));
         assert!(i.active);
         assert_eq!(i.sub.as_deref(), Some("c1"));
         assert_eq!(i.token_type.as_deref(), Some("Bearer"));
-        assert!(!introspect(Some(&r), "rs", "https://as", 200).active);
+        assert!(!introspect(Some(&r), "rs", "https://as", UnixTime::from_secs(200)).active);
         let revoked = TokenRecord {
-            revoked_at: Some(150),
+            revoked_at: Some(UnixTime::from_secs(150)),
             ..r
         };
         assert_eq!(
-            introspect(Some(&revoked), "rs", "https://as", 160),
+            introspect(Some(&revoked), "rs", "https://as", UnixTime::from_secs(160)),
             Introspection::inactive()
         );
-        assert!(!introspect(None, "rs", "https://as", 0).active);
+        assert!(!introspect(None, "rs", "https://as", UnixTime::from_secs(0)).active);
     }
 
     #[test]
     fn refresh_tokens_are_active_only_for_their_client() {
         let r = record(TokenKind::Refresh);
-        assert!(!introspect(Some(&r), "rs", "https://as", 150).active);
-        let own = introspect(Some(&r), "c1", "https://as", 150);
+        assert!(!introspect(Some(&r), "rs", "https://as", UnixTime::from_secs(150)).active);
+        let own = introspect(Some(&r), "c1", "https://as", UnixTime::from_secs(150));
         assert!(own.active);
         assert_eq!(own.token_use.as_deref(), Some("refresh_token"));
         assert_eq!(own.token_type, None);

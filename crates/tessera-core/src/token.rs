@@ -307,20 +307,26 @@ mod tests {
         let live = Standing {
             token_use: TokenUse::Access,
             live: true,
-            expires_at: Some(200),
-            not_before: Some(100),
+            expires_at: Some(UnixTime::from_secs(200)),
+            not_before: Some(UnixTime::from_secs(100)),
         };
-        assert!(live.is_active_access_token(100));
-        assert!(live.is_active_access_token(199));
-        assert!(!live.is_active_access_token(200), "expiry is exclusive");
-        assert!(!live.is_active_access_token(99), "not yet valid");
+        assert!(live.is_active_access_token(UnixTime::from_secs(100)));
+        assert!(live.is_active_access_token(UnixTime::from_secs(199)));
+        assert!(
+            !live.is_active_access_token(UnixTime::from_secs(200)),
+            "expiry is exclusive"
+        );
+        assert!(
+            !live.is_active_access_token(UnixTime::from_secs(99)),
+            "not yet valid"
+        );
         let unstated = Standing {
             token_use: TokenUse::Unstated,
             expires_at: None,
             not_before: None,
             ..live
         };
-        assert!(unstated.is_active_access_token(i64::MAX));
+        assert!(unstated.is_active_access_token(UnixTime::from_secs(i64::MAX)));
         for dead in [
             Standing {
                 live: false,
@@ -331,7 +337,10 @@ mod tests {
                 ..live
             },
         ] {
-            assert!(!dead.is_active_access_token(150), "{dead:?}");
+            assert!(
+                !dead.is_active_access_token(UnixTime::from_secs(150)),
+                "{dead:?}"
+            );
         }
     }
 

@@ -93,20 +93,25 @@ mod tests {
     #[test]
     fn register_checks_the_name_and_the_password_and_hashes_it() {
         let password = Secret::new("correct horse");
-        let user = register("alice", &password, 7).unwrap();
+        let user = register("alice", &password, UnixTime::from_secs(7)).unwrap();
         assert_eq!(user.username.as_str(), "alice");
-        assert_eq!(user.created_at, 7);
+        assert_eq!(user.created_at, UnixTime::from_secs(7));
         assert!(crate::secret::verify_secret(
             &password,
             Some(&user.password_hash)
         ));
-        assert_ne!(register("alice", &password, 7).unwrap().id, user.id);
+        assert_ne!(
+            register("alice", &password, UnixTime::from_secs(7))
+                .unwrap()
+                .id,
+            user.id
+        );
         assert_eq!(
-            register("a b", &password, 0).unwrap_err(),
+            register("a b", &password, UnixTime::from_secs(0)).unwrap_err(),
             UserError::Username(InvalidUsername)
         );
         assert_eq!(
-            register("alice", &Secret::new("short"), 0).unwrap_err(),
+            register("alice", &Secret::new("short"), UnixTime::from_secs(0)).unwrap_err(),
             UserError::ShortPassword
         );
         assert_eq!(

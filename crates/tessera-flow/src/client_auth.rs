@@ -298,7 +298,11 @@ mod tests {
             scope: "api".into(),
             ..Default::default()
         };
-        let mut registered = tessera_core::client::register(&registration, 0).unwrap();
+        let mut registered = tessera_core::client::register(
+            &registration,
+            tessera_core::clock::UnixTime::from_secs(0),
+        )
+        .unwrap();
         registered.client.id = id.into();
         Arc::new(registered.client)
     }

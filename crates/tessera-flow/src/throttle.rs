@@ -52,10 +52,10 @@ impl LoginThrottle {
             let Ok(mut times) = entry.lock() else {
                 continue;
             };
-            times.retain(|t| now - t < WINDOW);
+            times.retain(|t| now.seconds_since(*t) < WINDOW);
             if times.len() >= LIMIT {
                 let oldest = times.first().copied().unwrap_or(now);
-                return Verdict::Refuse((oldest + WINDOW - now).max(1));
+                return Verdict::Refuse(oldest.saturating_add(WINDOW).seconds_since(now).max(1));
             }
             if times.len() >= SLOW_AFTER {
                 verdict = Verdict::Slow(Duration::from_secs(1));
@@ -68,7 +68,7 @@ impl LoginThrottle {
         for key in keys {
             let entry = self.failures.get_with(key.clone(), Default::default);
             if let Ok(mut times) = entry.lock() {
-                times.retain(|t| now - t < WINDOW);
+                times.retain(|t| now.seconds_since(*t) < WINDOW);
                 times.push(now);
             }
         }
@@ -93,11 +93,21 @@ mod tests {
             } else {
                 Verdict::Slow(Duration::from_secs(1))
             };
-            assert_eq!(t.check(&keys, 1000), want, "attempt {i}");
-            t.record_failure(&keys, 1000);
+            assert_eq!(
+                t.check(&keys, UnixTime::from_secs(1000)),
+                want,
+                "attempt {i}"
+            );
+            t.record_failure(&keys, UnixTime::from_secs(1000));
         }
-        assert_eq!(t.check(&keys, 1010), Verdict::Refuse(50));
-        assert_eq!(t.check(&["user:bob".to_string()], 1010), Verdict::Allow);
-        assert_eq!(t.check(&keys, 1060), Verdict::Allow);
+        assert_eq!(
+            t.check(&keys, UnixTime::from_secs(1010)),
+            Verdict::Refuse(50)
+        );
+        assert_eq!(
+            t.check(&["user:bob".to_string()], UnixTime::from_secs(1010)),
+            Verdict::Allow
+        );
+        assert_eq!(t.check(&keys, UnixTime::from_secs(1060)), Verdict::Allow);
     }
 }

@@ -202,7 +202,9 @@ impl RemoteIntrospection {
             None => config.negative_ttl.min(config.cache_ttl),
             Some(info) => {
                 let until_exp = info.expires_at.map(|exp| {
-                    Duration::from_secs(u64::try_from(exp - config.clock.now()).unwrap_or(0))
+                    Duration::from_secs(
+                        u64::try_from(exp.seconds_since(config.clock.now())).unwrap_or(0),
+                    )
                 });
                 until_exp.map_or(config.cache_ttl, |d| d.min(config.cache_ttl))
             }
@@ -265,6 +267,7 @@ struct Wire {
 fn seconds(n: &Option<serde_json::Number>) -> Option<UnixTime> {
     n.as_ref()
         .and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)))
+        .map(UnixTime::from_secs)
 }
 
 /// Interprets an introspection response body at `now`. Anything that is not clearly an active
@@ -325,7 +328,7 @@ mod tests {
 
     #[test]
     fn interprets_introspection_answers() {
-        let now = 1000;
+        let now = UnixTime::from_secs(1000);
         let active = br#"{"active":true,"scope":"api read","sub":"u1","username":"alice","client_id":"c","exp":2000,"iat":900,"token_type":"Bearer"}"#;
         let info = parse_introspection(active, now).unwrap().unwrap();
         assert!(info.scope.contains("api") && info.scope.contains("read"));

@@ -4,6 +4,7 @@
 //! backend reuses it and spells out only what differs.
 
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
+use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
@@ -131,7 +132,7 @@ impl TryFrom<ClientRow> for Client {
             name: row.name,
             secret_hash: row.secret_hash,
             skip_consent: row.skip_consent,
-            created_at: row.created_at,
+            created_at: UnixTime::from_secs(row.created_at),
         })
     }
 }
@@ -175,10 +176,10 @@ impl TryFrom<TokenRow> for TokenRecord {
             scope: Scope::parse(&row.scope).map_err(|_| corrupt("scope"))?,
             client_id: row.client_id.into(),
             subject: row.subject.map(Into::into),
-            issued_at: row.issued_at,
-            expires_at: row.expires_at,
-            revoked_at: row.revoked_at,
-            rotated_at: row.rotated_at,
+            issued_at: UnixTime::from_secs(row.issued_at),
+            expires_at: UnixTime::from_secs(row.expires_at),
+            revoked_at: row.revoked_at.map(UnixTime::from_secs),
+            rotated_at: row.rotated_at.map(UnixTime::from_secs),
             family_id: row.family_id.map(Into::into),
             username: row.username,
         })
@@ -201,7 +202,7 @@ impl TryFrom<UserRow> for User {
                 .map_err(|_| StoreError::Corrupt(format!("user {}: username", row.id)))?,
             id: row.id.into(),
             password_hash: row.password_hash,
-            created_at: row.created_at,
+            created_at: UnixTime::from_secs(row.created_at),
         })
     }
 }
@@ -233,9 +234,9 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
             redirect_uri: row.redirect_uri,
             redirect_uri_given: row.redirect_uri_given,
             code_challenge: row.code_challenge,
-            issued_at: row.issued_at,
-            expires_at: row.expires_at,
-            redeemed_at: row.redeemed_at,
+            issued_at: UnixTime::from_secs(row.issued_at),
+            expires_at: UnixTime::from_secs(row.expires_at),
+            redeemed_at: row.redeemed_at.map(UnixTime::from_secs),
             family_id: row.family_id.into(),
         })
     }

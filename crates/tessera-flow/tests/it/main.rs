@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
-use tessera_core::clock::Clock;
+use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::form::FormParams;
 use tessera_core::grant::{Lifetimes, TokenResponse};
 use tessera_core::secret::{Secret, hash_secret};
@@ -28,7 +28,7 @@ use tessera_flow::token::{CodeExchange, CodePresented, Rotation};
 use tessera_flow::{FlowError, Flows, Settings};
 use tessera_store::{Store, testing};
 
-const START: i64 = 1_700_000_000;
+const START: UnixTime = UnixTime::from_secs(1_700_000_000);
 const REDIRECT: &str = "https://app.example/cb";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";

@@ -334,7 +334,7 @@ impl crate::Store for PgStore {
             .bind(&cols.scope)
             .bind(&cols.redirect_uris)
             .bind(client.skip_consent)
-            .bind(client.created_at)
+            .bind(client.created_at.as_secs())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -383,7 +383,7 @@ impl crate::Store for PgStore {
             .bind(user.id.as_str())
             .bind(user.username.as_str())
             .bind(&user.password_hash)
-            .bind(user.created_at)
+            .bind(user.created_at.as_secs())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -459,7 +459,7 @@ impl crate::Store for PgStore {
         let mut conn = self.general.lease().await?;
         let done = sqlx::query(rows::REVOKE_FAMILY)
             .bind(family_id)
-            .bind(now)
+            .bind(now.as_secs())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -478,7 +478,7 @@ impl crate::Store for PgStore {
             let mut tx = conn.begin().await?;
             let claimed = sqlx::query(rows::ROTATE_REFRESH)
                 .bind(hash.as_bytes().as_slice())
-                .bind(now)
+                .bind(now.as_secs())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -506,9 +506,9 @@ impl crate::Store for PgStore {
             .bind(code.redirect_uri_given)
             .bind(code.scope.to_string())
             .bind(&code.code_challenge)
-            .bind(code.issued_at)
-            .bind(code.expires_at)
-            .bind(code.redeemed_at)
+            .bind(code.issued_at.as_secs())
+            .bind(code.expires_at.as_secs())
+            .bind(code.redeemed_at.map(UnixTime::as_secs))
             .bind(code.family_id.as_str())
             .execute(&mut *conn)
             .await?;
@@ -541,7 +541,7 @@ impl crate::Store for PgStore {
             let mut tx = conn.begin().await?;
             let claimed = sqlx::query(rows::REDEEM_CODE)
                 .bind(hash.as_bytes().as_slice())
-                .bind(now)
+                .bind(now.as_secs())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -571,8 +571,8 @@ impl crate::Store for PgStore {
         sqlx::query(rows::INSERT_SESSION)
             .bind(session.hash.as_bytes().as_slice())
             .bind(session.user_id.as_str())
-            .bind(session.created_at)
-            .bind(session.expires_at)
+            .bind(session.created_at.as_secs())
+            .bind(session.expires_at.as_secs())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -587,7 +587,7 @@ impl crate::Store for PgStore {
         let mut conn = self.general.lease().await?;
         let found = sqlx::query_as::<_, rows::UserRow>(rows::SELECT_SESSION_USER)
             .bind(hash.as_bytes().as_slice())
-            .bind(now)
+            .bind(now.as_secs())
             .fetch_optional(&mut *conn)
             .await?;
         conn.keep();
@@ -631,7 +631,7 @@ impl crate::Store for PgStore {
             .bind(user_id)
             .bind(client_id)
             .bind(scope.to_string())
-            .bind(now)
+            .bind(now.as_secs())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -649,7 +649,11 @@ impl crate::Store for PgStore {
             (dialect::PURGE_SESSIONS, true),
         ] {
             let query = sqlx::query(sql);
-            let query = if by_time { query.bind(now) } else { query };
+            let query = if by_time {
+                query.bind(now.as_secs())
+            } else {
+                query
+            };
             let done = query.bind(i64::from(batch)).execute(&mut *conn).await?;
             most = most.max(done.rows_affected());
         }
@@ -682,10 +686,10 @@ async fn insert_rows<'e, 't>(
         clients.push(t.client_id.as_str());
         subjects.push(t.subject.as_deref());
         scopes.push(t.scope.to_string());
-        issued.push(t.issued_at);
-        expires.push(t.expires_at);
-        revoked.push(t.revoked_at);
-        rotated.push(t.rotated_at);
+        issued.push(t.issued_at.as_secs());
+        expires.push(t.expires_at.as_secs());
+        revoked.push(t.revoked_at.map(UnixTime::as_secs));
+        rotated.push(t.rotated_at.map(UnixTime::as_secs));
         families.push(t.family_id.as_deref());
     }
     let count = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
@@ -772,7 +776,7 @@ fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenKey, UnixTime), boo
             let mut conn = held.lease().await?;
             let changed = sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
                 .bind(hashes)
-                .bind(now)
+                .bind(now.as_secs())
                 .fetch_all(&mut *conn)
                 .await?;
             conn.keep();

@@ -233,10 +233,10 @@ fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), St
             t.client_id.as_str(),
             t.subject.as_deref(),
             t.scope.to_string(),
-            t.issued_at,
-            t.expires_at,
-            t.revoked_at,
-            t.rotated_at,
+            t.issued_at.as_secs(),
+            t.expires_at.as_secs(),
+            t.revoked_at.map(UnixTime::as_secs),
+            t.rotated_at.map(UnixTime::as_secs),
             t.family_id.as_deref(),
         ])?;
     }
@@ -303,7 +303,7 @@ impl crate::Store for SqliteStore {
                         cols.scope,
                         cols.redirect_uris,
                         client.skip_consent,
-                        client.created_at,
+                        client.created_at.as_secs(),
                     ])?;
                 Ok(())
             })
@@ -349,7 +349,7 @@ impl crate::Store for SqliteStore {
                     user.id.as_str(),
                     user.username.as_str(),
                     user.password_hash,
-                    user.created_at,
+                    user.created_at.as_secs(),
                 ])?;
                 Ok(())
             })
@@ -427,7 +427,7 @@ impl crate::Store for SqliteStore {
             .write(move |c| {
                 let changed = c
                     .prepare_cached(&REVOKE_TOKEN)?
-                    .execute(params![hash.as_bytes().as_slice(), now])?;
+                    .execute(params![hash.as_bytes().as_slice(), now.as_secs()])?;
                 Ok(changed > 0)
             })
             .await
@@ -439,7 +439,7 @@ impl crate::Store for SqliteStore {
             .write(move |c| {
                 let changed = c
                     .prepare_cached(&sql(rows::REVOKE_FAMILY))?
-                    .execute(params![family_id, now])?;
+                    .execute(params![family_id, now.as_secs()])?;
                 Ok(changed as u64)
             })
             .await
@@ -456,7 +456,7 @@ impl crate::Store for SqliteStore {
             .write(move |c| {
                 let claimed = c
                     .prepare_cached(&sql(rows::ROTATE_REFRESH))?
-                    .execute(params![hash.as_bytes().as_slice(), now])?
+                    .execute(params![hash.as_bytes().as_slice(), now.as_secs()])?
                     == 1;
                 if claimed {
                     insert_token_rows(c, &successors)?;
@@ -478,9 +478,9 @@ impl crate::Store for SqliteStore {
                     code.redirect_uri_given,
                     code.scope.to_string(),
                     code.code_challenge,
-                    code.issued_at,
-                    code.expires_at,
-                    code.redeemed_at,
+                    code.issued_at.as_secs(),
+                    code.expires_at.as_secs(),
+                    code.redeemed_at.map(UnixTime::as_secs),
                     code.family_id.as_str(),
                 ])?;
                 Ok(())
@@ -513,7 +513,7 @@ impl crate::Store for SqliteStore {
                 let key = hash.as_bytes().as_slice();
                 let claimed = c
                     .prepare_cached(&sql(rows::REDEEM_CODE))?
-                    .execute(params![key, now])?
+                    .execute(params![key, now.as_secs()])?
                     == 1;
                 if claimed {
                     insert_token_rows(c, &tokens)?;
@@ -539,8 +539,8 @@ impl crate::Store for SqliteStore {
                     .execute(params![
                         session.hash.as_bytes().as_slice(),
                         session.user_id.as_str(),
-                        session.created_at,
-                        session.expires_at,
+                        session.created_at.as_secs(),
+                        session.expires_at.as_secs(),
                     ])?;
                 Ok(())
             })
@@ -554,7 +554,7 @@ impl crate::Store for SqliteStore {
     ) -> Result<Option<User>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&sql(rows::SELECT_SESSION_USER))?
-                .query_row(params![hash.as_bytes().as_slice(), now], user_row)
+                .query_row(params![hash.as_bytes().as_slice(), now.as_secs()], user_row)
                 .optional()?
                 .map(User::try_from)
                 .transpose()
@@ -595,7 +595,7 @@ impl crate::Store for SqliteStore {
         self.writer
             .write(move |c| {
                 c.prepare_cached(&sql(rows::UPSERT_CONSENT))?
-                    .execute(params![user_id, client_id, scope, now])?;
+                    .execute(params![user_id, client_id, scope, now.as_secs()])?;
                 Ok(())
             })
             .await
@@ -613,7 +613,7 @@ impl crate::Store for SqliteStore {
                 ] {
                     let mut statement = c.prepare_cached(statement)?;
                     let done = if by_time {
-                        statement.execute(params![now, batch])?
+                        statement.execute(params![now.as_secs(), batch])?
                     } else {
                         statement.execute(params![batch])?
                     };
@@ -814,8 +814,10 @@ mod tests {
         assert_eq!(found.client_id, "c1");
         assert_eq!(found.subject.as_deref(), Some("u1"));
         assert_eq!(found.username.as_deref(), Some("ann"));
-        assert_eq!((found.issued_at, found.expires_at), (10, 4_000_000_000));
-        assert_eq!((found.revoked_at, found.rotated_at), (None, Some(20)));
+        let (issued, expires) = (found.issued_at.as_secs(), found.expires_at.as_secs());
+        assert_eq!((issued, expires), (10, 4_000_000_000));
+        let rotated = found.rotated_at.map(UnixTime::as_secs);
+        assert_eq!((found.revoked_at, rotated), (None, Some(20)));
         assert_eq!(found.family_id.as_deref(), Some("fam"));
         let clustered: String = store
             .read(|c| {

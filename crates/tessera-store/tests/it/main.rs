@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use tessera_core::client::{Client, ClientRegistration, register};
+use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::scope::Scope;
 use tessera_core::token::{RawToken, TokenKind, TokenRecord};
@@ -81,7 +82,7 @@ fn client(name: &str, uris: &[&str]) -> Client {
             scope: "api read".into(),
             ..Default::default()
         },
-        1000,
+        UnixTime::from_secs(1000),
     )
     .unwrap()
     .client;
@@ -95,7 +96,7 @@ fn person(id: &str, username: &str) -> tessera_core::user::User {
         id: id.into(),
         username: tessera_core::user::Username::parse(username).unwrap(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        created_at: 1000,
+        created_at: UnixTime::from_secs(1000),
     }
 }
 
@@ -112,8 +113,8 @@ fn token(
         client_id: client.id.clone(),
         subject: Some("user-1".into()),
         scope: Scope::parse("api").unwrap(),
-        issued_at: 1000,
-        expires_at,
+        issued_at: UnixTime::from_secs(1000),
+        expires_at: UnixTime::from_secs(expires_at),
         revoked_at: None,
         rotated_at: None,
         family_id: Some(family.into()),
@@ -161,18 +162,26 @@ async fn tokens_round_trip_and_revoke_once(store: Arc<dyn Store>) {
         store.find_token(&raw.key()).await.unwrap(),
         Some(record.clone())
     );
-    assert!(store.revoke_token(&raw.key(), 2000).await.unwrap());
     assert!(
-        !store.revoke_token(&raw.key(), 3000).await.unwrap(),
+        store
+            .revoke_token(&raw.key(), UnixTime::from_secs(2000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_token(&raw.key(), UnixTime::from_secs(3000))
+            .await
+            .unwrap(),
         "already revoked"
     );
     let found = store.find_token(&raw.key()).await.unwrap().unwrap();
     assert_eq!(
         found.revoked_at,
-        Some(2000),
+        Some(UnixTime::from_secs(2000)),
         "the first revocation time is kept"
     );
-    assert!(!found.is_active(2500));
+    assert!(!found.is_active(UnixTime::from_secs(2500)));
 }
 
 /// Lookups repeated on every read connection (SQLite keeps a snapshot per connection, and
@@ -201,8 +210,13 @@ async fn lookups_answer_the_latest_acknowledged_state(store: Arc<dyn Store>) {
                 .iter_mut()
                 .find(|(_, r)| r.revoked_at.is_none())
                 .unwrap();
-            assert!(store.revoke_token(&oldest.key(), 1500).await.unwrap());
-            record.revoked_at = Some(1500);
+            assert!(
+                store
+                    .revoke_token(&oldest.key(), UnixTime::from_secs(1500))
+                    .await
+                    .unwrap()
+            );
+            record.revoked_at = Some(UnixTime::from_secs(1500));
         }
         for (raw, record) in &issued {
             for _ in 0..on_every_reader {
@@ -224,9 +238,27 @@ async fn family_revocation_reaches_every_live_token(store: Arc<dyn Store>) {
     r4.subject = None;
     r4.family_id = None;
     store.insert_tokens(&[r1, r2, r3, r4]).await.unwrap();
-    assert_eq!(store.revoke_family("fam", 1500).await.unwrap(), 2);
-    assert_eq!(store.revoke_family("fam", 1600).await.unwrap(), 0);
-    assert_eq!(store.revoke_family("", 1600).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .revoke_family("fam", UnixTime::from_secs(1500))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .revoke_family("fam", UnixTime::from_secs(1600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .revoke_family("", UnixTime::from_secs(1600))
+            .await
+            .unwrap(),
+        0
+    );
     for (raw, revoked) in [(&a1, true), (&a2, true), (&other, false), (&lone, false)] {
         let found = store.find_token(&raw.key()).await.unwrap().unwrap();
         assert_eq!(found.revoked_at.is_some(), revoked);
@@ -247,19 +279,31 @@ async fn purge_removes_only_dead_tokens_in_batches(store: Arc<dyn Store>) {
     records.push(live_record);
     records.push(revoked_record);
     store.insert_tokens(&records).await.unwrap();
-    store.revoke_token(&revoked.key(), 1200).await.unwrap();
+    store
+        .revoke_token(&revoked.key(), UnixTime::from_secs(1200))
+        .await
+        .unwrap();
     // 7 expired and 1 revoked, in batches of 3 of each kind: 3 expired and the revoked one,
     // 3 expired, the last expired one, then the caller stops.
     let mut batches = Vec::new();
     loop {
-        let n = store.purge_expired(2000, 3).await.unwrap();
+        let n = store
+            .purge_expired(UnixTime::from_secs(2000), 3)
+            .await
+            .unwrap();
         batches.push(n);
         if n < 3 {
             break;
         }
     }
     assert_eq!(batches, vec![3, 3, 1]);
-    assert_eq!(store.purge_expired(2000, 3).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .purge_expired(UnixTime::from_secs(2000), 3)
+            .await
+            .unwrap(),
+        0
+    );
     assert!(store.find_token(&live.key()).await.unwrap().is_some());
     assert!(store.find_token(&revoked.key()).await.unwrap().is_none());
 }
@@ -364,8 +408,8 @@ async fn stored_code(store: &Arc<dyn Store>, c: &Client, family: &str) -> Author
         redirect_uri_given: true,
         scope: Scope::parse("api").unwrap(),
         code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
-        issued_at: 1000,
-        expires_at: 1060,
+        issued_at: UnixTime::from_secs(1000),
+        expires_at: UnixTime::from_secs(1060),
         redeemed_at: None,
         family_id: family.into(),
     };
@@ -381,18 +425,21 @@ async fn a_code_is_redeemed_once_with_its_tokens(store: Arc<dyn Store>) {
     let code = stored_code(&store, &c, "fam-1").await;
     let (access, first) = token(&c, TokenKind::Access, "fam-1", 9000);
     assert_eq!(
-        store.redeem_code(&code.hash, 1010, &[first]).await.unwrap(),
+        store
+            .redeem_code(&code.hash, UnixTime::from_secs(1010), &[first])
+            .await
+            .unwrap(),
         Redemption::Redeemed
     );
     let stored = store.find_token(&access.key()).await.unwrap().unwrap();
     assert_eq!(stored.family_id.as_deref(), Some("fam-1"));
     let redeemed = store.find_code(&code.hash).await.unwrap().unwrap();
-    assert_eq!(redeemed.redeemed_at, Some(1010));
+    assert_eq!(redeemed.redeemed_at, Some(UnixTime::from_secs(1010)));
 
     let (again, second) = token(&c, TokenKind::Access, "fam-1", 9000);
     assert_eq!(
         store
-            .redeem_code(&code.hash, 1020, &[second])
+            .redeem_code(&code.hash, UnixTime::from_secs(1020), &[second])
             .await
             .unwrap(),
         Redemption::AlreadyRedeemed {
@@ -405,7 +452,10 @@ async fn a_code_is_redeemed_once_with_its_tokens(store: Arc<dyn Store>) {
         .key();
     let (_, third) = token(&c, TokenKind::Access, "fam-1", 9000);
     assert_eq!(
-        store.redeem_code(&unknown, 1030, &[third]).await.unwrap(),
+        store
+            .redeem_code(&unknown, UnixTime::from_secs(1030), &[third])
+            .await
+            .unwrap(),
         Redemption::NotFound
     );
 }
@@ -421,7 +471,11 @@ async fn concurrent_redemptions_have_one_winner(store: Arc<dyn Store>) {
         let (raw, record) = token(&c, TokenKind::Access, "fam-2", 9000);
         tasks.spawn(async move {
             let outcome = store
-                .redeem_code(&code.hash, 1010 + i, std::slice::from_ref(&record))
+                .redeem_code(
+                    &code.hash,
+                    UnixTime::from_secs(1010) + i,
+                    std::slice::from_ref(&record),
+                )
                 .await
                 .unwrap();
             let stored = store.find_token(&raw.key()).await.unwrap().is_some();
@@ -458,7 +512,7 @@ async fn a_failed_redemption_leaves_the_code_unredeemed(store: Arc<dyn Store>) {
     let (_, sibling) = token(&c, TokenKind::Refresh, "fam-3", 9000);
     assert!(matches!(
         store
-            .redeem_code(&code.hash, 1010, &[sibling, record])
+            .redeem_code(&code.hash, UnixTime::from_secs(1010), &[sibling, record])
             .await,
         Err(StoreError::MissingReference)
     ));
@@ -470,7 +524,7 @@ async fn a_failed_redemption_leaves_the_code_unredeemed(store: Arc<dyn Store>) {
     let (refresh, second) = token(&c, TokenKind::Refresh, "fam-3", 9000);
     assert_eq!(
         store
-            .redeem_code(&code.hash, 1020, &[first, second])
+            .redeem_code(&code.hash, UnixTime::from_secs(1020), &[first, second])
             .await
             .unwrap(),
         Redemption::Redeemed
@@ -478,7 +532,7 @@ async fn a_failed_redemption_leaves_the_code_unredeemed(store: Arc<dyn Store>) {
     assert!(store.find_token(&access.key()).await.unwrap().is_some());
     assert!(store.find_token(&refresh.key()).await.unwrap().is_some());
     let redeemed = store.find_code(&code.hash).await.unwrap().unwrap();
-    assert_eq!(redeemed.redeemed_at, Some(1020));
+    assert_eq!(redeemed.redeemed_at, Some(UnixTime::from_secs(1020)));
 }
 
 async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
@@ -493,7 +547,11 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
         let hash = refresh.key();
         tasks.spawn(async move {
             let won = store
-                .rotate_refresh_token(&hash, 2000 + i, std::slice::from_ref(&successor))
+                .rotate_refresh_token(
+                    &hash,
+                    UnixTime::from_secs(2000) + i,
+                    std::slice::from_ref(&successor),
+                )
                 .await
                 .unwrap();
             let found = store.find_token(&successor.hash).await.unwrap();
@@ -553,7 +611,11 @@ async fn a_client_deleted_while_issuing_leaves_no_token(store: Arc<dyn Store>) {
                 let hash = refresh.key();
                 tasks.spawn(async move {
                     store
-                        .rotate_refresh_token(&hash, 2000, std::slice::from_ref(&record))
+                        .rotate_refresh_token(
+                            &hash,
+                            UnixTime::from_secs(2000),
+                            std::slice::from_ref(&record),
+                        )
                         .await
                         .map(|_| ())
                 });
@@ -608,7 +670,7 @@ async fn postgres_cancelled_callers_leave_no_open_transaction() {
         let hash = refresh.key();
         tokio::select! {
             biased;
-            _ = store.rotate_refresh_token(&hash, 2000, std::slice::from_ref(&successor)) => {}
+            _ = store.rotate_refresh_token(&hash, UnixTime::from_secs(2000), std::slice::from_ref(&successor)) => {}
             () = give_up => {}
         }
     }
