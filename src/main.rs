@@ -65,7 +65,7 @@ enum UserCommand {
     },
     /// Delete a user with their tokens and sessions.
     Delete { username: String },
-    /// Replace a user's password (read from standard input) and end their sessions.
+    /// Replace a user's password (read from standard input); end their sessions and tokens.
     SetPassword {
         username: String,
         #[arg(long, required = true)]
@@ -226,8 +226,11 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
         }
         UserCommand::SetPassword { username, .. } => {
             let password_hash = new_password_hash(&password_from_stdin()?)?;
-            if store.set_password(&username, &password_hash).await? {
-                eprintln!("password of {username} replaced; their sessions are ended");
+            if store
+                .set_password(&username, &password_hash, Clock::system().now())
+                .await?
+            {
+                eprintln!("password of {username} replaced; their sessions and tokens are ended");
                 Ok(())
             } else {
                 bail!("no user named {username}")

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tessera_core::client::ClientRegistration;
 
 use crate::both_backends;
-use crate::helpers::{Backend, Reply, TestApp, TestClient, spawn_app};
+use crate::helpers::{Backend, Reply, TestApp, TestClient, spawn_app, spawn_app_with, tessera_cli};
 use crate::person::{CHALLENGE, PASSWORD, Person, VERIFIER, authorize_url};
 
 const CALLBACK: &str = "http://127.0.0.1:5000/authorize";
@@ -21,6 +21,8 @@ both_backends!(
     public_client_uses_pkce_and_rotating_refresh_tokens,
     authorization_request_by_post_form,
     logout_ends_the_session,
+    issue_24_a_refresh_family_ends_at_its_lifetime_however_often_it_rotates,
+    issue_24_set_password_and_delete_end_every_token_of_the_user,
 );
 
 async fn setup(backend: Backend, scope: &str) -> Option<(TestApp, TestClient, String)> {
@@ -460,4 +462,114 @@ async fn logout_ends_the_session(backend: Backend) {
     assert_eq!(out.status, 200);
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
     assert!(person.get(&url).await.is_login());
+}
+
+/// A stolen refresh token used once in a while must not live forever: rotation hands out a
+/// new token, never a longer sign-in.
+async fn issue_24_a_refresh_family_ends_at_its_lifetime_however_often_it_rotates(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| c.lifetimes.refresh = 100).await else {
+        return;
+    };
+    app.user("alice", PASSWORD).await;
+    let client = app.web_client(CALLBACK, "api").await;
+    let params = Person::new(&app)
+        .authorize(&authorize_url(&app, &client.id, CALLBACK, &[]), "alice")
+        .await;
+    let first = exchange(&app, &client, &params["code"], VERIFIER)
+        .await
+        .body;
+    let signed_in_until = app.introspect(&client, s(&first["refresh_token"])).await["exp"]
+        .as_i64()
+        .unwrap();
+    let mut token = s(&first["refresh_token"]).to_owned();
+    for _ in 0..3 {
+        app.clock.advance(30);
+        let next = refresh(&app, &client, &token, None).await;
+        assert_eq!(next.status, 200, "{:?}", next.body);
+        token = s(&next.body["refresh_token"]).to_owned();
+        let exp = app.introspect(&client, &token).await["exp"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(
+            exp, signed_in_until,
+            "rotation must not move the end of the sign-in"
+        );
+        let access_exp = app.introspect(&client, s(&next.body["access_token"])).await["exp"]
+            .as_i64()
+            .unwrap();
+        assert!(access_exp <= signed_in_until);
+        let left = signed_in_until - app.clock.now().as_secs();
+        assert_eq!(next.body["expires_in"].as_i64().unwrap(), left.min(3600));
+    }
+    app.clock.advance(10);
+    let late = refresh(&app, &client, &token, None).await;
+    assert_eq!(
+        (late.status, s(&late.body["error"])),
+        (400, "invalid_grant")
+    );
+}
+
+/// `tessera user set-password` is how an operator throws a thief out: every token of the
+/// user ends with it, not only the sign-in sessions; `user delete` ends them too.
+async fn issue_24_set_password_and_delete_end_every_token_of_the_user(backend: Backend) {
+    let Some((app, client, _)) = setup(backend, "api").await else {
+        return;
+    };
+    app.user("bob", PASSWORD).await;
+    let mut pairs = Vec::new();
+    for username in ["alice", "bob"] {
+        let params = Person::new(&app)
+            .authorize(&authorize_url(&app, &client.id, CALLBACK, &[]), username)
+            .await;
+        pairs.push(
+            exchange(&app, &client, &params["code"], VERIFIER)
+                .await
+                .body,
+        );
+    }
+    let m2m = app.m2m_client("api").await;
+    let machine = app.access_token(&m2m, None).await;
+    let out = tessera_cli(
+        &app.database_url,
+        &["user", "set-password", "alice", "--password-stdin"],
+        "a new password\n",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another process wrote: the server's readers see it within their snapshot age.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let [alice, bob] = &pairs[..] else { panic!() };
+    for token in [&alice["access_token"], &alice["refresh_token"]] {
+        assert_eq!(
+            app.introspect(&client, s(token)).await,
+            json!({"active": false})
+        );
+    }
+    let r = refresh(&app, &client, s(&alice["refresh_token"]), None).await;
+    assert_eq!(s(&r.body["error"]), "invalid_grant");
+    // Nobody else's tokens.
+    assert_eq!(
+        app.introspect(&client, s(&bob["access_token"])).await["active"],
+        true
+    );
+    assert_eq!(app.introspect(&m2m, &machine).await["active"], true);
+
+    let out = tessera_cli(&app.database_url, &["user", "delete", "bob"], "").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for token in [&bob["access_token"], &bob["refresh_token"]] {
+        assert_eq!(
+            app.introspect(&client, s(token)).await,
+            json!({"active": false})
+        );
+    }
+    assert_eq!(app.introspect(&m2m, &machine).await["active"], true);
 }

@@ -231,6 +231,25 @@ pub fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// Runs the `tessera` binary on `url` with `args`, `stdin` as its standard input.
+pub async fn tessera_cli(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("TESSERA_DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut input, stdin.as_bytes())
+        .await
+        .unwrap();
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
 /// What a test looks at in a response.
 #[derive(Debug)]
 pub struct Reply {

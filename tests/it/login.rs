@@ -2,11 +2,9 @@
 //! wrong passwords and throttling, and the `tessera user` commands.
 
 use tessera_core::client::ClientRegistration;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::both_backends;
-use crate::helpers::{Backend, fresh_database, spawn_app};
+use crate::helpers::{Backend, fresh_database, spawn_app, tessera_cli};
 use crate::person::{CHALLENGE, PASSWORD, Person, authorize_url, query_of};
 
 const CALLBACK: &str = "http://127.0.0.1:5000/cb";
@@ -275,35 +273,19 @@ async fn client_names_are_escaped(backend: Backend) {
     assert!(!consent.body.contains("<script>"));
 }
 
-async fn tessera_user(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("TESSERA_DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    child.wait_with_output().await.unwrap()
-}
-
 async fn user_commands(backend: Backend) {
     let Some(url) = fresh_database(backend).await else {
         return;
     };
     let ok = |o: &std::process::Output| o.status.success();
-    assert!(ok(&tessera_user(
+    assert!(ok(&tessera_cli(
         &url,
         &["user", "create", "bob", "--password-stdin"],
         "first password\n"
     )
     .await));
     assert!(
-        !ok(&tessera_user(
+        !ok(&tessera_cli(
             &url,
             &["user", "create", "bob", "--password-stdin"],
             "first password\n"
@@ -312,7 +294,7 @@ async fn user_commands(backend: Backend) {
         "duplicate"
     );
     assert!(
-        !ok(&tessera_user(
+        !ok(&tessera_cli(
             &url,
             &["user", "create", "carol", "--password-stdin"],
             "short\n"
@@ -320,23 +302,23 @@ async fn user_commands(backend: Backend) {
         .await),
         "too short"
     );
-    assert!(!ok(&tessera_user(
+    assert!(!ok(&tessera_cli(
         &url,
         &["user", "create", "with space", "--password-stdin"],
         "long enough\n"
     )
     .await));
     assert!(
-        !ok(&tessera_user(&url, &["user", "create", "dave"], "").await),
+        !ok(&tessera_cli(&url, &["user", "create", "dave"], "").await),
         "--password-stdin is required"
     );
-    assert!(ok(&tessera_user(
+    assert!(ok(&tessera_cli(
         &url,
         &["user", "set-password", "bob", "--password-stdin"],
         "second password\n"
     )
     .await));
-    assert!(!ok(&tessera_user(
+    assert!(!ok(&tessera_cli(
         &url,
         &["user", "set-password", "nobody", "--password-stdin"],
         "second password\n"
@@ -350,9 +332,7 @@ async fn user_commands(backend: Backend) {
         &tessera_core::secret::Secret::new("second password"),
         Some(&bob.password_hash)
     ));
-    assert!(ok(&tessera_user(&url, &["user", "delete", "bob"], "").await));
-    assert!(!ok(
-        &tessera_user(&url, &["user", "delete", "bob"], "").await
-    ));
+    assert!(ok(&tessera_cli(&url, &["user", "delete", "bob"], "").await));
+    assert!(!ok(&tessera_cli(&url, &["user", "delete", "bob"], "").await));
     assert!(store.get_user_by_username("bob").await.unwrap().is_none());
 }

@@ -243,6 +243,9 @@ pub struct TokenSubject<'a> {
     pub scope: Scope,
     /// The grant's family (see [`TokenRecord::family_id`]); `None` for client_credentials.
     pub family_id: Option<&'a FamilyId>,
+    /// When the grant ends, whatever the lifetimes say: a refresh rotates the pair, it does
+    /// not extend the sign-in. `None` for a new grant (it ends a refresh lifetime from now).
+    pub grant_ends_at: Option<UnixTime>,
 }
 
 /// Mints an access token, and a refresh token when `with_refresh`.
@@ -252,6 +255,12 @@ pub fn mint_tokens(
     with_refresh: bool,
     now: UnixTime,
 ) -> Result<Minted, getrandom::Error> {
+    let ends_at = |ttl: i64| {
+        let natural = now.saturating_add(ttl);
+        subject
+            .grant_ends_at
+            .map_or(natural, |end| natural.min(end))
+    };
     let record = |kind: TokenKind, token: &RawToken, ttl: i64| TokenRecord {
         hash: token.key(),
         kind,
@@ -259,7 +268,7 @@ pub fn mint_tokens(
         subject: subject.user_id.cloned(),
         scope: subject.scope.clone(),
         issued_at: now,
-        expires_at: now.saturating_add(ttl),
+        expires_at: ends_at(ttl),
         revoked_at: None,
         rotated_at: None,
         family_id: subject.family_id.cloned(),
@@ -278,7 +287,7 @@ pub fn mint_tokens(
         response: TokenResponse {
             access_token: AccessToken::from(access),
             token_type: "Bearer",
-            expires_in: lifetimes.access,
+            expires_in: ends_at(lifetimes.access).seconds_since(now),
             refresh_token: refresh,
             scope: subject.scope.to_string(),
         },
@@ -467,6 +476,7 @@ mod tests {
             user_id: Some(&"u1".into()),
             scope: Scope::parse("api").unwrap(),
             family_id: Some(&"f".into()),
+            grant_ends_at: None,
         };
         let minted = mint_tokens(
             &subject,
@@ -502,6 +512,37 @@ mod tests {
     }
 
     #[test]
+    fn tokens_of_a_grant_never_outlive_it() {
+        let c = client();
+        let (user, family) = ("u1".into(), "f".into());
+        let subject = TokenSubject {
+            client_id: &c.id,
+            user_id: Some(&user),
+            scope: Scope::parse("api").unwrap(),
+            family_id: Some(&family),
+            grant_ends_at: Some(UnixTime::from_secs(1_100)),
+        };
+        let lifetimes = Lifetimes {
+            access: 3600,
+            refresh: 30 * 24 * 3600,
+        };
+        let now = UnixTime::from_secs(1_000);
+        let minted = mint_tokens(&subject, lifetimes, true, now).unwrap();
+        for record in &minted.records {
+            assert_eq!(record.expires_at, UnixTime::from_secs(1_100), "{record:?}");
+        }
+        assert_eq!(minted.response.expires_in, 100);
+        let unbounded = TokenSubject {
+            grant_ends_at: None,
+            ..subject
+        };
+        let minted = mint_tokens(&unbounded, lifetimes, true, now).unwrap();
+        assert_eq!(minted.records[0].expires_at, now + 3600);
+        assert_eq!(minted.records[1].expires_at, now + 30 * 24 * 3600);
+        assert_eq!(minted.response.expires_in, 3600);
+    }
+
+    #[test]
     fn refresh_checks() {
         let c = client();
         let token = RawToken::generate(TokenKind::Refresh).unwrap();
@@ -510,6 +551,7 @@ mod tests {
             user_id: Some(&"u1".into()),
             scope: Scope::parse("api read").unwrap(),
             family_id: Some(&"f".into()),
+            grant_ends_at: None,
         };
         let minted = mint_tokens(
             &subject,

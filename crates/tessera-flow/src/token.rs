@@ -138,7 +138,7 @@ pub async fn client_credentials(
     now: UnixTime,
 ) -> Result<TokenResponse, FlowError> {
     let scope = granted_scope(client, requested)?;
-    let minted = mint(lifetimes, client, None, scope, None, now)?;
+    let minted = mint(lifetimes, client, None, scope, None, None, now)?;
     store.insert_tokens(&minted.records).await?;
     Ok(minted.response)
 }
@@ -172,6 +172,7 @@ pub async fn exchange_code(
         Some(&record.user_id),
         record.scope.clone(),
         Some(&record.family_id),
+        None,
         now,
     )?;
     match store.redeem_code(&key, now, &minted.records).await? {
@@ -211,6 +212,9 @@ pub async fn refresh(
         record.subject.as_ref(),
         scope,
         record.family_id.as_ref(),
+        // The presented refresh token expires when its grant does: the successors inherit
+        // that end, so rotating never extends a sign-in.
+        Some(record.expires_at),
         now,
     )?;
     if store
@@ -230,6 +234,7 @@ fn mint(
     user_id: Option<&UserId>,
     scope: Scope,
     family_id: Option<&FamilyId>,
+    grant_ends_at: Option<UnixTime>,
     now: UnixTime,
 ) -> Result<Minted, FlowError> {
     let subject = TokenSubject {
@@ -237,6 +242,7 @@ fn mint(
         user_id,
         scope,
         family_id,
+        grant_ends_at,
     };
     // Refresh tokens only for users, and only for clients registered for the grant.
     let with_refresh = user_id.is_some() && client.allows_grant(GrantType::RefreshToken);

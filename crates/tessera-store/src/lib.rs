@@ -59,8 +59,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
     /// Deletes a user with their tokens, codes, sessions and consents.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
-    /// Replaces a password hash and ends the user's sessions.
-    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
+    /// Replaces a password hash, ends the user's sessions and revokes every token issued for
+    /// the user at `now`: a password change is how an operator throws a thief out.
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
 
     /// Stores tokens atomically: all of them (an access and a refresh token) or none.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;

@@ -36,6 +36,8 @@ pub const DELETE_USER_TOKENS: &str =
     "DELETE FROM tokens WHERE subject = (SELECT id FROM users WHERE username = $1)";
 pub const DELETE_USER: &str = "DELETE FROM users WHERE username = $1";
 pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE username = $1";
+pub const REVOKE_USER_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
+    WHERE subject = (SELECT id FROM users WHERE username = $1) AND revoked_at IS NULL";
 pub const DELETE_USER_SESSIONS: &str =
     "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)";
 pub const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, client_id, user_id, \

@@ -415,7 +415,12 @@ impl crate::Store for PgStore {
         Ok(users > 0)
     }
 
-    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
         if !rows::storable(username) {
             return Ok(false);
         }
@@ -434,6 +439,11 @@ impl crate::Store for PgStore {
                 .await?;
             sqlx::query(rows::DELETE_USER_SESSIONS)
                 .bind(&username)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(rows::REVOKE_USER_TOKENS)
+                .bind(&username)
+                .bind(now.as_secs())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;

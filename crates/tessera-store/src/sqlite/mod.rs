@@ -385,7 +385,12 @@ impl crate::Store for SqliteStore {
         Ok(deleted > 0)
     }
 
-    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
         if !storable(username) {
             return Ok(false);
         }
@@ -396,6 +401,8 @@ impl crate::Store for SqliteStore {
                     .prepare_cached(&sql(rows::SET_PASSWORD))?
                     .execute([&username, &password_hash])?;
                 execute_on_username(c, &[rows::DELETE_USER_SESSIONS], &username)?;
+                c.prepare_cached(&sql(rows::REVOKE_USER_TOKENS))?
+                    .execute(params![username, now.as_secs()])?;
                 Ok(changed > 0)
             })
             .await
