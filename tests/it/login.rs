@@ -15,6 +15,8 @@ both_backends!(
     forms_without_the_csrf_token_are_refused,
     wrong_passwords_look_the_same_for_every_username,
     repeated_failures_are_throttled,
+    issue_24_a_burst_of_guesses_verifies_at_most_the_limit,
+    issue_24_failures_elsewhere_do_not_lock_out_the_real_user,
     client_names_are_escaped,
     user_commands,
 );
@@ -335,4 +337,71 @@ async fn user_commands(backend: Backend) {
     assert!(ok(&tessera_cli(&url, &["user", "delete", "bob"], "").await));
     assert!(!ok(&tessera_cli(&url, &["user", "delete", "bob"], "").await));
     assert!(store.get_user_by_username("bob").await.unwrap().is_none());
+}
+
+/// The attack of issue 24: guesses sent all at once used to pass the check together, since a
+/// failure was recorded only after its password check. 150 at once, the right password
+/// last: at most the limit get a verdict, and no sign-in happens past it.
+async fn issue_24_a_burst_of_guesses_verifies_at_most_the_limit(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.user("alice", PASSWORD).await;
+    let person = std::sync::Arc::new(Person::from_address(&app, "127.0.1.10".parse().unwrap()));
+    let login = std::sync::Arc::new(person.get("/login").await);
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let (person, login) = (person.clone(), login.clone());
+        let password = if i == 149 {
+            PASSWORD.to_owned()
+        } else {
+            format!("guess {i}")
+        };
+        burst.spawn(async move { person.log_in(&login, "alice", &password).await.status });
+    }
+    let statuses = tokio::time::timeout(std::time::Duration::from_secs(15), burst.join_all())
+        .await
+        .expect("the burst is answered within 15 s");
+    let verdicts = statuses.iter().filter(|s| **s != 429).count();
+    assert!(
+        verdicts <= 5,
+        "{verdicts} attempts were checked: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [401, 429, 303].contains(s)),
+        "{statuses:?}"
+    );
+    let signed_in = statuses.iter().filter(|s| **s == 303).count();
+    assert!(signed_in <= 1);
+    if signed_in == 0 {
+        // The right password after the burst is refused as well: the window is full.
+        assert_eq!(person.log_in(&login, "alice", PASSWORD).await.status, 429);
+    }
+}
+
+/// Five failures for carol from one address, then carol's right password from another; and
+/// five failures for five other names from one shared address, then bob's right password
+/// there: neither real user is locked out.
+async fn issue_24_failures_elsewhere_do_not_lock_out_the_real_user(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.user("carol", PASSWORD).await;
+    app.user("bob", PASSWORD).await;
+    let attacker = Person::from_address(&app, "127.0.1.20".parse().unwrap());
+    let page = attacker.get("/login").await;
+    for _ in 0..5 {
+        assert_eq!(attacker.log_in(&page, "carol", "guess").await.status, 401);
+    }
+    assert_eq!(attacker.log_in(&page, "carol", PASSWORD).await.status, 429);
+    let carol = Person::from_address(&app, "127.0.1.21".parse().unwrap());
+    let page = carol.get("/login").await;
+    assert_eq!(carol.log_in(&page, "carol", PASSWORD).await.status, 303);
+
+    let shared = Person::from_address(&app, "127.0.1.22".parse().unwrap());
+    let page = shared.get("/login").await;
+    for name in ["ann", "ben", "cat", "dan", "eve"] {
+        assert_eq!(shared.log_in(&page, name, "guess").await.status, 401);
+    }
+    assert_eq!(shared.log_in(&page, "bob", PASSWORD).await.status, 303);
 }

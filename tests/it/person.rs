@@ -78,10 +78,21 @@ impl Person {
 
     /// A person using the Tessera at `base` (e.g. one node of several).
     pub fn at(base: &str) -> Self {
+        Self::connecting(base, None)
+    }
+
+    /// A person whose connections come from `address` (a loopback address such as
+    /// 127.0.1.7), so the server sees another caller.
+    pub fn from_address(app: &TestApp, address: std::net::IpAddr) -> Self {
+        Self::connecting(&app.base, Some(address))
+    }
+
+    fn connecting(base: &str, address: Option<std::net::IpAddr>) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .cookie_store(true)
+                .local_address(address)
                 .build()
                 .unwrap(),
             base: base.to_owned(),

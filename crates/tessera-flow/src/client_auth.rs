@@ -26,6 +26,7 @@ use tessera_core::secret::Secret;
 use tessera_store::{Store, StoreError};
 
 use crate::error::FlowError;
+use crate::logged::loggable;
 
 /// Who may pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +143,7 @@ impl ClientAuthenticator {
             }
             _ => {
                 tracing::info!(
-                    client_id = presented.client_id(),
+                    client_id = %loggable(presented.client_id()),
                     basic,
                     "client authentication failed"
                 );

@@ -15,6 +15,7 @@
 //! - [`introspect`]: RFC 7662 introspection.
 //! - [`authorize`]: the authorization request, consent and code issuance.
 //! - [`login`]: signing a person in and out, with [`throttle`] against guessing.
+//! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
 //! - [`error`]: why a flow failed, as [`FlowError`].
 
 pub mod authorize;
@@ -22,6 +23,7 @@ pub mod client_auth;
 pub mod error;
 mod hashing;
 pub mod introspect;
+pub mod logged;
 pub mod login;
 pub mod revoke;
 pub mod throttle;

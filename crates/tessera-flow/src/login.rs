@@ -9,12 +9,13 @@ use std::net::IpAddr;
 use tessera_core::random::random_b64;
 use tessera_core::secret::Secret;
 use tessera_core::token::SessionId;
-use tessera_core::user::User;
+use tessera_core::user::{User, Username};
 use tessera_store::Session;
 
 use crate::Flows;
 use crate::client_auth::verify_blocking;
 use crate::error::FlowError;
+use crate::logged::loggable;
 use crate::throttle::Verdict;
 
 /// What a sign-in attempt came to.
@@ -37,32 +38,38 @@ impl Flows {
         password: Secret,
         address: Option<IpAddr>,
     ) -> Result<SignIn, FlowError> {
-        let mut keys = vec![format!("user:{username}")];
-        if let Some(ip) = address {
-            keys.push(format!("ip:{ip}"));
+        // No user can have a name of another shape: refused before any lookup, hashing or
+        // throttle entry, so attacker-chosen garbage costs nothing and is stored nowhere.
+        if Username::parse(username).is_err() {
+            tracing::warn!(event = "login_failed", username = %loggable(username), ip = ?address);
+            return Ok(SignIn::Failed);
         }
         let now = self.now();
-        match self.login_throttle.check(&keys, now) {
+        let attempt = match self.login_throttle.begin(username, address, now) {
             Verdict::Refuse(retry_after) => {
                 tracing::warn!(event = "login_throttled", username, ip = ?address);
                 return Ok(SignIn::Throttled { retry_after });
             }
-            Verdict::Slow(delay) => tokio::time::sleep(delay).await,
-            Verdict::Allow => {}
-        }
+            Verdict::Proceed { attempt, delay } => {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                attempt
+            }
+        };
         let user = self.store.get_user_by_username(username).await?;
         let verified =
             verify_blocking(user.as_ref().map(|u| u.password_hash.clone()), password).await?;
         match user {
             Some(user) if verified => {
-                self.login_throttle.clear(&format!("user:{username}"));
+                attempt.succeeded();
                 tracing::info!(event = "login_succeeded", username, ip = ?address);
                 Ok(SignIn::SignedIn {
                     session: self.start_session(&user).await?,
                 })
             }
             _ => {
-                self.login_throttle.record_failure(&keys, now);
+                attempt.failed(self.now());
                 tracing::warn!(event = "login_failed", username, ip = ?address);
                 Ok(SignIn::Failed)
             }

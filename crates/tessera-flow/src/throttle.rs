@@ -1,81 +1,185 @@
-//! Failed-login throttling, per username and per client address.
+//! Sign-in throttling that a burst cannot race: an attempt is counted when it begins, before
+//! its password is checked, so simultaneous guesses see each other.
 //!
-//! After [`SLOW_AFTER`] failures within [`WINDOW`] seconds, each further attempt waits a
-//! second before it is checked; after [`LIMIT`], attempts are refused until the oldest
-//! failure leaves the window, whatever the password. Counts live in this node's memory
-//! (bounded); with several nodes an attacker gets at most `LIMIT` tries per node per window.
+//! Three windows of [`WINDOW`] seconds bound the guesses, each by its own key:
+//! - (username, address): [`LIMIT`] failures, after [`SLOW_AFTER`] each further attempt waits
+//!   a second. This is the one an attacker at one address meets.
+//! - username, from any address: [`USER_LIMIT`], high enough that the real user, at another
+//!   address, still gets in while someone guesses elsewhere.
+//! - address, for any username: [`ADDRESS_LIMIT`], high enough for many people behind one
+//!   NAT or proxy.
+//!
+//! A success clears its (username, address) window and counts nowhere; an attempt that ends
+//! without a verdict (the client went away) is released. Counts live in this node's memory,
+//! bounded by [`MOST_KEYS`]; with several nodes each has its own.
 
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use moka::sync::Cache;
 use tessera_core::clock::UnixTime;
 
 pub const WINDOW: i64 = 60;
 pub const LIMIT: usize = 5;
 pub const SLOW_AFTER: usize = 3;
+pub const USER_LIMIT: usize = 100;
+pub const ADDRESS_LIMIT: usize = 100;
+/// Keys remembered at most; past it, windows with nothing left in them are dropped first.
+const MOST_KEYS: usize = 100_000;
 
-#[derive(Clone)]
-pub struct LoginThrottle {
-    failures: Cache<String, Arc<Mutex<Vec<UnixTime>>>>,
-}
-
-/// What to do with a login attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with a sign-in attempt.
+#[derive(Debug)]
 pub enum Verdict {
-    Allow,
-    /// Allow, after a delay.
-    Slow(Duration),
-    /// Refuse; the caller may retry after this many seconds.
+    /// Check the password (after `delay`, if any), then settle the [`Attempt`].
+    Proceed {
+        attempt: Attempt,
+        delay: Option<Duration>,
+    },
+    /// Refused without checking; the caller may retry after this many seconds.
     Refuse(i64),
 }
 
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        Self {
-            failures: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(Duration::from_secs(WINDOW as u64 * 2))
-                .build(),
+#[derive(Clone, Default)]
+pub struct LoginThrottle {
+    windows: Arc<Mutex<HashMap<Key, Window>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    UserAtAddress(String, Option<IpAddr>),
+    User(String),
+    Address(IpAddr),
+}
+
+#[derive(Default)]
+struct Window {
+    failures: VecDeque<UnixTime>,
+    in_flight: usize,
+}
+
+impl Window {
+    fn forget_before(&mut self, now: UnixTime) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.seconds_since(*t) >= WINDOW)
+        {
+            self.failures.pop_front();
         }
+    }
+
+    fn count(&self) -> usize {
+        self.failures.len() + self.in_flight
     }
 }
 
 impl LoginThrottle {
-    /// The verdict for an attempt concerning all of `keys` (e.g. the username and the address).
-    pub fn check(&self, keys: &[String], now: UnixTime) -> Verdict {
-        let mut verdict = Verdict::Allow;
-        for key in keys {
-            let Some(entry) = self.failures.get(key) else {
+    /// Begins an attempt to sign in as `username` from `address`, or refuses it. In one step
+    /// under one lock: checking every window and counting the attempt in each.
+    pub fn begin(&self, username: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
+        let mut keys = vec![
+            (Key::UserAtAddress(username.to_owned(), address), LIMIT),
+            (Key::User(username.to_owned()), USER_LIMIT),
+        ];
+        if let Some(ip) = address {
+            keys.push((Key::Address(ip), ADDRESS_LIMIT));
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if windows.len() >= MOST_KEYS {
+            windows.retain(|_, w| {
+                w.forget_before(now);
+                w.count() > 0
+            });
+        }
+        let mut retry_after = None;
+        for (key, limit) in &keys {
+            let Some(window) = windows.get_mut(key) else {
                 continue;
             };
-            let Ok(mut times) = entry.lock() else {
+            window.forget_before(now);
+            if window.count() >= *limit {
+                // In-flight attempts end within seconds; failures leave the window in turn.
+                let wait = window
+                    .failures
+                    .front()
+                    .map_or(1, |t| t.saturating_add(WINDOW).seconds_since(now));
+                retry_after = Some(retry_after.unwrap_or(0).max(wait.max(1)));
+            }
+        }
+        if let Some(seconds) = retry_after {
+            return Verdict::Refuse(seconds);
+        }
+        let mut delay = None;
+        for (key, _) in &keys {
+            let window = windows.entry(key.clone()).or_default();
+            if matches!(key, Key::UserAtAddress(..)) && window.count() >= SLOW_AFTER {
+                delay = Some(Duration::from_secs(1));
+            }
+            window.in_flight += 1;
+        }
+        Verdict::Proceed {
+            attempt: Attempt {
+                throttle: self.clone(),
+                keys: keys.into_iter().map(|(key, _)| key).collect(),
+                settled: false,
+            },
+            delay,
+        }
+    }
+
+    fn settle(&self, keys: &[Key], failed_at: Option<UnixTime>, succeeded: bool) {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            let Some(window) = windows.get_mut(key) else {
                 continue;
             };
-            times.retain(|t| now.seconds_since(*t) < WINDOW);
-            if times.len() >= LIMIT {
-                let oldest = times.first().copied().unwrap_or(now);
-                return Verdict::Refuse(oldest.saturating_add(WINDOW).seconds_since(now).max(1));
+            window.in_flight = window.in_flight.saturating_sub(1);
+            if let Some(at) = failed_at {
+                window.failures.push_back(at);
             }
-            if times.len() >= SLOW_AFTER {
-                verdict = Verdict::Slow(Duration::from_secs(1));
-            }
-        }
-        verdict
-    }
-
-    pub fn record_failure(&self, keys: &[String], now: UnixTime) {
-        for key in keys {
-            let entry = self.failures.get_with(key.clone(), Default::default);
-            if let Ok(mut times) = entry.lock() {
-                times.retain(|t| now.seconds_since(*t) < WINDOW);
-                times.push(now);
+            if succeeded && matches!(key, Key::UserAtAddress(..)) {
+                window.failures.clear();
             }
         }
     }
+}
 
-    pub fn clear(&self, key: &str) {
-        self.failures.invalidate(key);
+/// One sign-in attempt, counted in every window until it is settled.
+#[derive(Debug)]
+pub struct Attempt {
+    throttle: LoginThrottle,
+    keys: Vec<Key>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for LoginThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginThrottle")
+    }
+}
+
+impl Attempt {
+    /// The password matched: the (username, address) window starts afresh.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.throttle.settle(&self.keys, None, true);
+    }
+
+    /// The password did not match (or the user does not exist): a failure in every window.
+    pub fn failed(mut self, now: UnixTime) {
+        self.settled = true;
+        self.throttle.settle(&self.keys, Some(now), false);
+    }
+}
+
+impl Drop for Attempt {
+    /// An attempt that ends without a verdict (its caller went away before the answer) was
+    /// never answered, so it taught the guesser nothing: it is released, not counted.
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.settle(&self.keys, None, false);
+        }
     }
 }
 
@@ -83,31 +187,109 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn at(s: i64) -> UnixTime {
+        UnixTime::from_secs(s)
+    }
+
+    fn proceed(v: Verdict) -> (Attempt, Option<Duration>) {
+        match v {
+            Verdict::Proceed { attempt, delay } => (attempt, delay),
+            Verdict::Refuse(s) => panic!("refused for {s} s"),
+        }
+    }
+
+    const HOME: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 1)));
+    const AWAY: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 2)));
+
     #[test]
     fn slows_then_refuses_then_forgets() {
         let t = LoginThrottle::default();
-        let keys = ["user:alice".to_string()];
         for i in 0..LIMIT {
-            let want = if i < SLOW_AFTER {
-                Verdict::Allow
-            } else {
-                Verdict::Slow(Duration::from_secs(1))
-            };
-            assert_eq!(
-                t.check(&keys, UnixTime::from_secs(1000)),
-                want,
-                "attempt {i}"
-            );
-            t.record_failure(&keys, UnixTime::from_secs(1000));
+            let (attempt, delay) = proceed(t.begin("alice", HOME, at(1000)));
+            let want = (i >= SLOW_AFTER).then(|| Duration::from_secs(1));
+            assert_eq!(delay, want, "attempt {i}");
+            attempt.failed(at(1000));
         }
-        assert_eq!(
-            t.check(&keys, UnixTime::from_secs(1010)),
+        assert!(matches!(
+            t.begin("alice", HOME, at(1010)),
             Verdict::Refuse(50)
-        );
-        assert_eq!(
-            t.check(&["user:bob".to_string()], UnixTime::from_secs(1010)),
-            Verdict::Allow
-        );
-        assert_eq!(t.check(&keys, UnixTime::from_secs(1060)), Verdict::Allow);
+        ));
+        proceed(t.begin("bob", HOME, at(1010))).0.failed(at(1010));
+        proceed(t.begin("alice", HOME, at(1060))).0.succeeded();
+    }
+
+    #[test]
+    fn attempts_in_flight_count_so_a_burst_cannot_race_past_the_limit() {
+        let t = LoginThrottle::default();
+        let mut in_flight = Vec::new();
+        let mut refused = 0;
+        for _ in 0..150 {
+            match t.begin("alice", HOME, at(1000)) {
+                Verdict::Proceed { attempt, .. } => in_flight.push(attempt),
+                Verdict::Refuse(_) => refused += 1,
+            }
+        }
+        assert_eq!((in_flight.len(), refused), (LIMIT, 150 - LIMIT));
+        // Released unanswered attempts free their places; failed ones keep them.
+        in_flight.pop();
+        let (again, _) = proceed(t.begin("alice", HOME, at(1000)));
+        again.failed(at(1000));
+        for attempt in in_flight {
+            attempt.failed(at(1000));
+        }
+        assert!(matches!(
+            t.begin("alice", HOME, at(1001)),
+            Verdict::Refuse(59)
+        ));
+    }
+
+    #[test]
+    fn failures_elsewhere_do_not_lock_out_the_real_user() {
+        let t = LoginThrottle::default();
+        for _ in 0..LIMIT {
+            proceed(t.begin("carol", AWAY, at(1000))).0.failed(at(1000));
+        }
+        assert!(matches!(
+            t.begin("carol", AWAY, at(1000)),
+            Verdict::Refuse(_)
+        ));
+        let (attempt, delay) = proceed(t.begin("carol", HOME, at(1000)));
+        assert_eq!(delay, None);
+        attempt.succeeded();
+        // Failures for five other names from one shared address do not stop bob there.
+        for name in ["a", "b", "c", "d", "e"] {
+            proceed(t.begin(name, HOME, at(1000))).0.failed(at(1000));
+        }
+        proceed(t.begin("bob", HOME, at(1000))).0.succeeded();
+    }
+
+    #[test]
+    fn the_wider_windows_bound_guessing_across_addresses_and_names() {
+        let t = LoginThrottle::default();
+        for i in 0..USER_LIMIT {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(
+                127,
+                1,
+                (i / 250) as u8,
+                (i % 250) as u8,
+            ));
+            proceed(t.begin("dave", Some(ip), at(1000)))
+                .0
+                .failed(at(1000));
+        }
+        assert!(matches!(
+            t.begin("dave", AWAY, at(1000)),
+            Verdict::Refuse(_)
+        ));
+        for i in 0..ADDRESS_LIMIT {
+            proceed(t.begin(&format!("user{i}"), AWAY, at(2000)))
+                .0
+                .failed(at(2000));
+        }
+        assert!(matches!(
+            t.begin("erin", AWAY, at(2000)),
+            Verdict::Refuse(_)
+        ));
+        proceed(t.begin("erin", HOME, at(2000))).0.succeeded();
     }
 }
