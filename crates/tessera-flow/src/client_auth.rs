@@ -13,6 +13,7 @@
 //!   same header skips decoding and hashing (docs/BENCHMARKS.md, "Bounds").
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,15 @@ use sha2::{Digest, Sha256};
 use tessera_core::OAuthError;
 use tessera_core::client::Client;
 use tessera_core::client_auth::{check_body_beside_basic, presented_client};
+use tessera_core::clock::UnixTime;
 use tessera_core::form::FormParams;
 use tessera_core::secret::Secret;
 use tessera_store::{Store, StoreError};
 
 use crate::error::FlowError;
+use crate::hashing::Purpose;
 use crate::logged::loggable;
+use crate::throttle::{Throttle, Verdict};
 
 /// Who may pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,7 @@ pub struct ClientAuthenticator {
     clients: Option<Cache<String, ReadClient>>,
     verified: Cache<[u8; 32], ()>,
     recent: Option<RecentCredentials>,
+    throttle: Throttle,
 }
 
 /// A client's registration as read from the store at `read_at` (before the read began, so
@@ -57,7 +62,7 @@ struct ReadClient {
 
 impl ClientAuthenticator {
     /// `client_cache_ttl` zero: every request reads the client from the store.
-    pub fn new(store: Arc<dyn Store>, client_cache_ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, client_cache_ttl: Duration, throttle: Throttle) -> Self {
         Self {
             store,
             clients: (!client_cache_ttl.is_zero()).then(|| {
@@ -71,6 +76,7 @@ impl ClientAuthenticator {
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             recent: RecentCredentials::new(client_cache_ttl),
+            throttle,
         }
     }
 
@@ -101,7 +107,9 @@ impl ClientAuthenticator {
         Ok(found)
     }
 
-    /// Authenticates the client a request claims to be, or answers `invalid_client`.
+    /// Authenticates the client a request from `address` claims to be, or answers
+    /// `invalid_client` (or, under a flood of wrong secrets, [`FlowError::Throttled`] and
+    /// [`FlowError::Busy`], both without hashing).
     ///
     /// No span of its own: this runs on every token, introspection and revocation request,
     /// and a span with a field costs a formatted string each time. The failure says who.
@@ -110,6 +118,8 @@ impl ClientAuthenticator {
         authorization: Option<&[u8]>,
         form: &FormParams,
         allowed: Allowed,
+        address: Option<IpAddr>,
+        now: UnixTime,
     ) -> Result<Arc<Client>, FlowError> {
         if let (Some(recent), Some(header)) = (&self.recent, authorization)
             && let Some(client) = recent.passed(header)
@@ -124,15 +134,19 @@ impl ClientAuthenticator {
         let authenticated = match (&read, presented.secret()) {
             (Some(r), None) => r.client.is_public() && allowed == Allowed::AnyClient,
             (Some(r), Some(secret)) => match &r.client.secret_hash {
-                Some(hash) => self.verify_cached(hash, secret).await?,
+                Some(hash) => {
+                    let attempt = Presented {
+                        client_id: &r.client.id,
+                        address,
+                        now,
+                    };
+                    self.verify_cached(hash, secret, attempt).await?
+                }
                 None => false,
             },
-            (None, Some(secret)) => {
-                // Spend the same time as for a real client so timing reveals no client ids.
-                verify_blocking(None, secret.clone()).await?;
-                false
-            }
-            (None, None) => false,
+            // Client ids are not secrets (RFC 6749 §2.2), so an unknown one is answered
+            // without the cost of a dummy hash: a flood of invented ids costs nothing.
+            (None, _) => false,
         };
         match read {
             Some(read) if authenticated => {
@@ -152,43 +166,82 @@ impl ClientAuthenticator {
         }
     }
 
-    async fn verify_cached(&self, stored: &str, secret: &Secret) -> Result<bool, FlowError> {
+    async fn verify_cached(
+        &self,
+        stored: &str,
+        secret: &Secret,
+        presented: Presented<'_>,
+    ) -> Result<bool, FlowError> {
         let key: [u8; 32] = Sha256::new()
             .chain_update(stored.as_bytes())
             .chain_update([0u8])
             .chain_update(secret.expose().as_bytes())
             .finalize()
             .into();
+        if self.verified.contains_key(&key) {
+            return Ok(true);
+        }
+        // Only a check that costs an Argon2 run meets the throttle.
+        let attempt =
+            match self
+                .throttle
+                .begin_client(presented.client_id, presented.address, presented.now)
+            {
+                Verdict::Refuse(retry_after) => {
+                    tracing::info!(
+                        client_id = %presented.client_id,
+                        "client authentication throttled"
+                    );
+                    return Err(FlowError::Throttled { retry_after });
+                }
+                Verdict::Proceed { attempt, .. } => attempt,
+            };
         // Concurrent first requests with the same credentials share one Argon2 run. Only a
         // success is cached: a wrong secret is an `Err` here, which moka does not store.
         let verified = self
             .verified
             .try_get_with(key, async {
-                match verify_blocking(Some(stored.to_owned()), secret.clone()).await {
+                let stored = Some(stored.to_owned());
+                match verify_blocking(Purpose::ClientAuthentication, stored, secret.clone()).await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(None),
-                    Err(e) => Err(Some(e.to_string())),
+                    Err(_) => Err(Some(crate::hashing::Busy)),
                 }
             })
             .await;
         match verified {
-            Ok(()) => Ok(true),
-            Err(e) => match e.as_ref() {
-                None => Ok(false),
-                Some(internal) => Err(FlowError::internal(internal)),
+            Ok(()) => {
+                attempt.succeeded();
+                Ok(true)
+            }
+            Err(e) => match *e {
+                None => {
+                    attempt.failed(presented.now);
+                    Ok(false)
+                }
+                // Not checked at all: released, not counted.
+                Some(busy) => Err(busy.into()),
             },
         }
     }
 }
 
-/// Argon2 is CPU-bound: it runs on the hashing threads ([`crate::hashing`]), one per core.
+/// Who presented a secret, for the throttle.
+#[derive(Debug, Clone, Copy)]
+struct Presented<'a> {
+    client_id: &'a str,
+    address: Option<IpAddr>,
+    now: UnixTime,
+}
+
+/// Argon2 is CPU-bound: it runs on the hashing threads ([`crate::hashing`]), one per core,
+/// from a bounded queue per purpose.
 pub(crate) async fn verify_blocking(
+    purpose: Purpose,
     stored: Option<String>,
     secret: Secret,
 ) -> Result<bool, FlowError> {
-    crate::hashing::verify(stored, secret)
-        .await
-        .ok_or_else(|| FlowError::internal("no password-hashing thread"))
+    Ok(crate::hashing::verify(purpose, stored, secret).await?)
 }
 
 /// SHA-256's block size: a key that fills one block is compressed on its own.

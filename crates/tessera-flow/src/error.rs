@@ -11,7 +11,13 @@ pub enum FlowError {
     /// The store failed (an outage is retryable, see [`StoreError::is_unavailable`]).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Something that should not happen (no randomness, no hashing thread).
+    /// Too many failed attempts lately: refused without checking; retry after so long.
+    #[error("too many failed attempts; retry after {retry_after} s")]
+    Throttled { retry_after: i64 },
+    /// The password-hashing queue is full: retry shortly.
+    #[error(transparent)]
+    Busy(#[from] crate::hashing::Busy),
+    /// Something that should not happen (no randomness).
     #[error("internal error: {0}")]
     Internal(String),
 }

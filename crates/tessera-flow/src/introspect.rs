@@ -1,5 +1,7 @@
 //! Introspection (RFC 7662).
 
+use std::net::IpAddr;
+
 use tessera_core::OAuthError;
 use tessera_core::form::FormParams;
 use tessera_core::introspection::{Introspection, introspect};
@@ -17,10 +19,17 @@ impl Flows {
         &self,
         authorization: Option<&[u8]>,
         form: &FormParams,
+        caller: Option<IpAddr>,
     ) -> Result<Introspection, FlowError> {
-        let caller = self
+        let client = self
             .clients
-            .authenticate(authorization, form, Allowed::ConfidentialOnly)
+            .authenticate(
+                authorization,
+                form,
+                Allowed::ConfidentialOnly,
+                caller,
+                self.now(),
+            )
             .await?;
         let token = form
             .get("token")
@@ -29,7 +38,7 @@ impl Flows {
         let record = self.store.find_token(&TokenKey::of(token)).await?;
         Ok(introspect(
             record.as_ref(),
-            &caller.id,
+            &client.id,
             self.issuer(),
             self.now(),
         ))

@@ -21,7 +21,7 @@
 pub mod authorize;
 pub mod client_auth;
 pub mod error;
-mod hashing;
+pub mod hashing;
 pub mod introspect;
 pub mod logged;
 pub mod login;
@@ -62,7 +62,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub settings: Settings,
     pub clients: ClientAuthenticator,
-    pub login_throttle: throttle::LoginThrottle,
+    pub throttle: throttle::Throttle,
 }
 
 impl std::ops::Deref for Flows {
@@ -76,11 +76,16 @@ impl std::ops::Deref for Flows {
 impl Flows {
     pub fn new(store: Arc<dyn Store>, mut settings: Settings) -> Self {
         settings.issuer = settings.issuer.trim_end_matches('/').to_owned();
+        let throttle = throttle::Throttle::default();
         Self(Arc::new(Shared {
-            clients: ClientAuthenticator::new(store.clone(), settings.client_cache_ttl),
+            clients: ClientAuthenticator::new(
+                store.clone(),
+                settings.client_cache_ttl,
+                throttle.clone(),
+            ),
             store,
             settings,
-            login_throttle: throttle::LoginThrottle::default(),
+            throttle,
         }))
     }
 

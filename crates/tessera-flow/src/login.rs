@@ -15,6 +15,7 @@ use tessera_store::Session;
 use crate::Flows;
 use crate::client_auth::verify_blocking;
 use crate::error::FlowError;
+use crate::hashing::Purpose;
 use crate::logged::loggable;
 use crate::throttle::Verdict;
 
@@ -45,7 +46,7 @@ impl Flows {
             return Ok(SignIn::Failed);
         }
         let now = self.now();
-        let attempt = match self.login_throttle.begin(username, address, now) {
+        let attempt = match self.throttle.begin(username, address, now) {
             Verdict::Refuse(retry_after) => {
                 tracing::warn!(event = "login_throttled", username, ip = ?address);
                 return Ok(SignIn::Throttled { retry_after });
@@ -58,8 +59,8 @@ impl Flows {
             }
         };
         let user = self.store.get_user_by_username(username).await?;
-        let verified =
-            verify_blocking(user.as_ref().map(|u| u.password_hash.clone()), password).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let verified = verify_blocking(Purpose::SignIn, stored, password).await?;
         match user {
             Some(user) if verified => {
                 attempt.succeeded();

@@ -1,5 +1,7 @@
 //! Revocation (RFC 7009): what a client may revoke, and how far a revocation reaches.
 
+use std::net::IpAddr;
+
 use tessera_core::OAuthError;
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
@@ -31,10 +33,11 @@ impl Flows {
         &self,
         authorization: Option<&[u8]>,
         form: &FormParams,
+        caller: Option<IpAddr>,
     ) -> Result<Revocation, FlowError> {
         let client = self
             .clients
-            .authenticate(authorization, form, Allowed::AnyClient)
+            .authenticate(authorization, form, Allowed::AnyClient, caller, self.now())
             .await?;
         let token = form
             .get("token")

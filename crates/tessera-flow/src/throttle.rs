@@ -1,6 +1,7 @@
-//! Sign-in throttling that a burst cannot race: an attempt is counted when it begins, before
-//! its password is checked, so simultaneous guesses see each other.
+//! Throttling that a burst cannot race: an attempt is counted when it begins, before its
+//! password or secret is checked, so simultaneous guesses see each other.
 //!
+//! Sign-ins:
 //! Three windows of [`WINDOW`] seconds bound the guesses, each by its own key:
 //! - (username, address): [`LIMIT`] failures, after [`SLOW_AFTER`] each further attempt waits
 //!   a second. This is the one an attacker at one address meets.
@@ -10,8 +11,15 @@
 //!   NAT or proxy.
 //!
 //! A success clears its (username, address) window and counts nowhere; an attempt that ends
-//! without a verdict (the client went away) is released. Counts live in this node's memory,
-//! bounded by [`MOST_KEYS`]; with several nodes each has its own.
+//! without a verdict (the client went away) is released.
+//!
+//! Client authentication that would cost an Argon2 run (a secret not verified before) is
+//! bounded per registered client ([`CLIENT_LIMIT`] failures) and per address
+//! ([`CLIENT_ADDRESS_LIMIT`]); past either, it is refused without hashing. A client that
+//! authenticated once is remembered and never meets these windows again.
+//!
+//! Counts live in this node's memory, bounded by [`MOST_KEYS`]; with several nodes each has
+//! its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -25,6 +33,8 @@ pub const LIMIT: usize = 5;
 pub const SLOW_AFTER: usize = 3;
 pub const USER_LIMIT: usize = 100;
 pub const ADDRESS_LIMIT: usize = 100;
+pub const CLIENT_LIMIT: usize = 30;
+pub const CLIENT_ADDRESS_LIMIT: usize = 30;
 /// Keys remembered at most; past it, windows with nothing left in them are dropped first.
 const MOST_KEYS: usize = 100_000;
 
@@ -41,7 +51,7 @@ pub enum Verdict {
 }
 
 #[derive(Clone, Default)]
-pub struct LoginThrottle {
+pub struct Throttle {
     windows: Arc<Mutex<HashMap<Key, Window>>>,
 }
 
@@ -50,6 +60,8 @@ enum Key {
     UserAtAddress(String, Option<IpAddr>),
     User(String),
     Address(IpAddr),
+    Client(String),
+    ClientAddress(IpAddr),
 }
 
 #[derive(Default)]
@@ -74,9 +86,8 @@ impl Window {
     }
 }
 
-impl LoginThrottle {
-    /// Begins an attempt to sign in as `username` from `address`, or refuses it. In one step
-    /// under one lock: checking every window and counting the attempt in each.
+impl Throttle {
+    /// Begins an attempt to sign in as `username` from `address`, or refuses it.
     pub fn begin(&self, username: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
         let mut keys = vec![
             (Key::UserAtAddress(username.to_owned(), address), LIMIT),
@@ -85,6 +96,21 @@ impl LoginThrottle {
         if let Some(ip) = address {
             keys.push((Key::Address(ip), ADDRESS_LIMIT));
         }
+        self.begin_with(keys, now)
+    }
+
+    /// Begins an Argon2 check of a secret presented for the registered client `client_id`
+    /// from `address`, or refuses it. Never delayed: a machine client has no one to wait.
+    pub fn begin_client(&self, client_id: &str, address: Option<IpAddr>, now: UnixTime) -> Verdict {
+        let mut keys = vec![(Key::Client(client_id.to_owned()), CLIENT_LIMIT)];
+        if let Some(ip) = address {
+            keys.push((Key::ClientAddress(ip), CLIENT_ADDRESS_LIMIT));
+        }
+        self.begin_with(keys, now)
+    }
+
+    /// In one step under one lock: checks every window and counts the attempt in each.
+    fn begin_with(&self, keys: Vec<(Key, usize)>, now: UnixTime) -> Verdict {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         if windows.len() >= MOST_KEYS {
             windows.retain(|_, w| {
@@ -148,14 +174,14 @@ impl LoginThrottle {
 /// One sign-in attempt, counted in every window until it is settled.
 #[derive(Debug)]
 pub struct Attempt {
-    throttle: LoginThrottle,
+    throttle: Throttle,
     keys: Vec<Key>,
     settled: bool,
 }
 
-impl std::fmt::Debug for LoginThrottle {
+impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LoginThrottle")
+        f.write_str("Throttle")
     }
 }
 
@@ -203,7 +229,7 @@ mod tests {
 
     #[test]
     fn slows_then_refuses_then_forgets() {
-        let t = LoginThrottle::default();
+        let t = Throttle::default();
         for i in 0..LIMIT {
             let (attempt, delay) = proceed(t.begin("alice", HOME, at(1000)));
             let want = (i >= SLOW_AFTER).then(|| Duration::from_secs(1));
@@ -220,7 +246,7 @@ mod tests {
 
     #[test]
     fn attempts_in_flight_count_so_a_burst_cannot_race_past_the_limit() {
-        let t = LoginThrottle::default();
+        let t = Throttle::default();
         let mut in_flight = Vec::new();
         let mut refused = 0;
         for _ in 0..150 {
@@ -245,7 +271,7 @@ mod tests {
 
     #[test]
     fn failures_elsewhere_do_not_lock_out_the_real_user() {
-        let t = LoginThrottle::default();
+        let t = Throttle::default();
         for _ in 0..LIMIT {
             proceed(t.begin("carol", AWAY, at(1000))).0.failed(at(1000));
         }
@@ -264,8 +290,36 @@ mod tests {
     }
 
     #[test]
+    fn client_secrets_are_checked_at_most_the_limit_per_client_and_per_address() {
+        let t = Throttle::default();
+        for _ in 0..CLIENT_LIMIT {
+            proceed(t.begin_client("rs", HOME, at(1000)))
+                .0
+                .failed(at(1000));
+        }
+        assert!(matches!(
+            t.begin_client("rs", AWAY, at(1000)),
+            Verdict::Refuse(60)
+        ));
+        proceed(t.begin_client("other", AWAY, at(1000)))
+            .0
+            .succeeded();
+        for i in 0..CLIENT_ADDRESS_LIMIT {
+            proceed(t.begin_client(&format!("c{i}"), AWAY, at(2000)))
+                .0
+                .failed(at(2000));
+        }
+        assert!(matches!(
+            t.begin_client("fresh", AWAY, at(2000)),
+            Verdict::Refuse(_)
+        ));
+        // Sign-ins from that address are another matter.
+        proceed(t.begin("alice", AWAY, at(2000))).0.succeeded();
+    }
+
+    #[test]
     fn the_wider_windows_bound_guessing_across_addresses_and_names() {
-        let t = LoginThrottle::default();
+        let t = Throttle::default();
         for i in 0..USER_LIMIT {
             let ip = IpAddr::V4(std::net::Ipv4Addr::new(
                 127,

@@ -5,6 +5,8 @@
 //! one of them. A replayed code and a reused refresh token are outcomes, not errors: the
 //! flow has already revoked what they reach when it returns them.
 
+use std::net::IpAddr;
+
 use tessera_core::OAuthError;
 use tessera_core::client::{Client, GrantType};
 use tessera_core::clock::UnixTime;
@@ -59,10 +61,11 @@ impl Flows {
         &self,
         authorization: Option<&[u8]>,
         form: &FormParams,
+        caller: Option<IpAddr>,
     ) -> Result<TokenResponse, FlowError> {
         let client = self
             .clients
-            .authenticate(authorization, form, Allowed::AnyClient)
+            .authenticate(authorization, form, Allowed::AnyClient, caller, self.now())
             .await?;
         let request = TokenRequest::parse(form)?;
         let grant = request.grant_type();

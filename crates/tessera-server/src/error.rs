@@ -24,6 +24,9 @@ pub enum WebError {
     PayloadTooLarge,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too many failed attempts from this caller: 429 with `Retry-After`.
+    #[error("throttled for {retry_after} s")]
+    Throttled { retry_after: i64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -39,9 +42,23 @@ impl From<FlowError> for WebError {
         match e {
             FlowError::OAuth(e) => Self::OAuth(e),
             FlowError::Store(e) => Self::Store(e),
+            FlowError::Throttled { retry_after } => Self::Throttled { retry_after },
+            // The hashing queue is full: a moment's wait, as for a database outage.
+            FlowError::Busy(_) => Self::OAuth(OAuthError::TemporarilyUnavailable),
             FlowError::Internal(e) => Self::Internal(e),
         }
     }
+}
+
+/// 429 with `Retry-After`. The body uses `temporarily_unavailable`, the RFC 6749 code for
+/// "try again later"; the status says why.
+fn throttled(retry_after: i64) -> Response {
+    let e = OAuthError::TemporarilyUnavailable;
+    let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, &e);
+    if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// A browser-facing failure: a page, not JSON.
@@ -52,6 +69,16 @@ pub fn browser_error(e: impl Into<WebError>) -> Response {
             "Request too large",
             "The form is too large.",
         ),
+        WebError::OAuth(OAuthError::TemporarilyUnavailable) => {
+            let mut page = error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "The server is busy right now. Please try again in a moment.",
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            page
+        }
         WebError::OAuth(e) => {
             error_page(StatusCode::BAD_REQUEST, "Invalid request", e.description())
         }
@@ -107,6 +134,7 @@ impl IntoResponse for WebError {
                 tracing::error!(error = %e, "store error");
                 OAuthError::ServerError
             }
+            WebError::Throttled { retry_after } => return throttled(retry_after),
             WebError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 OAuthError::ServerError

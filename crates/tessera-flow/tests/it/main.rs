@@ -128,12 +128,12 @@ async fn token(
     c: &TestClient,
     pairs: &[(&str, &str)],
 ) -> Result<TokenResponse, FlowError> {
-    flows.token(c.basic.as_deref(), &form(pairs)).await
+    flows.token(c.basic.as_deref(), &form(pairs), None).await
 }
 
 async fn active(flows: &Flows, caller: &TestClient, token: &str) -> bool {
     flows
-        .introspect(caller.basic.as_deref(), &form(&[("token", token)]))
+        .introspect(caller.basic.as_deref(), &form(&[("token", token)]), None)
         .await
         .unwrap()
         .active
@@ -341,7 +341,7 @@ async fn revocation_reaches_the_family_of_a_refresh_token_only(flows: Flows) {
         let form = form(&[("token", token)]);
         let basic = caller.basic.clone();
         let flows = flows.clone();
-        async move { flows.revoke(basic.as_deref(), &form).await.unwrap() }
+        async move { flows.revoke(basic.as_deref(), &form, None).await.unwrap() }
     };
     let [dave, erin] = &pairs[..] else { panic!() };
     let dave_refresh = dave.refresh_token.clone().unwrap();

@@ -4,14 +4,18 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use crate::error::{NoStoreJson, WebError};
-use crate::extract::{AuthorizationHeader, OAuthForm};
+use crate::extract::{AuthorizationHeader, OAuthForm, PeerIp};
 use crate::state::AppState;
 
 pub async fn token(
     State(state): State<AppState>,
+    PeerIp(ip): PeerIp,
     AuthorizationHeader(authorization): AuthorizationHeader,
     OAuthForm(form): OAuthForm,
 ) -> Result<impl IntoResponse, WebError> {
-    let response = state.flows.token(authorization.as_deref(), &form).await?;
+    let response = state
+        .flows
+        .token(authorization.as_deref(), &form, ip)
+        .await?;
     Ok(NoStoreJson(response))
 }
