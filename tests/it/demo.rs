@@ -82,6 +82,262 @@ async fn the_demo_app_refreshes_an_expired_access_token() {
     remove_database(&db_path);
 }
 
+/// Each issue 24 test, from the demo's start to its stop.
+const ISSUE_24_TEST: Duration = Duration::from_secs(60);
+
+/// Issue 24, session fixation: an attacker starts a sign-in, plants the cookie the app gave
+/// them in the victim's browser, and the victim completes that sign-in. The victim is signed
+/// in under a new session id; the planted value is not signed in, under either cookie name.
+#[tokio::test]
+async fn issue_24_demo_session_is_renewed_at_sign_in() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let demo = Demo::start(&database_url, free_ports()).await;
+    let flow = async {
+        let http = plain_http();
+        let app = |path: &str| format!("{}{path}", demo.app);
+
+        // Everything the app gives a browser before sign-in.
+        let login = http.get(app("/login")).send().await.unwrap();
+        assert_eq!(login.status(), 303);
+        let to_tessera = login.headers()["location"].to_str().unwrap().to_owned();
+        let planted = set_cookies(&login);
+        assert!(!planted.is_empty(), "/login set no cookie");
+        let mut planted_header: Vec<String> =
+            planted.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        if !planted.iter().any(|(n, _)| n == "tessera_demo_session") {
+            planted_header.push(format!("tessera_demo_session={}", planted[0].1));
+        }
+        let planted_header = planted_header.join("; ");
+
+        // The victim, with those cookies planted, signs in through the attacker's link.
+        let victim = crate::person::Person::at(&demo.issuer);
+        let back = victim
+            .authorize_as(&to_tessera, "demo", "demo-password")
+            .await;
+        assert!(back.starts_with(&app("/authorize?")), "{back}");
+        let callback = http
+            .get(&back)
+            .header("cookie", &planted_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(callback.status(), 303);
+        assert_eq!(callback.headers()["location"], "/protected");
+        let issued = set_cookies(&callback);
+        let session = issued
+            .iter()
+            .find(|(n, v)| n == "tessera_demo_session" && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no new session cookie at sign-in: {issued:?}"));
+        assert!(
+            planted.iter().all(|(_, v)| *v != session),
+            "the planted value {planted:?} became the session"
+        );
+
+        // The planted values are not signed in, whatever name they are sent under.
+        let mut attempts = vec![planted_header.clone()];
+        for (_, value) in &planted {
+            attempts.push(format!("tessera_demo_session={value}"));
+        }
+        for cookie in attempts {
+            let r = http
+                .get(app("/protected"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303, "{cookie} is signed in");
+            assert_eq!(r.headers()["location"], "/");
+        }
+        // The callback cannot be used twice: the pending login is spent.
+        let replay = http
+            .get(&back)
+            .header("cookie", &planted_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replay.status(), 400);
+
+        // The victim's new cookie is signed in.
+        let r = http
+            .get(app("/protected"))
+            .header("cookie", format!("tessera_demo_session={session}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(r#"<strong id="username">demo</strong>"#),
+            "{body}"
+        );
+        assert!(body.contains(r#"data-path="/api/data">200 OK<"#), "{body}");
+    };
+    timeout(ISSUE_24_TEST, flow)
+        .await
+        .expect("the fixation test took too long");
+    demo.stop().await;
+    remove_database(&db_path);
+}
+
+/// Issue 24, CSRF: `POST /revoke` and `POST /logout` without the session's token, with a
+/// wrong one or with another session's are refused with 403 and change nothing; `GET /logout`
+/// signs nobody out; with the token both work.
+#[tokio::test]
+async fn issue_24_demo_revoke_and_logout_need_the_csrf_token() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let demo = Demo::start(&database_url, free_ports()).await;
+    let flow = async {
+        let app = |path: &str| format!("{}{path}", demo.app);
+        let person = signed_in(&demo).await;
+        let page = person.get(&app("/protected")).await;
+        assert_eq!(
+            page.body.matches(r#"name="csrf_token""#).count(),
+            2,
+            "{}",
+            page.body
+        );
+        let token = page.field("csrf_token").unwrap();
+        let other = signed_in(&demo).await;
+        let others_token = other
+            .get(&app("/protected"))
+            .await
+            .field("csrf_token")
+            .unwrap();
+        assert_ne!(token, others_token);
+
+        let field = |value: &str| vec![("csrf_token".to_owned(), value.to_owned())];
+        let wrong = "A".repeat(token.len());
+        for path in ["/revoke", "/logout"] {
+            for fields in [vec![], field(""), field(&wrong), field(&others_token)] {
+                let r = person.post(&app(path), &fields).await;
+                assert_eq!(r.status, 403, "{path} with {fields:?}: {}", r.body);
+                assert!(r.header("set-cookie").is_none(), "{path} with {fields:?}");
+            }
+        }
+        let r = person.get(&app("/logout")).await;
+        assert!(
+            r.status == 200 || r.status == 405,
+            "GET /logout: {}",
+            r.status
+        );
+        assert!(r.header("set-cookie").is_none(), "GET /logout set a cookie");
+
+        // Still signed in, nothing revoked.
+        let page = person.get(&app("/protected")).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body.contains(r#"data-path="/api/data">200 OK<"#),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("revoked"), "{}", page.body);
+
+        // With the token, both work.
+        let r = person.post(&app("/revoke"), &field(&token)).await;
+        assert_eq!((r.status, r.location()), (303, Some("/protected")));
+        let page = person.get(&app("/protected")).await;
+        assert!(page.body.contains("revoked"), "{}", page.body);
+        assert!(
+            page.body
+                .contains(r#"data-path="/api/data">401 Unauthorized<"#),
+            "{}",
+            page.body
+        );
+        let r = person.post(&app("/logout"), &field(&token)).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("logged out"), "{}", r.body);
+        let r = person.get(&app("/protected")).await;
+        assert_eq!((r.status, r.location()), (303, Some("/")));
+
+        // The other session was untouched by all of it.
+        let page = other.get(&app("/protected")).await;
+        assert!(
+            page.body.contains(r#"data-path="/api/data">200 OK<"#),
+            "{}",
+            page.body
+        );
+    };
+    timeout(ISSUE_24_TEST, flow)
+        .await
+        .expect("the CSRF test took too long");
+    demo.stop().await;
+    remove_database(&db_path);
+}
+
+/// Issue 24, two tabs: with 2-second access tokens, simultaneous requests to /protected after
+/// expiry all get 200s, and the user stays signed in (Tessera saw no refresh token twice, so
+/// it revoked no family).
+#[tokio::test]
+async fn issue_24_demo_refreshes_once_for_simultaneous_requests() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let demo = Demo::start_with(&database_url, free_ports(), &["--access-token-ttl", "2"]).await;
+    let flow = async {
+        let protected = format!("{}/protected", demo.app);
+        let person = signed_in(&demo).await;
+        for round in 0..2 {
+            sleep(Duration::from_millis(3100)).await;
+            let (a, b) = tokio::join!(person.get(&protected), person.get(&protected));
+            for page in [a, b] {
+                assert_eq!(page.status, 200, "round {round}: {}", page.body);
+                assert!(
+                    page.body.contains(r#"data-path="/api/data">200 OK<"#),
+                    "round {round}: {}",
+                    page.body
+                );
+            }
+        }
+        let page = person.get(&protected).await;
+        assert!(
+            page.body.contains(r#"data-path="/api/data">200 OK<"#),
+            "{}",
+            page.body
+        );
+    };
+    timeout(ISSUE_24_TEST, flow)
+        .await
+        .expect("the concurrent refresh test took too long");
+    demo.stop().await;
+    remove_database(&db_path);
+}
+
+/// A person signed in to the demo app as `demo`, over HTTP with a cookie jar.
+async fn signed_in(demo: &Demo) -> crate::person::Person {
+    let person = crate::person::Person::at(&demo.issuer);
+    let login = person.get(&format!("{}/login", demo.app)).await;
+    let to_tessera = login.location().unwrap().to_owned();
+    let back = person
+        .authorize_as(&to_tessera, "demo", "demo-password")
+        .await;
+    assert!(
+        back.starts_with(&format!("{}/authorize?", demo.app)),
+        "{back}"
+    );
+    assert_eq!(person.get(&back).await.location(), Some("/protected"));
+    person
+}
+
+/// A client without a cookie jar or redirects: the tests send cookies by hand.
+fn plain_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(STEP)
+        .build()
+        .unwrap()
+}
+
+/// The `(name, value)` of every `Set-Cookie` of `response`.
+fn set_cookies(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
 /// The README's steps: Log in, sign in as demo, Approve, look at /protected, revoke.
 async fn walk_the_tutorial(browser: Client, app: String) {
     browser.goto(&format!("{app}/")).await.unwrap();

@@ -2,14 +2,29 @@
 //! the code back, `/protected` shows who is signed in and what the demo API answers.
 //!
 //! It is an ordinary OAuth client written with the `oauth2` crate and knows Tessera only by
-//! its URLs. Its own sessions (state, PKCE verifier, tokens) are kept in memory, keyed by a
-//! random cookie: a demo, so a restart signs everybody out.
+//! its URLs. Its sessions are kept in memory, keyed by random cookies: a demo, so a restart
+//! signs everybody out.
+//!
+//! The design decision is that a session id never outlives a change of privilege, and that
+//! nothing a session does can be started by another site (issue 24):
+//!
+//! - A sign-in in progress is not a session. `/login` gives the browser only a short-lived
+//!   `tessera_demo_login` cookie whose entry holds the `state` value and the PKCE verifier of
+//!   that one request. The callback uses it up and creates the signed-in session under a
+//!   brand-new id, discarding any session the browser presented, so an id planted before
+//!   sign-in never becomes the victim's signed-in session (session fixation).
+//! - `POST /revoke` and `POST /logout` carry the session's CSRF token in a hidden field,
+//!   compared in constant time; `GET /logout` only shows the form.
+//! - Refreshes are serialised per session. Tessera rotates refresh tokens strictly and treats
+//!   a second use of one as theft, so two tabs refreshing at once must not both present the
+//!   same token: the second waits for the first and then uses the tokens it got.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -23,6 +38,7 @@ use oauth2::{
     TokenIntrospectionResponse, TokenResponse, TokenUrl,
 };
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use crate::http_client::{oauth_http, reqwest_client};
 
@@ -40,36 +56,6 @@ pub struct AppConfig {
     /// The scopes to ask for.
     pub scope: Vec<String>,
 }
-
-type OAuthClient =
-    BasicClient<EndpointSet, EndpointNotSet, EndpointSet, EndpointNotSet, EndpointSet>;
-
-#[derive(Clone)]
-struct AppState {
-    config: Arc<AppConfig>,
-    oauth: OAuthClient,
-    http: reqwest::Client,
-    sessions: moka::sync::Cache<String, Arc<Mutex<Session>>>,
-}
-
-#[derive(Default)]
-struct Session {
-    pending: Option<(String, String)>,
-    tokens: Option<Tokens>,
-    username: Option<String>,
-    notice: Option<String>,
-    /// The user revoked their tokens; the page then offers to log in again.
-    revoked: bool,
-}
-
-#[derive(Clone)]
-struct Tokens {
-    access: String,
-    refresh: Option<String>,
-    expires_at: Option<Instant>,
-}
-
-const COOKIE: &str = "tessera_demo_session";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -96,6 +82,10 @@ pub fn router(config: AppConfig) -> Result<Router, AppError> {
             .max_capacity(10_000)
             .time_to_idle(Duration::from_secs(3600))
             .build(),
+        logins: moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(LOGIN_TTL)
+            .build(),
     };
     Ok(Router::new()
         .route("/", get(index))
@@ -103,10 +93,62 @@ pub fn router(config: AppConfig) -> Result<Router, AppError> {
         .route("/authorize", get(authorize))
         .route("/protected", get(protected))
         .route("/revoke", post(revoke))
-        .route("/logout", get(logout).post(logout))
+        .route("/logout", get(confirm_logout).post(logout))
         .route("/static/demo.css", get(stylesheet))
         .with_state(state))
 }
+
+type OAuthClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointSet, EndpointNotSet, EndpointSet>;
+
+#[derive(Clone)]
+struct AppState {
+    config: Arc<AppConfig>,
+    oauth: OAuthClient,
+    http: reqwest::Client,
+    /// Signed-in sessions, keyed by the [`SESSION_COOKIE`].
+    sessions: moka::sync::Cache<String, Arc<Session>>,
+    /// Sign-ins in progress, keyed by the [`LOGIN_COOKIE`]; each is used at most once.
+    logins: moka::sync::Cache<String, Arc<PendingLogin>>,
+}
+
+/// One sign-in in progress: what the callback checks and sends, and nothing else.
+struct PendingLogin {
+    state: String,
+    verifier: String,
+}
+
+/// A signed-in session. It exists only from the callback on, under an id made there.
+struct Session {
+    /// The hidden field of every form that changes something; fixed for the session's life.
+    csrf: String,
+    data: Mutex<SessionData>,
+    /// Held while the tokens are refreshed or revoked, so that one session never presents the
+    /// same refresh token twice.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+struct SessionData {
+    tokens: Tokens,
+    username: Option<String>,
+    notice: Option<String>,
+    /// The user revoked their tokens; the page then offers to log in again.
+    revoked: bool,
+}
+
+#[derive(Clone)]
+struct Tokens {
+    access: String,
+    refresh: Option<String>,
+    expires_at: Option<Instant>,
+}
+
+const SESSION_COOKIE: &str = "tessera_demo_session";
+const LOGIN_COOKIE: &str = "tessera_demo_login";
+/// How long a sign-in may take, from `/login` to the callback.
+const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// A token this close to its expiry is refreshed before it is used.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Template)]
 #[template(path = "index.html")]
@@ -116,17 +158,25 @@ struct IndexPage {
 
 #[derive(Template)]
 #[template(path = "protected.html")]
-struct ProtectedPage {
+struct ProtectedPage<'a> {
     username: String,
     notice: Option<String>,
     calls: Vec<ApiCall>,
     revoked: bool,
+    csrf_token: &'a str,
 }
 
 struct ApiCall {
     path: &'static str,
     status: String,
     body: String,
+}
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+struct LogoutPage<'a> {
+    username: &'a str,
+    csrf_token: &'a str,
 }
 
 #[derive(Template)]
@@ -162,28 +212,67 @@ fn message(status: StatusCode, title: &str, message: &str) -> Response {
     render(status, &MessagePage { title, message })
 }
 
+fn no_randomness() -> Response {
+    // Without randomness no id can be safe; refusing is failing closed.
+    tracing::error!("the operating system's random generator failed");
+    message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal error",
+        "The app could not start a session. Try again later.",
+    )
+}
+
+fn forged() -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form does not belong to your session. Reload the page and try again.",
+    )
+}
+
 impl AppState {
-    fn session(&self, headers: &HeaderMap) -> Option<Arc<Mutex<Session>>> {
-        cookie(headers, COOKIE).and_then(|id| self.sessions.get(id))
+    fn session(&self, headers: &HeaderMap) -> Option<Arc<Session>> {
+        cookie(headers, SESSION_COOKIE).and_then(|id| self.sessions.get(id))
+    }
+}
+
+impl Session {
+    fn with<T>(&self, f: impl FnOnce(&mut SessionData) -> T) -> T {
+        match self.data.lock() {
+            Ok(mut d) => f(&mut d),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
     }
 
-    /// The request's session, or a new one with its `Set-Cookie`.
-    fn session_or_new(&self, headers: &HeaderMap) -> (Arc<Mutex<Session>>, Option<HeaderValue>) {
-        if let Some(s) = self.session(headers) {
-            return (s, None);
-        }
-        let mut bytes = [0u8; 32];
-        if getrandom::fill(&mut bytes).is_err() {
-            // Without randomness no session can be safe; an unusable one fails closed.
-            return (Arc::default(), None);
-        }
-        let id = URL_SAFE_NO_PAD.encode(bytes);
-        let session: Arc<Mutex<Session>> = Arc::default();
-        self.sessions.insert(id.clone(), session.clone());
-        let cookie =
-            HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax")).ok();
-        (session, cookie)
+    fn tokens(&self) -> Tokens {
+        self.with(|d| d.tokens.clone())
     }
+
+    /// Whether the form `body` carries this session's CSRF token.
+    fn accepts(&self, body: &[u8]) -> bool {
+        url::form_urlencoded::parse(body)
+            .find(|(name, _)| name == "csrf_token")
+            .is_some_and(|(_, token)| same(&token, &self.csrf))
+    }
+}
+
+impl Tokens {
+    fn expiring(&self) -> bool {
+        self.expires_at
+            .is_some_and(|t| Instant::now() + EXPIRY_MARGIN >= t)
+    }
+}
+
+/// Compares two secrets in constant time (for their length, which is no secret).
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// 32 random bytes, base64url: session ids, login ids and CSRF tokens.
+fn random_id() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -197,11 +286,25 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn with_session<T>(session: &Mutex<Session>, f: impl FnOnce(&mut Session) -> T) -> T {
-    match session.lock() {
-        Ok(mut s) => f(&mut s),
-        Err(poisoned) => f(&mut poisoned.into_inner()),
+/// A `Set-Cookie` value; `max_age: Some(0)` deletes the cookie.
+fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<u64>) -> Option<HeaderValue> {
+    let max_age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax{max_age}"
+    ))
+    .ok()
+}
+
+fn with_cookies(
+    mut response: Response,
+    cookies: impl IntoIterator<Item = HeaderValue>,
+) -> Response {
+    for c in cookies {
+        response.headers_mut().append(header::SET_COOKIE, c);
     }
+    response
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -214,27 +317,37 @@ async fn stylesheet() -> impl IntoResponse {
 async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let signed_in = state
         .session(&headers)
-        .is_some_and(|s| with_session(&s, |s| s.tokens.is_some() && !s.revoked));
+        .is_some_and(|s| !s.with(|d| d.revoked));
     render(StatusCode::OK, &IndexPage { signed_in })
 }
 
-/// Sends the browser to Tessera with a fresh `state` and PKCE challenge.
+/// Sends the browser to Tessera with a fresh `state` and PKCE challenge, remembered under a
+/// new login cookie (never under the session).
 async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (session, set_cookie) = state.session_or_new(&headers);
+    let Some(id) = random_id() else {
+        return no_randomness();
+    };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = state.oauth.authorize_url(CsrfToken::new_random);
     for scope in &state.config.scope {
         request = request.add_scope(Scope::new(scope.clone()));
     }
     let (url, csrf) = request.set_pkce_challenge(challenge).url();
-    with_session(&session, |s| {
-        s.pending = Some((csrf.secret().clone(), verifier.secret().clone()));
-    });
-    let mut response = Redirect::to(url.as_str()).into_response();
-    if let Some(c) = set_cookie {
-        response.headers_mut().insert(header::SET_COOKIE, c);
+    // A second /login replaces the first: each sign-in starts afresh under its own id.
+    if let Some(old) = cookie(&headers, LOGIN_COOKIE) {
+        state.logins.invalidate(old);
     }
-    response
+    state.logins.insert(
+        id.clone(),
+        Arc::new(PendingLogin {
+            state: csrf.secret().clone(),
+            verifier: verifier.secret().clone(),
+        }),
+    );
+    with_cookies(
+        Redirect::to(url.as_str()).into_response(),
+        set_cookie(LOGIN_COOKIE, &id, "/authorize", Some(LOGIN_TTL.as_secs())),
+    )
 }
 
 #[derive(Deserialize)]
@@ -245,28 +358,40 @@ struct Callback {
     error_description: Option<String>,
 }
 
-/// Takes the code back: checks `state`, exchanges the code with the PKCE verifier.
+/// Takes the code back: uses up the pending login, checks `state`, exchanges the code with
+/// the PKCE verifier, and signs the browser in under a new session id.
 async fn authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(callback): Query<Callback>,
 ) -> Response {
-    let Some(session) = state.session(&headers) else {
-        return message(
+    let pending = cookie(&headers, LOGIN_COOKIE).and_then(|id| state.logins.remove(id));
+    let response = match pending {
+        Some(pending) => sign_in(&state, &headers, &pending, callback).await,
+        None => message(
             StatusCode::BAD_REQUEST,
             "No login in progress",
             "Start again from the Log in link.",
-        );
+        ),
     };
-    let pending = with_session(&session, |s| s.pending.take());
-    let Some((expected_state, verifier)) = pending else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "No login in progress",
-            "Start again from the Log in link.",
-        );
-    };
-    if callback.state.as_deref() != Some(expected_state.as_str()) {
+    // The login cookie is spent whatever the outcome.
+    with_cookies(
+        response,
+        set_cookie(LOGIN_COOKIE, "", "/authorize", Some(0)),
+    )
+}
+
+async fn sign_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    pending: &PendingLogin,
+    callback: Callback,
+) -> Response {
+    if !callback
+        .state
+        .as_deref()
+        .is_some_and(|s| same(s, &pending.state))
+    {
         return message(
             StatusCode::BAD_REQUEST,
             "State mismatch",
@@ -291,7 +416,7 @@ async fn authorize(
     let exchanged = state
         .oauth
         .exchange_code(AuthorizationCode::new(code))
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
         .request_async(&http)
         .await;
     let token = match exchanged {
@@ -317,13 +442,30 @@ async fn authorize(
         .await
         .ok()
         .and_then(|i| i.username().map(str::to_owned));
-    with_session(&session, |s| {
-        s.tokens = Some(tokens);
-        s.username = username;
-        s.notice = None;
-        s.revoked = false;
-    });
-    Redirect::to("/protected").into_response()
+    let (Some(id), Some(csrf)) = (random_id(), random_id()) else {
+        return no_randomness();
+    };
+    // The session the browser presented, if any, ends here: the sign-in gets a new id.
+    if let Some(old) = cookie(headers, SESSION_COOKIE) {
+        state.sessions.invalidate(old);
+    }
+    state.sessions.insert(
+        id.clone(),
+        Arc::new(Session {
+            csrf,
+            data: Mutex::new(SessionData {
+                tokens,
+                username,
+                notice: None,
+                revoked: false,
+            }),
+            refreshing: tokio::sync::Mutex::new(()),
+        }),
+    );
+    with_cookies(
+        Redirect::to("/protected").into_response(),
+        set_cookie(SESSION_COOKIE, &id, "/", None),
+    )
 }
 
 /// Shows the user and what the API answers to their token, refreshing it when needed.
@@ -331,36 +473,29 @@ async fn protected(State(state): State<AppState>, headers: HeaderMap) -> Respons
     let Some(session) = state.session(&headers) else {
         return Redirect::to("/").into_response();
     };
-    let (tokens, username, notice, revoked) = with_session(&session, |s| {
+    let (mut tokens, username, mut notice, revoked) = session.with(|d| {
         (
-            s.tokens.clone(),
-            s.username.clone(),
-            s.notice.take(),
-            s.revoked,
+            d.tokens.clone(),
+            d.username.clone(),
+            d.notice.take(),
+            d.revoked,
         )
     });
-    let Some(mut tokens) = tokens else {
-        return Redirect::to("/").into_response();
-    };
-    let mut notice = notice;
-    if tokens
-        .expires_at
-        .is_some_and(|t| Instant::now() + Duration::from_secs(5) >= t)
-        && let Some(refreshed) = refresh(&state, &tokens).await
+    if tokens.expiring()
+        && let Some(fresh) = refresh_session(&state, &session, &tokens.access).await
     {
-        tokens = refreshed;
+        tokens = fresh;
         notice = Some("Your access token had expired; the app refreshed it.".into());
     }
     let mut calls = call_api(&state, &tokens.access).await;
     // A 401 may mean the access token was revoked or expired early: try a refresh once.
     if calls.iter().any(|c| c.status.starts_with("401"))
-        && let Some(refreshed) = refresh(&state, &tokens).await
+        && let Some(fresh) = refresh_session(&state, &session, &tokens.access).await
     {
-        tokens = refreshed;
+        tokens = fresh;
         calls = call_api(&state, &tokens.access).await;
         notice = Some("The API refused the access token; the app refreshed it.".into());
     }
-    with_session(&session, |s| s.tokens = Some(tokens.clone()));
     render(
         StatusCode::OK,
         &ProtectedPage {
@@ -368,8 +503,24 @@ async fn protected(State(state): State<AppState>, headers: HeaderMap) -> Respons
             notice,
             calls,
             revoked,
+            csrf_token: &session.csrf,
         },
     )
+}
+
+/// Replaces the session's tokens whose access token is `stale`, one request at a time.
+///
+/// Returns the tokens to use now: the ones another request got while this one waited, or
+/// the ones this refresh got; `None` if refreshing failed.
+async fn refresh_session(state: &AppState, session: &Session, stale: &str) -> Option<Tokens> {
+    let _one_at_a_time = session.refreshing.lock().await;
+    let current = session.tokens();
+    if current.access != stale {
+        return Some(current);
+    }
+    let fresh = refresh(state, &current).await?;
+    session.with(|d| d.tokens = fresh.clone());
+    Some(fresh)
 }
 
 async fn refresh(state: &AppState, tokens: &Tokens) -> Option<Tokens> {
@@ -383,7 +534,11 @@ async fn refresh(state: &AppState, tokens: &Tokens) -> Option<Tokens> {
     {
         Ok(t) => Some(Tokens {
             access: t.access_token().secret().clone(),
-            refresh: t.refresh_token().map(|r| r.secret().clone()),
+            // Tessera always rotates; a server that did not would keep the old one valid.
+            refresh: t
+                .refresh_token()
+                .map(|r| r.secret().clone())
+                .or_else(|| tokens.refresh.clone()),
             expires_at: t.expires_in().map(|d| Instant::now() + d),
         }),
         Err(e) => {
@@ -438,17 +593,17 @@ async fn call_api(state: &AppState, access_token: &str) -> Vec<ApiCall> {
 ///
 /// This one request is plain reqwest: the `oauth2` crate refuses revocation URLs that are
 /// not https, and the demo runs on loopback http.
-async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(session) = state.session(&headers) else {
         return Redirect::to("/").into_response();
     };
-    let Some(tokens) = with_session(&session, |s| s.tokens.clone()) else {
-        return Redirect::to("/").into_response();
-    };
-    let token = tokens
-        .refresh
-        .clone()
-        .unwrap_or_else(|| tokens.access.clone());
+    if !session.accepts(&body) {
+        return forged();
+    }
+    // Not in the middle of a refresh: the token revoked is the current one.
+    let _one_at_a_time = session.refreshing.lock().await;
+    let tokens = session.tokens();
+    let token = tokens.refresh.unwrap_or(tokens.access);
     let url = format!("{}/revoke", state.config.issuer.trim_end_matches('/'));
     let result = state
         .http
@@ -463,26 +618,49 @@ async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> Response {
     } else {
         "Revocation failed; see the app's log."
     };
-    with_session(&session, |s| {
-        s.notice = Some(notice.into());
-        s.revoked |= revoked;
+    session.with(|d| {
+        d.notice = Some(notice.into());
+        d.revoked |= revoked;
     });
     Redirect::to("/protected").into_response()
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(id) = cookie(&headers, COOKIE) {
+/// `GET /logout` changes nothing: it shows the form that `POST /logout` expects.
+async fn confirm_logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = state.session(&headers) else {
+        return message(
+            StatusCode::OK,
+            "Not signed in",
+            "You are not signed in to the demo app.",
+        );
+    };
+    let username = session
+        .with(|d| d.username.clone())
+        .unwrap_or_else(|| "(unknown)".into());
+    render(
+        StatusCode::OK,
+        &LogoutPage {
+            username: &username,
+            csrf_token: &session.csrf,
+        },
+    )
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(id) = cookie(&headers, SESSION_COOKIE)
+        && let Some(session) = state.sessions.get(id)
+    {
+        if !session.accepts(&body) {
+            return forged();
+        }
         state.sessions.invalidate(id);
     }
     let issuer = state.config.issuer.trim_end_matches('/');
     let text = format!(
         "You are logged out of the demo app. To sign out of Tessera too, visit {issuer}/logout."
     );
-    let mut response = message(StatusCode::OK, "Logged out", &text);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
-    )) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
+    with_cookies(
+        message(StatusCode::OK, "Logged out", &text),
+        set_cookie(SESSION_COOKIE, "", "/", Some(0)),
+    )
 }
