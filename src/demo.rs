@@ -62,6 +62,9 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
                 access: args.access_token_ttl,
                 ..Default::default()
             },
+            header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
+            idle_timeout: Duration::from_secs(args.http.idle_timeout),
+            max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
             ..Config::default()
         },
         store.clone(),

@@ -100,6 +100,24 @@ struct ServeArgs {
     /// Seconds between purges of expired and revoked tokens.
     #[arg(long, env = "TESSERA_JANITOR_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     janitor_interval: u64,
+    #[command(flatten)]
+    http: HttpLimitArgs,
+}
+
+/// The limits on each HTTP connection, for `serve` and `demo` alike.
+#[derive(Args)]
+struct HttpLimitArgs {
+    /// Seconds a client has to send a request's headers, counted from the connection's accept
+    /// or from the first byte of a later request on it; then the connection is closed.
+    #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "TESSERA_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Connections served at once; more wait in the listen backlog until one closes. Lowered
+    /// to fit the open-file limit (raised to its hard limit at start), less up to 256.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 #[derive(Args)]
@@ -124,6 +142,8 @@ struct DemoArgs {
     /// Access token lifetime in seconds (short values show the app's automatic refresh).
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
     access_token_ttl: i64,
+    #[command(flatten)]
+    http: HttpLimitArgs,
 }
 
 #[derive(Subcommand)]
@@ -305,6 +325,9 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
     let server = Server::build(config, store)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+        header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.http.idle_timeout),
+        max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
     tracing::info!(addr = %server.local_addr()?, issuer = server.issuer(), "tessera listening");
     server.run_until(shutdown_signal()).await?;
     tracing::info!("tessera stopped");

@@ -36,6 +36,8 @@ mod introspect;
 mod login;
 /// Discovery (RFC 8414) and health endpoints.
 mod metadata;
+/// Issue 24's HTTP limits: header and idle deadlines, the connection cap, the file limit.
+mod limits;
 /// Three `tessera serve` nodes on one PostgreSQL database: agreement and fair races.
 mod nodes;
 /// The `oauth2` crate, an independent client implementation, against Tessera.

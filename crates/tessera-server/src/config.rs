@@ -24,6 +24,14 @@ pub struct Config {
     /// on every request). A client deleted or changed by the CLI takes effect on every node
     /// within this time; in exchange most requests skip one database round trip.
     pub client_cache_ttl: Duration,
+    /// How long a client has to send a request's headers, from the connection's accept or
+    /// from the first byte of a later request on it; past it the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: Duration,
+    /// How many connections are served at once; further ones wait in the listen backlog
+    /// until one closes. Lowered at start to fit the open-file limit (see [`crate::Server`]).
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -37,6 +45,9 @@ impl Default for Config {
             pkce: PkcePolicy::default(),
             session_ttl: 8 * 3600,
             client_cache_ttl: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }

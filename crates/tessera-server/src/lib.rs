@@ -6,6 +6,11 @@
 //! [`Server::build`] binds the socket and [`Server::run_until`] serves until a future
 //! resolves, so tests, `serve` and `demo` start it the same way, on port 0 if they like.
 //!
+//! The server runs its own accept loop rather than `axum::serve`, for the limits a client on
+//! the open internet needs: a connection cap (past it, new connections wait in the listen
+//! backlog), a deadline for request headers and one for idle keep-alive connections, and an
+//! accept loop that waits and retries when the process runs out of file descriptors.
+//!
 //! Layout:
 //! - [`config`]: [`Config`], everything a node needs to know.
 //! - [`state`]: the shared [`state::AppState`] (the store, the flows, the cookie names).
@@ -29,40 +34,63 @@ pub mod pages;
 pub mod routes;
 pub mod state;
 
-use axum::serve::{ListenerExt, TapIo};
+use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tessera_store::Store;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
 
 pub use config::Config;
 pub use state::AppState;
 
 /// A bound, ready-to-run authorization server.
 pub struct Server {
-    listener: TapIo<TcpListener, fn(&mut TcpStream)>,
+    listener: NoDelayListener,
+    limits: Limits,
     state: AppState,
 }
 
 impl Server {
-    /// Binds the listen address and prepares the state. Migrations are the caller's step, so
-    /// that `tessera migrate` and tests can run them separately.
-    pub async fn build(config: Config, store: Arc<dyn Store>) -> std::io::Result<Self> {
+    /// Raises the open-file limit, binds the listen address and prepares the state.
+    /// Migrations are the caller's step, so that `tessera migrate` and tests can run them
+    /// separately.
+    ///
+    /// The soft limit on open files goes up to the hard limit, and the connection cap down to
+    /// that limit less a reserve (a quarter of it, at most 256) for the store's files and
+    /// sockets, so connections alone never exhaust the descriptors.
+    pub async fn build(config: Config, store: Arc<dyn Store>) -> io::Result<Self> {
+        let limits = Limits::new(&config, raise_open_file_limit());
         let listener = TcpListener::bind(config.listen).await?;
         let local = listener.local_addr()?;
-        let listener = listener.tap_io(no_delay as fn(&mut TcpStream));
         let issuer = config
             .issuer
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
         let state = AppState::new(config, issuer, store);
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener: NoDelayListener(listener),
+            limits,
+            state,
+        })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        axum::serve::Listener::local_addr(&self.listener)
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.0.local_addr()
     }
 
     pub fn issuer(&self) -> &str {
@@ -73,38 +101,434 @@ impl Server {
         &self.state
     }
 
-    /// Serves requests and runs the janitor until `shutdown` resolves, then finishes the
-    /// requests in flight.
+    /// Serves requests and runs the janitor until `shutdown` resolves; then stops accepting,
+    /// closes the connections that have no request in flight, lets the others finish their
+    /// request, and returns when every connection is closed.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> io::Result<()> {
         let (stop_janitor, janitor_stopped) = tokio::sync::watch::channel(false);
         let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
         let primer = tokio::spawn(keep_timer_wheel_primed());
         let app = routes::app(self.state);
-        let served = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(app),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        serve(self.listener, app, self.limits, shutdown).await;
         let _ = stop_janitor.send(true);
         let _ = janitor.await;
         primer.abort();
-        served
+        Ok(())
     }
 }
 
-/// Sends each response as soon as it is written. Without `TCP_NODELAY`, Nagle's algorithm
-/// holds a write back while an earlier one of the connection is unacknowledged: a response
-/// written in two parts, or a second response queued behind a first, waits for the client's
-/// delayed ACK. axum 0.8 no longer sets it; Go's HTTP servers (Hydra's) and most others do.
-fn no_delay(connection: &mut TcpStream) {
-    if let Err(e) = connection.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set");
+/// The limits every connection is held to.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read: Duration,
+    idle: Duration,
+    max_connections: usize,
+}
+
+impl Limits {
+    fn new(config: &Config, open_files: Option<u64>) -> Self {
+        Self {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+            max_connections: connection_cap(config.max_connections, open_files),
+        }
+    }
+
+    /// How long the watchdog sleeps at most, so that it sees any new phase before the phase's
+    /// own deadline (see [`watchdog`]).
+    fn recheck(&self) -> Duration {
+        self.header_read.min(self.idle)
+    }
+}
+
+/// File descriptors kept out of the connection cap for everything else the process opens:
+/// the SQLite database, its WAL and readers, PostgreSQL connections, the log.
+const RESERVED_FILES: u64 = 256;
+
+/// `wanted`, lowered to fit `open_files` less a reserve (a quarter of the limit, at most
+/// [`RESERVED_FILES`]), and at least one.
+fn connection_cap(wanted: usize, open_files: Option<u64>) -> usize {
+    let wanted = wanted.clamp(1, Semaphore::MAX_PERMITS);
+    let Some(files) = open_files else {
+        return wanted;
+    };
+    let room = files - (files / 4).min(RESERVED_FILES);
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if room < wanted {
+        tracing::info!(
+            max_connections = room,
+            open_file_limit = files,
+            "connection cap lowered to fit the open-file limit"
+        );
+        room
+    } else {
+        wanted
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, and returns the limit
+/// now in force (`None` if it could not be read). A common soft limit is 1,024, which a few
+/// hundred idle clients would otherwise exhaust while the hard limit allows far more.
+fn raise_open_file_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "the open-file limit could not be raised");
+            None
+        }
+    }
+}
+
+/// A listener whose every accepted connection sends without delay. Without `TCP_NODELAY`,
+/// Nagle's algorithm holds a write back while an earlier one of the connection is
+/// unacknowledged: a response written in two parts, or a second response queued behind a
+/// first, waits for the client's delayed ACK. axum 0.8 no longer sets it; Go's HTTP servers
+/// (Hydra's) and most others do.
+struct NoDelayListener(TcpListener);
+
+impl NoDelayListener {
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        Ok((stream, peer))
+    }
+}
+
+/// The accept loop: at most `limits.max_connections` connections at once, each served on a
+/// task of its own until it closes or `shutdown` resolves.
+///
+/// A permit is taken before `accept`, so past the cap the loop stops accepting and new
+/// connections wait in the kernel's listen backlog (their SYN is answered by the kernel;
+/// past the backlog, clients retry) instead of costing a file descriptor each. The permit
+/// lives as long as the connection's task.
+async fn serve<S>(
+    listener: NoDelayListener,
+    app: S,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The watchdog keeps the header deadline: hyper's own runs from the end of one response
+    // to the headers of the next, which would close idle keep-alive connections at the
+    // header deadline rather than the idle one.
+    http.header_read_timeout(None);
+    let mut shutdown = pin!(shutdown);
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept_within(&listener, &permits) => accepted,
+        };
+        match accepted {
+            Ok((permit, stream, peer)) => {
+                backoff.succeeded();
+                tokio::spawn(serve_connection(
+                    http.clone(),
+                    stream,
+                    peer,
+                    app.clone(),
+                    limits,
+                    stopping.clone(),
+                    permit,
+                ));
+            }
+            Err(e) => {
+                let pause = backoff.failed(&e);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+    // Closing the listener refuses new connections at once; then every connection task is
+    // told, and the loop waits until each has ended (each holds a receiver).
+    drop(listener);
+    drop(stopping);
+    stop.send_replace(());
+    stop.closed().await;
+}
+
+/// A permit under the connection cap, then the next connection.
+async fn accept_within(
+    listener: &NoDelayListener,
+    permits: &Arc<Semaphore>,
+) -> io::Result<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(io::Error::other)?;
+    let (stream, peer) = listener.accept().await?;
+    Ok((permit, stream, peer))
+}
+
+/// The app as one connection's service: each request carries the peer's address as
+/// [`ConnectInfo`] (as `into_make_service_with_connect_info` did; the login throttle reads
+/// it) and moves the connection's [`Activity`] to in flight, and its answer back to idle.
+fn connection_service<S>(
+    app: S,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) -> impl Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let answered = activity.clone();
+    app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+        activity.set(Phase::InFlight);
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    })
+    .map_future(move |response| {
+        let answered = answered.clone();
+        async move {
+            let response = response.await;
+            answered.set(Phase::Idle);
+            response
+        }
+    })
+}
+
+/// Serves one connection until it ends, its watchdog fires, or the server stops. On stop a
+/// connection with a request in flight finishes that request and closes (hyper's graceful
+/// shutdown); any other (idle, or still sending headers) is closed at once, as no answer of
+/// it is under way.
+async fn serve_connection<S>(
+    http: hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: S,
+    limits: Limits,
+    mut stopping: watch::Receiver<()>,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        io: stream,
+        activity: activity.clone(),
+    });
+    let service = TowerToHyperService::new(connection_service(app, peer, activity.clone()));
+    let mut connection = pin!(http.serve_connection(io, service));
+    let mut stopped = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::trace!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            phase = watchdog(&activity, limits) => {
+                tracing::debug!(%peer, ?phase, "connection closed: past its phase's deadline");
+                return;
+            }
+            _ = stopping.changed(), if !stopped => {
+                stopped = true;
+                if activity.phase() != Phase::InFlight {
+                    return;
+                }
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// What a connection is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The headers of a request: from the accept, or from the first byte after an answer.
+    Headers = 0,
+    /// The answer to a request whose headers have arrived; the request's own timeout
+    /// ([`routes::app`]) bounds it.
+    InFlight = 1,
+    /// The next request, after an answer.
+    Idle = 2,
+}
+
+/// A connection's [`Phase`] and when it began, in one word so that the reads, the service
+/// and the watchdog share it without a lock: the phase in the low two bits, above them the
+/// milliseconds from the accept to the phase's start.
+#[derive(Debug)]
+struct Activity {
+    accepted: Instant,
+    word: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            accepted: Instant::now(),
+            word: AtomicU64::new(Phase::Headers as u64),
+        }
+    }
+
+    fn set(&self, phase: Phase) {
+        let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
+        self.word
+            .store((since << 2) | phase as u64, Ordering::Relaxed);
+    }
+
+    fn phase(&self) -> Phase {
+        Self::decode(self.word.load(Ordering::Relaxed)).0
+    }
+
+    fn decode(word: u64) -> (Phase, Duration) {
+        let phase = match word & 3 {
+            0 => Phase::Headers,
+            1 => Phase::InFlight,
+            _ => Phase::Idle,
+        };
+        (phase, Duration::from_millis(word >> 2))
+    }
+
+    /// Bytes arrived: after an answer, they are the start of the next request's headers.
+    fn received(&self) {
+        if self.phase() == Phase::Idle {
+            self.set(Phase::Headers);
+        }
+    }
+}
+
+/// Resolves with the phase a connection has outstayed: headers not complete within
+/// `header_read` of their start, or no next request within `idle` of the last answer.
+///
+/// It never sleeps longer than [`Limits::recheck`], the shorter of the two, so a phase that
+/// begins while it sleeps is seen before its own deadline. A connection costs one timer
+/// wake-up per `recheck` at most, and a request nothing more than two stores.
+async fn watchdog(activity: &Activity, limits: Limits) -> Phase {
+    loop {
+        let (phase, since) = Activity::decode(activity.word.load(Ordering::Relaxed));
+        let deadline = match phase {
+            Phase::Headers => Some(activity.accepted + since + limits.header_read),
+            Phase::Idle => Some(activity.accepted + since + limits.idle),
+            Phase::InFlight => None,
+        };
+        let now = Instant::now();
+        let recheck = now + limits.recheck();
+        match deadline {
+            Some(deadline) if deadline <= now => return phase,
+            Some(deadline) => tokio::time::sleep_until(deadline.min(recheck)).await,
+            None => tokio::time::sleep_until(recheck).await,
+        }
+    }
+}
+
+/// A connection's socket, telling its [`Activity`] when bytes arrive.
+struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.received();
+        }
+        read
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// How long the accept loop waits after a failed `accept`. A connection refused, reset or
+/// aborted before it was accepted is that client's loss: the next is accepted at once. Any
+/// other error (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) would come straight back, so the
+/// loop waits, 10 ms doubling up to 1 s, and warns at most once a second; the connections
+/// wait in the backlog meanwhile.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Duration,
+    warned: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const LONGEST: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, error: &io::Error) -> Duration {
+        if matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+        ) {
+            return Duration::ZERO;
+        }
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::LONGEST);
+        let now = Instant::now();
+        if self
+            .warned
+            .is_none_or(|warned| now.duration_since(warned) >= Duration::from_secs(1))
+        {
+            self.warned = Some(now);
+            tracing::warn!(error = %error, pause = ?self.pause, "accept failed; retrying");
+        }
+        self.pause
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = Duration::ZERO;
     }
 }
 
@@ -125,7 +549,6 @@ async fn keep_timer_wheel_primed() {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use axum::serve::Listener;
 
     /// Through [`Server::build`], so the test fails if the listener it serves is not the
     /// one that sets `TCP_NODELAY`.
@@ -137,10 +560,10 @@ mod tests {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         };
-        let mut server = Server::build(config, store).await.unwrap();
+        let server = Server::build(config, store).await.unwrap();
         let address = server.local_addr().unwrap();
         let _client = TcpStream::connect(address).await.unwrap();
-        let (accepted, _) = server.listener.accept().await;
+        let (accepted, _) = server.listener.accept().await.unwrap();
         assert!(accepted.nodelay().unwrap());
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _other = TcpStream::connect(plain.local_addr().unwrap())
@@ -150,5 +573,48 @@ mod tests {
         assert!(!untouched.nodelay().unwrap(), "Linux's default is Nagle on");
         drop(server);
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_room_for_the_other_files() {
+        assert_eq!(connection_cap(10_000, None), 10_000);
+        assert_eq!(connection_cap(10_000, Some(1_048_576)), 10_000);
+        assert_eq!(connection_cap(10_000, Some(1_024)), 768);
+        assert_eq!(connection_cap(10_000, Some(256)), 192);
+        assert_eq!(connection_cap(0, Some(1_024)), 1);
+        assert_eq!(connection_cap(usize::MAX, None), Semaphore::MAX_PERMITS);
+    }
+
+    /// An `EMFILE` from `accept` must neither end the accept loop nor spin it.
+    #[tokio::test]
+    async fn accept_errors_back_off_and_client_errors_do_not() {
+        let mut backoff = AcceptBackoff::default();
+        let emfile = io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..9).map(|_| backoff.failed(&emfile)).collect();
+        assert_eq!(pauses.first(), Some(&Duration::from_millis(10)));
+        assert_eq!(pauses.get(1), Some(&Duration::from_millis(20)));
+        assert_eq!(pauses.last(), Some(&Duration::from_secs(1)));
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(backoff.failed(&aborted), Duration::ZERO);
+        backoff.succeeded();
+        assert_eq!(backoff.failed(&emfile), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn activity_keeps_the_phase_and_its_start_in_one_word() {
+        let activity = Activity::new();
+        assert_eq!(activity.phase(), Phase::Headers);
+        activity.received();
+        assert_eq!(activity.phase(), Phase::Headers);
+        activity.set(Phase::InFlight);
+        activity.received();
+        assert_eq!(
+            activity.phase(),
+            Phase::InFlight,
+            "a body is not a new request"
+        );
+        activity.set(Phase::Idle);
+        activity.received();
+        assert_eq!(activity.phase(), Phase::Headers);
     }
 }
