@@ -169,6 +169,10 @@ enum ClientCommand {
         /// A first-party client: users are not asked for consent.
         #[arg(long)]
         skip_consent: bool,
+        /// Accept http redirect URIs on hosts other than loopback (codes then travel in
+        /// clear): for a test environment without TLS only.
+        #[arg(long)]
+        allow_insecure_redirect_uri: bool,
         /// Print exactly one JSON object {"client_id", "client_secret"}.
         #[arg(long)]
         json: bool,
@@ -321,13 +325,13 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         },
         session_ttl: args.session_ttl,
         client_cache_ttl: Duration::from_secs(args.client_cache_ttl),
+        header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.http.idle_timeout),
+        max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
     };
     let server = Server::build(config, store)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-        header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
-        idle_timeout: Duration::from_secs(args.http.idle_timeout),
-        max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
     tracing::info!(addr = %server.local_addr()?, issuer = server.issuer(), "tessera listening");
     server.run_until(shutdown_signal()).await?;
     tracing::info!("tessera stopped");
@@ -362,6 +366,7 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
             grant_types,
             scope,
             skip_consent,
+            allow_insecure_redirect_uri,
             json,
         } => {
             let registration = ClientRegistration {
@@ -371,6 +376,7 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
                 grant_types,
                 scope,
                 skip_consent,
+                allow_insecure_http: allow_insecure_redirect_uri,
             };
             let now = Clock::system().now();
             let mut registered = register(&registration, now)?;

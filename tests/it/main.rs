@@ -26,18 +26,22 @@ mod code_flow;
 mod crash;
 /// `tessera demo`: the tutorial in Chromium, and restarts on the same database.
 mod demo;
+/// Issue 24's flood of wrong client secrets from many addresses against `tessera serve`.
+mod flood;
 /// The resource-server guard (RFC 6750) against a running Tessera, remote and local.
 mod guard;
+/// Issue 24's smaller findings: HSTS, error descriptions, redirect URIs, second sign-ins.
+mod hardening;
 /// The guard's remote mode against Authlib's RFC 7662 endpoint, an independent implementation.
 mod interop;
 /// Introspection (RFC 7662): what active and inactive tokens reveal.
 mod introspect;
+/// Issue 24's HTTP limits: header and idle deadlines, the connection cap, the file limit.
+mod limits;
 /// Browser-facing rejections: redirect URIs, CSRF, passwords, throttling; `tessera user`.
 mod login;
 /// Discovery (RFC 8414) and health endpoints.
 mod metadata;
-/// Issue 24's HTTP limits: header and idle deadlines, the connection cap, the file limit.
-mod limits;
 /// Three `tessera serve` nodes on one PostgreSQL database: agreement and fair races.
 mod nodes;
 /// The `oauth2` crate, an independent client implementation, against Tessera.

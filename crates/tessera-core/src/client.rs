@@ -68,25 +68,61 @@ impl TokenEndpointAuthMethod {
     }
 }
 
-/// A redirect URI as registered: an absolute URI without a fragment (RFC 6749 §3.1.2).
+/// A redirect URI as registered: an absolute URI without a fragment (RFC 6749 §3.1.2) that a
+/// code may safely be sent to.
 ///
 /// It is kept as the exact string given, because authorization requests are matched against
-/// it byte for byte (RFC 9700 §4.1.3); parsing is only used to refuse nonsense at
-/// registration time.
+/// it byte for byte (RFC 9700 §4.1.3); parsing is only used to refuse unsafe ones at
+/// registration: https; http only on loopback (RFC 8252 §7.3), unless the operator insists;
+/// a native app's private-use scheme only in reverse-domain form (RFC 8252 §7.1); never a
+/// scheme that runs or reads something in the browser, and never user-info.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectUri(String);
 
+/// Schemes that would run code or read data in the browser instead of reaching an app.
+const FORBIDDEN_SCHEMES: [&str; 5] = ["javascript", "data", "vbscript", "file", "blob"];
+
+/// The hosts an `http` redirect URI may name without `allow_insecure_http` (RFC 8252 §7.3).
+const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "[::1]", "localhost"];
+
 impl RedirectUri {
+    /// A redirect URI a client may register (see the type's rules).
     pub fn parse(s: &str) -> Result<Self, RegistrationError> {
+        Self::parse_allowing(s, false)
+    }
+
+    /// As [`RedirectUri::parse`], and with `allow_insecure_http` also `http` on any host (an
+    /// operator's explicit choice, for a test environment without TLS).
+    pub fn parse_allowing(s: &str, allow_insecure_http: bool) -> Result<Self, RegistrationError> {
         let bad = || RegistrationError::RedirectUri(s.to_owned());
-        let url = url::Url::parse(s).map_err(|_| bad())?;
-        if url.fragment().is_some() || url.cannot_be_a_base() && url.scheme() != "urn" {
-            return Err(bad());
-        }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
+        let url = url::Url::parse(s).map_err(|_| bad())?;
+        if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            return Err(bad());
+        }
+        match url.scheme() {
+            "https" if url.has_host() => {}
+            "http" if url.has_host() => {
+                let host = url.host_str().unwrap_or_default();
+                if !allow_insecure_http && !LOOPBACK_HOSTS.contains(&host) {
+                    return Err(RegistrationError::InsecureRedirectUri(s.to_owned()));
+                }
+            }
+            "https" | "http" => return Err(bad()),
+            scheme if FORBIDDEN_SCHEMES.contains(&scheme) => return Err(bad()),
+            // A private-use scheme must be a reversed domain name the app's owner controls.
+            scheme if scheme.contains('.') => {}
+            _ => return Err(bad()),
+        }
         Ok(Self(s.to_owned()))
+    }
+
+    /// A redirect URI read back from the store: checked when it was registered, under the
+    /// rules of that time, and kept as it was.
+    pub fn stored(s: &str) -> Self {
+        Self(s.to_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -136,14 +172,24 @@ pub struct ClientRegistration {
     pub grant_types: Vec<String>,
     pub scope: String,
     pub skip_consent: bool,
+    /// Accept `http` redirect URIs on hosts other than loopback.
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistrationError {
     #[error("the client name must not be empty")]
     EmptyName,
-    #[error("invalid redirect URI `{0}`: it must be an absolute URI without a fragment")]
+    #[error(
+        "invalid redirect URI `{0}`: use https, http on loopback, or a private-use scheme in \
+         reverse-domain form (com.example.app:/cb); no fragment, no user-info"
+    )]
     RedirectUri(String),
+    #[error(
+        "redirect URI `{0}` sends codes over plain http to another host; use https, or \
+         --allow-insecure-redirect-uri for a test environment"
+    )]
+    InsecureRedirectUri(String),
     #[error(
         "unsupported grant type `{0}` (supported: authorization_code, client_credentials, refresh_token)"
     )]
@@ -178,7 +224,7 @@ pub fn register(
     let redirect_uris = reg
         .redirect_uris
         .iter()
-        .map(|u| RedirectUri::parse(u))
+        .map(|u| RedirectUri::parse_allowing(u, reg.allow_insecure_http))
         .collect::<Result<Vec<_>, _>>()?;
     let mut grant_types = reg
         .grant_types
@@ -247,6 +293,7 @@ mod tests {
             grant_types: grants.iter().map(|s| s.to_string()).collect(),
             scope: "api".into(),
             skip_consent: false,
+            allow_insecure_http: false,
         }
     }
 
@@ -300,6 +347,51 @@ mod tests {
         for (r, want) in cases {
             assert_eq!(register(&r, UnixTime::from_secs(0)).unwrap_err(), want);
         }
+    }
+
+    #[test]
+    fn only_safe_redirect_uris_can_be_registered() {
+        for good in [
+            "https://app.example/cb",
+            "https://app.example:8443/cb?tenant=a",
+            "http://127.0.0.1:5000/cb",
+            "http://[::1]:5000/cb",
+            "http://localhost/cb",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(RedirectUri::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "javascript://example.com/%0aalert(1)",
+            "javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox(1)",
+            "file:///etc/passwd",
+            "https://user:pw@app.example/cb",
+            "https://user@app.example/cb",
+            "myapp:/cb",
+            "urn:ietf:wg:oauth:2.0:oob",
+            "https://app.example/cb#frag",
+            "https:/no-host",
+            "/relative",
+        ] {
+            assert_eq!(
+                RedirectUri::parse(bad),
+                Err(RegistrationError::RedirectUri(bad.into())),
+                "{bad}"
+            );
+        }
+        let plain = "http://app.example/cb";
+        assert_eq!(
+            RedirectUri::parse(plain),
+            Err(RegistrationError::InsecureRedirectUri(plain.into()))
+        );
+        assert!(RedirectUri::parse_allowing(plain, true).is_ok());
+        assert!(RedirectUri::parse_allowing("javascript:alert(1)", true).is_err());
+        let mut insecure = reg(false, &[plain], &[]);
+        assert!(register(&insecure, UnixTime::from_secs(0)).is_err());
+        insecure.allow_insecure_http = true;
+        assert!(register(&insecure, UnixTime::from_secs(0)).is_ok());
     }
 
     #[test]

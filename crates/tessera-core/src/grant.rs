@@ -158,8 +158,10 @@ pub fn check_code(
     now: UnixTime,
 ) -> Result<(), OAuthError> {
     let invalid = |why: &str| Err(OAuthError::InvalidGrant(why.into()));
+    // Another client's code is answered like an unknown one: the error must not tell a
+    // client anything about codes that are not its own.
     if code.client_id != client.id {
-        return invalid("the code was issued to another client");
+        return invalid("unknown, expired or used authorization code");
     }
     if now >= code.expires_at {
         return invalid("the code has expired");

@@ -31,13 +31,15 @@ pub enum SignIn {
 }
 
 impl Flows {
-    /// Checks a username and password (throttled per username and per address) and starts
-    /// a session if they match.
+    /// Checks a username and password (throttled, see [`crate::throttle`]) and starts a
+    /// session if they match, ending the session the browser presented (`previous`), so one
+    /// browser never holds two sign-ins.
     pub async fn sign_in(
         &self,
         username: &str,
         password: Secret,
         address: Option<IpAddr>,
+        previous: Option<&SessionId>,
     ) -> Result<SignIn, FlowError> {
         // No user can have a name of another shape: refused before any lookup, hashing or
         // throttle entry, so attacker-chosen garbage costs nothing and is stored nowhere.
@@ -65,6 +67,9 @@ impl Flows {
             Some(user) if verified => {
                 attempt.succeeded();
                 tracing::info!(event = "login_succeeded", username, ip = ?address);
+                if let Some(previous) = previous {
+                    self.store.delete_session(&previous.key()).await?;
+                }
                 Ok(SignIn::SignedIn {
                     session: self.start_session(&user).await?,
                 })

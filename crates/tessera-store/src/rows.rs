@@ -122,8 +122,8 @@ impl TryFrom<ClientRow> for Client {
         let redirect_uris = row
             .redirect_uris
             .split_whitespace()
-            .map(RedirectUri::parse)
-            .collect::<Result<_, _>>()?;
+            .map(RedirectUri::stored)
+            .collect();
         Ok(Client {
             auth_method: TokenEndpointAuthMethod::parse(&row.auth_method)
                 .ok_or_else(|| corrupt("auth method"))?,

@@ -151,7 +151,7 @@ async fn code_for(flows: &Flows, c: &TestClient, username: &str) -> Authorizatio
     let password = Secret::new("correct horse");
     let user = tessera_core::user::register(username, &password, START).unwrap();
     flows.store.create_user(&user).await.unwrap();
-    let SignIn::SignedIn { session } = flows.sign_in(username, password, None).await.unwrap()
+    let SignIn::SignedIn { session } = flows.sign_in(username, password, None, None).await.unwrap()
     else {
         panic!("sign-in refused");
     };
@@ -373,13 +373,20 @@ async fn sign_in_starts_a_session_and_sign_out_ends_it(flows: Flows) {
     let user = tessera_core::user::register("frank", &password, START).unwrap();
     flows.store.create_user(&user).await.unwrap();
     let wrong = flows
-        .sign_in("frank", Secret::new("wrong horse"), None)
+        .sign_in("frank", Secret::new("wrong horse"), None, None)
         .await
         .unwrap();
     assert!(matches!(wrong, SignIn::Failed), "{wrong:?}");
-    let SignIn::SignedIn { session } = flows.sign_in("frank", password, None).await.unwrap() else {
+    let first = flows.sign_in("frank", password.clone(), None, None);
+    let SignIn::SignedIn { session: first } = first.await.unwrap() else {
         panic!("sign-in refused");
     };
+    let again = flows.sign_in("frank", password, None, Some(&first));
+    let SignIn::SignedIn { session } = again.await.unwrap() else {
+        panic!("sign-in refused");
+    };
+    // A second sign-in in the same browser ends the first session.
+    assert!(flows.session_user(Some(&first)).await.unwrap().is_none());
     let signed_in = flows.session_user(Some(&session)).await.unwrap().unwrap();
     assert_eq!(signed_in.id, user.id);
     assert!(!format!("{session:?}").contains(session.expose()));
@@ -403,7 +410,8 @@ async fn consent_is_asked_once_and_a_denial_goes_back_to_the_client(flows: Flows
     let password = Secret::new("correct horse");
     let user = tessera_core::user::register("grace", &password, START).unwrap();
     flows.store.create_user(&user).await.unwrap();
-    let SignIn::SignedIn { session } = flows.sign_in("grace", password, None).await.unwrap() else {
+    let SignIn::SignedIn { session } = flows.sign_in("grace", password, None, None).await.unwrap()
+    else {
         panic!("sign-in refused");
     };
     let query = |scope: &str| {

@@ -49,7 +49,11 @@ async fn login(
         error: None,
     };
     let password = Secret::new(form.get("password").unwrap_or_default());
-    let outcome = state.flows.sign_in(answer.username, password, ip).await?;
+    let presented = state.cookies.session(headers);
+    let outcome = state
+        .flows
+        .sign_in(answer.username, password, ip, presented.as_ref())
+        .await?;
     let (status, message) = match outcome {
         SignIn::SignedIn { session } => {
             let mut response_headers = security_headers(None);
