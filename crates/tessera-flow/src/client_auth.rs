@@ -29,8 +29,12 @@ use tessera_store::{Store, StoreError};
 
 use crate::error::FlowError;
 use crate::hashing::Purpose;
-use crate::logged::loggable;
+use crate::logged::{Quota, loggable};
 use crate::throttle::{Throttle, Verdict};
+
+/// A flood of failed client authentications logs a few lines a second, not one each.
+static FAILED: Quota = Quota::new();
+static THROTTLED: Quota = Quota::new();
 
 /// Who may pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,11 +160,14 @@ impl ClientAuthenticator {
                 Ok(read.client)
             }
             _ => {
-                tracing::info!(
-                    client_id = %loggable(presented.client_id()),
-                    basic,
-                    "client authentication failed"
-                );
+                if let Some(left_out) = FAILED.admit() {
+                    tracing::info!(
+                        client_id = %loggable(presented.client_id()),
+                        basic,
+                        left_out,
+                        "client authentication failed"
+                    );
+                }
                 Err(OAuthError::invalid_client(basic).into())
             }
         }
@@ -181,49 +188,62 @@ impl ClientAuthenticator {
         if self.verified.contains_key(&key) {
             return Ok(true);
         }
-        // Only a check that costs an Argon2 run meets the throttle.
-        let attempt =
-            match self
-                .throttle
-                .begin_client(presented.client_id, presented.address, presented.now)
-            {
-                Verdict::Refuse(retry_after) => {
-                    tracing::info!(
-                        client_id = %presented.client_id,
-                        "client authentication throttled"
-                    );
-                    return Err(FlowError::Throttled { retry_after });
-                }
-                Verdict::Proceed { attempt, .. } => attempt,
-            };
-        // Concurrent first requests with the same credentials share one Argon2 run. Only a
-        // success is cached: a wrong secret is an `Err` here, which moka does not store.
+        // Concurrent first requests with the same credentials share one Argon2 run, and only
+        // that run meets the throttle: a client's own burst of correct requests counts once,
+        // while every distinct wrong secret counts. Only a success is cached: a failure is an
+        // `Err` here, which moka does not store.
         let verified = self
             .verified
             .try_get_with(key, async {
+                let attempt = match self.throttle.begin_client(
+                    presented.client_id,
+                    presented.address,
+                    presented.now,
+                ) {
+                    Verdict::Refuse(retry_after) => {
+                        if let Some(left_out) = THROTTLED.admit() {
+                            tracing::info!(
+                                client_id = %presented.client_id,
+                                left_out,
+                                "client authentication throttled"
+                            );
+                        }
+                        return Err(Unverified::Throttled(retry_after));
+                    }
+                    Verdict::Proceed { attempt, .. } => attempt,
+                };
                 let stored = Some(stored.to_owned());
                 match verify_blocking(Purpose::ClientAuthentication, stored, secret.clone()).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(None),
-                    Err(_) => Err(Some(crate::hashing::Busy)),
+                    Ok(true) => {
+                        attempt.succeeded();
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        attempt.failed(presented.now);
+                        Err(Unverified::Wrong)
+                    }
+                    // Not checked at all: the attempt is released, not counted.
+                    Err(_) => Err(Unverified::Busy),
                 }
             })
             .await;
         match verified {
-            Ok(()) => {
-                attempt.succeeded();
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(e) => match *e {
-                None => {
-                    attempt.failed(presented.now);
-                    Ok(false)
-                }
-                // Not checked at all: released, not counted.
-                Some(busy) => Err(busy.into()),
+                Unverified::Wrong => Ok(false),
+                Unverified::Busy => Err(crate::hashing::Busy.into()),
+                Unverified::Throttled(retry_after) => Err(FlowError::Throttled { retry_after }),
             },
         }
     }
+}
+
+/// Why a secret did not pass.
+#[derive(Debug, Clone, Copy)]
+enum Unverified {
+    Wrong,
+    Busy,
+    Throttled(i64),
 }
 
 /// Who presented a secret, for the throttle.

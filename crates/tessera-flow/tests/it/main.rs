@@ -83,6 +83,8 @@ both_backends!(
     sign_in_starts_a_session_and_sign_out_ends_it,
     consent_is_asked_once_and_a_denial_goes_back_to_the_client,
     an_unknown_client_is_refused_without_a_redirect,
+    issue_24_a_burst_of_correct_first_authentications_is_not_throttled,
+    issue_24_wrong_client_secrets_are_throttled_without_hashing,
 );
 
 /// A registered client and its Basic header (or `None` for a public client).
@@ -486,4 +488,76 @@ async fn an_unknown_client_is_refused_without_a_redirect(flows: Flows) {
         panic!("nothing may go to an unproven redirect URI: {step:?}");
     };
     assert_eq!(title, "Unknown application");
+}
+
+async fn m2m(flows: &Flows) -> TestClient {
+    client(
+        flows,
+        ClientRegistration {
+            name: "m2m".into(),
+            scope: "api".into(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+const CALLER: Option<std::net::IpAddr> =
+    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 30)));
+
+/// A resource server's first requests after a restart come all at once with the same
+/// secret: they share one Argon2 run and are never mistaken for guessing.
+async fn issue_24_a_burst_of_correct_first_authentications_is_not_throttled(flows: Flows) {
+    let rs = m2m(&flows).await;
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (flows, basic) = (flows.clone(), rs.basic.clone());
+        burst.spawn(async move {
+            let form = form(&[("grant_type", "client_credentials")]);
+            flows
+                .token(basic.as_deref(), &form, CALLER)
+                .await
+                .map(|_| ())
+        });
+    }
+    for answer in burst.join_all().await {
+        answer.unwrap();
+    }
+}
+
+async fn issue_24_wrong_client_secrets_are_throttled_without_hashing(flows: Flows) {
+    let rs = m2m(&flows).await;
+    let mut throttled = 0;
+    for i in 0..40 {
+        let pair = format!("{}:tss_wrong-{i}", rs.id);
+        let basic = format!("Basic {}", STANDARD.encode(pair)).into_bytes();
+        let form = form(&[("grant_type", "client_credentials")]);
+        match flows.token(Some(&basic), &form, CALLER).await {
+            Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "invalid_client", "attempt {i}"),
+            Err(FlowError::Throttled { retry_after }) => {
+                assert!(i >= 30 && retry_after > 0, "attempt {i}");
+                throttled += 1;
+            }
+            other => panic!("attempt {i}: {other:?}"),
+        }
+    }
+    assert_eq!(throttled, 10);
+    // The right secret, verified before, is never throttled; one not verified before is,
+    // until the window passes.
+    let form = form(&[("grant_type", "client_credentials")]);
+    let refused = flows.token(rs.basic.as_deref(), &form, CALLER).await;
+    assert!(
+        matches!(refused, Err(FlowError::Throttled { .. })),
+        "{refused:?}"
+    );
+    flows.settings.clock.advance(61);
+    flows
+        .token(rs.basic.as_deref(), &form, CALLER)
+        .await
+        .unwrap();
+    let elsewhere = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 31));
+    flows
+        .token(rs.basic.as_deref(), &form, Some(elsewhere))
+        .await
+        .unwrap();
 }
