@@ -83,9 +83,13 @@ struct ServeArgs {
     /// Access token lifetime in seconds.
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
     access_token_ttl: i64,
-    /// Refresh token lifetime in seconds.
+    /// A grant's whole life in seconds, from sign-in: refreshing never extends it.
     #[arg(long, env = "TESSERA_REFRESH_TOKEN_TTL", default_value_t = 2_592_000, value_parser = clap::value_parser!(i64).range(1..))]
     refresh_token_ttl: i64,
+    /// Seconds after a rotation during which the same client presenting the rotated refresh
+    /// token again gets a fresh pair instead of the grant being revoked (0: never).
+    #[arg(long, env = "TESSERA_REFRESH_GRACE", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=300))]
+    refresh_grace: i64,
     /// Let confidential clients skip PKCE (public clients always need it). Off by default,
     /// as OAuth 2.1 recommends PKCE for every client.
     #[arg(long, env = "TESSERA_PKCE_OPTIONAL_FOR_CONFIDENTIAL")]
@@ -100,6 +104,15 @@ struct ServeArgs {
     /// Seconds between purges of expired and revoked tokens.
     #[arg(long, env = "TESSERA_JANITOR_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     janitor_interval: u64,
+    /// A proxy (address or CIDR range) whose X-Forwarded-For names the caller, for the
+    /// sign-in and client-authentication throttles; repeat for several (the variable takes a
+    /// comma-separated list). From anyone else the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TESSERA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<tessera_server::proxy::Cidr>,
     #[command(flatten)]
     http: HttpLimitArgs,
 }
@@ -317,6 +330,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         lifetimes: Lifetimes {
             access: args.access_token_ttl,
             refresh: args.refresh_token_ttl,
+            refresh_grace: args.refresh_grace,
         },
         janitor_interval: Duration::from_secs(args.janitor_interval),
         clock: Clock::system(),
@@ -328,6 +342,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
         idle_timeout: Duration::from_secs(args.http.idle_timeout),
         max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
+        trusted_proxies: args.trusted_proxies,
     };
     let server = Server::build(config, store)
         .await

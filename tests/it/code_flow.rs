@@ -23,6 +23,7 @@ both_backends!(
     logout_ends_the_session,
     issue_24_a_refresh_family_ends_at_its_lifetime_however_often_it_rotates,
     issue_24_set_password_and_delete_end_every_token_of_the_user,
+    issue_24_within_the_grace_period_a_rotated_token_rotates_again,
 );
 
 async fn setup(backend: Backend, scope: &str) -> Option<(TestApp, TestClient, String)> {
@@ -572,4 +573,37 @@ async fn issue_24_set_password_and_delete_end_every_token_of_the_user(backend: B
         );
     }
     assert_eq!(app.introspect(&m2m, &machine).await["active"], true);
+}
+
+/// Optional graceful rotation: a client whose response was lost presents the rotated token
+/// again within the grace period and gets a fresh pair; after it, reuse revokes the family.
+async fn issue_24_within_the_grace_period_a_rotated_token_rotates_again(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |c| c.lifetimes.refresh_grace = 10).await else {
+        return;
+    };
+    app.user("alice", PASSWORD).await;
+    let client = app.web_client(CALLBACK, "api").await;
+    let params = Person::new(&app)
+        .authorize(&authorize_url(&app, &client.id, CALLBACK, &[]), "alice")
+        .await;
+    let first = exchange(&app, &client, &params["code"], VERIFIER)
+        .await
+        .body;
+    let old = s(&first["refresh_token"]).to_owned();
+    let second = refresh(&app, &client, &old, None).await.body;
+    app.clock.advance(5);
+    let again = refresh(&app, &client, &old, None).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    for token in [&second["access_token"], &again.body["access_token"]] {
+        assert_eq!(app.introspect(&client, s(token)).await["active"], true);
+    }
+    app.clock.advance(6);
+    let late = refresh(&app, &client, &old, None).await;
+    assert_eq!(s(&late.body["error"]), "invalid_grant");
+    for token in [&second["refresh_token"], &again.body["refresh_token"]] {
+        assert_eq!(
+            app.introspect(&client, s(token)).await,
+            json!({"active": false})
+        );
+    }
 }

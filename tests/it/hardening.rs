@@ -15,6 +15,7 @@ both_backends!(
     issue_24_another_clients_code_is_answered_like_an_unknown_one,
     issue_24_unsafe_redirect_uris_are_refused_at_registration,
     issue_24_a_second_sign_in_ends_the_first_session,
+    issue_24_forwarded_addresses_are_believed_only_from_trusted_proxies,
 );
 
 async fn issue_24_every_answer_carries_hsts_when_the_issuer_is_https(backend: Backend) {
@@ -184,4 +185,39 @@ async fn sign_in(person: &Person) -> String {
     assert_eq!(done.status, 303);
     let set = done.header("set-cookie").unwrap();
     set.split(';').next().unwrap().to_owned()
+}
+
+/// Behind a load balancer every caller shares its address; with `--trusted-proxy` the
+/// throttle keys on the address the proxy forwards, and from anyone else that header is
+/// ignored, or every guesser could name a fresh address for each guess.
+async fn issue_24_forwarded_addresses_are_believed_only_from_trusted_proxies(backend: Backend) {
+    for trusted in [true, false] {
+        let Some(app) = spawn_app_with(backend, |c| {
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            }
+        })
+        .await
+        else {
+            return;
+        };
+        app.user("carol", PASSWORD).await;
+        let attacker = Person::behind_proxy(&app, "203.0.113.5");
+        let page = attacker.get("/login").await;
+        for _ in 0..5 {
+            assert_eq!(attacker.log_in(&page, "carol", "guess").await.status, 401);
+        }
+        assert_eq!(attacker.log_in(&page, "carol", PASSWORD).await.status, 429);
+        let carol = Person::behind_proxy(&app, "198.51.100.7, 203.0.113.6");
+        let page = carol.get("/login").await;
+        let status = carol.log_in(&page, "carol", PASSWORD).await.status;
+        if trusted {
+            assert_eq!(status, 303, "carol's own address is not the guesser's");
+        } else {
+            assert_eq!(
+                status, 429,
+                "an untrusted X-Forwarded-For must change nothing"
+            );
+        }
+    }
 }

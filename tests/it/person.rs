@@ -87,12 +87,28 @@ impl Person {
         Self::connecting(&app.base, Some(address))
     }
 
+    /// A person behind a proxy that says, in `X-Forwarded-For`, it saw `forwarded_for`.
+    pub fn behind_proxy(app: &TestApp, forwarded_for: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-forwarded-for", forwarded_for.parse().unwrap());
+        Self::build(&app.base, None, headers)
+    }
+
     fn connecting(base: &str, address: Option<std::net::IpAddr>) -> Self {
+        Self::build(base, address, reqwest::header::HeaderMap::new())
+    }
+
+    fn build(
+        base: &str,
+        address: Option<std::net::IpAddr>,
+        headers: reqwest::header::HeaderMap,
+    ) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .cookie_store(true)
                 .local_address(address)
+                .default_headers(headers)
                 .build()
                 .unwrap(),
             base: base.to_owned(),

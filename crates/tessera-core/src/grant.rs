@@ -114,7 +114,12 @@ pub struct TokenResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     pub access: i64,
+    /// A grant's whole life, from sign-in: rotation never extends it.
     pub refresh: i64,
+    /// How long after a rotation the same client may present the rotated refresh token
+    /// again and get a fresh pair (a response lost on the way, two tabs); 0, the default,
+    /// treats any second use as theft.
+    pub refresh_grace: i64,
 }
 
 impl Default for Lifetimes {
@@ -122,6 +127,7 @@ impl Default for Lifetimes {
         Self {
             access: 3600,
             refresh: 30 * 24 * 3600,
+            refresh_grace: 0,
         }
     }
 }
@@ -196,6 +202,9 @@ pub fn check_code(
 pub enum RefreshCheck {
     /// Rotate it: issue a new pair with this scope in the same family.
     Rotate { scope: Scope },
+    /// It was rotated moments ago, within the grace period, and comes from its own client:
+    /// issue a fresh pair with this scope; the family lives on.
+    RotateAgain { scope: Scope },
     /// It was already rotated: someone replays it. Revoke the family and refuse.
     Reused,
 }
@@ -205,6 +214,7 @@ pub fn check_refresh(
     record: &TokenRecord,
     client: &Client,
     requested: Option<&Scope>,
+    grace: i64,
     now: UnixTime,
 ) -> Result<RefreshCheck, OAuthError> {
     let invalid = |why: &str| Err(OAuthError::InvalidGrant(why.into()));
@@ -214,7 +224,10 @@ pub fn check_refresh(
     if record.revoked_at.is_some() || now >= record.expires_at {
         return invalid("the refresh token is no longer valid");
     }
-    if record.rotated_at.is_some() {
+    let within_grace = record
+        .rotated_at
+        .map(|at| grace > 0 && now.seconds_since(at) <= grace);
+    if within_grace == Some(false) {
         return Ok(RefreshCheck::Reused);
     }
     let scope = match requested {
@@ -226,7 +239,10 @@ pub fn check_refresh(
             ));
         }
     };
-    Ok(RefreshCheck::Rotate { scope })
+    Ok(match within_grace {
+        Some(_) => RefreshCheck::RotateAgain { scope },
+        None => RefreshCheck::Rotate { scope },
+    })
 }
 
 /// Newly minted tokens: the response for the client and the records for the store.
@@ -514,6 +530,40 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_token_may_rotate_again_only_within_the_grace_period() {
+        let c = client();
+        let (user, family) = ("u1".into(), "f".into());
+        let subject = TokenSubject {
+            client_id: &c.id,
+            user_id: Some(&user),
+            scope: Scope::parse("api").unwrap(),
+            family_id: Some(&family),
+            grant_ends_at: None,
+        };
+        let at = UnixTime::from_secs;
+        let minted = mint_tokens(&subject, Lifetimes::default(), true, at(1000)).unwrap();
+        let mut record = minted.records[1].clone();
+        record.rotated_at = Some(at(1010));
+        let api = Scope::parse("api").unwrap();
+        let again = Ok(RefreshCheck::RotateAgain { scope: api });
+        assert_eq!(check_refresh(&record, &c, None, 30, at(1040)), again);
+        assert_eq!(
+            check_refresh(&record, &c, None, 30, at(1041)),
+            Ok(RefreshCheck::Reused)
+        );
+        assert_eq!(
+            check_refresh(&record, &c, None, 0, at(1010)),
+            Ok(RefreshCheck::Reused)
+        );
+        let other = Client {
+            id: "other".into(),
+            ..c.clone()
+        };
+        let refused = check_refresh(&record, &other, None, 30, at(1011));
+        assert_eq!(refused.unwrap_err().code(), "invalid_grant");
+    }
+
+    #[test]
     fn tokens_of_a_grant_never_outlive_it() {
         let c = client();
         let (user, family) = ("u1".into(), "f".into());
@@ -527,6 +577,7 @@ mod tests {
         let lifetimes = Lifetimes {
             access: 3600,
             refresh: 30 * 24 * 3600,
+            refresh_grace: 0,
         };
         let now = UnixTime::from_secs(1_000);
         let minted = mint_tokens(&subject, lifetimes, true, now).unwrap();
@@ -568,33 +619,33 @@ mod tests {
         assert_ne!(record.hash, token.key());
         let narrow = Scope::parse("api").unwrap();
         assert_eq!(
-            check_refresh(&record, &c, Some(&narrow), UnixTime::from_secs(1001)),
+            check_refresh(&record, &c, Some(&narrow), 0, UnixTime::from_secs(1001)),
             Ok(RefreshCheck::Rotate {
                 scope: narrow.clone()
             })
         );
         let wide = Scope::parse("api read admin").unwrap();
         assert_eq!(
-            check_refresh(&record, &c, Some(&wide), UnixTime::from_secs(1001))
+            check_refresh(&record, &c, Some(&wide), 0, UnixTime::from_secs(1001))
                 .unwrap_err()
                 .code(),
             "invalid_scope"
         );
         record.rotated_at = Some(UnixTime::from_secs(1002));
         assert_eq!(
-            check_refresh(&record, &c, None, UnixTime::from_secs(1003)),
+            check_refresh(&record, &c, None, 0, UnixTime::from_secs(1003)),
             Ok(RefreshCheck::Reused)
         );
         record.revoked_at = Some(UnixTime::from_secs(1004));
         assert_eq!(
-            check_refresh(&record, &c, None, UnixTime::from_secs(1005))
+            check_refresh(&record, &c, None, 0, UnixTime::from_secs(1005))
                 .unwrap_err()
                 .code(),
             "invalid_grant"
         );
         let access = &minted.records[0];
         assert_eq!(
-            check_refresh(access, &c, None, UnixTime::from_secs(1001))
+            check_refresh(access, &c, None, 0, UnixTime::from_secs(1001))
                 .unwrap_err()
                 .code(),
             "invalid_grant"

@@ -16,8 +16,13 @@ use crate::Flows;
 use crate::client_auth::verify_blocking;
 use crate::error::FlowError;
 use crate::hashing::Purpose;
-use crate::logged::loggable;
+use crate::logged::{Quota, loggable};
 use crate::throttle::Verdict;
+
+/// Failed and throttled sign-ins are security events, but a flood of them must not flood the
+/// log: a few lines a second, each saying how many were left out before it.
+static FAILED: Quota = Quota::new();
+static THROTTLED: Quota = Quota::new();
 
 /// What a sign-in attempt came to.
 #[derive(Debug)]
@@ -44,13 +49,18 @@ impl Flows {
         // No user can have a name of another shape: refused before any lookup, hashing or
         // throttle entry, so attacker-chosen garbage costs nothing and is stored nowhere.
         if Username::parse(username).is_err() {
-            tracing::warn!(event = "login_failed", username = %loggable(username), ip = ?address);
+            if let Some(left_out) = FAILED.admit() {
+                let username = loggable(username);
+                tracing::warn!(event = "login_failed", %username, ip = ?address, left_out);
+            }
             return Ok(SignIn::Failed);
         }
         let now = self.now();
         let attempt = match self.throttle.begin(username, address, now) {
             Verdict::Refuse(retry_after) => {
-                tracing::warn!(event = "login_throttled", username, ip = ?address);
+                if let Some(left_out) = THROTTLED.admit() {
+                    tracing::warn!(event = "login_throttled", username, ip = ?address, left_out);
+                }
                 return Ok(SignIn::Throttled { retry_after });
             }
             Verdict::Proceed { attempt, delay } => {
@@ -76,7 +86,9 @@ impl Flows {
             }
             _ => {
                 attempt.failed(self.now());
-                tracing::warn!(event = "login_failed", username, ip = ?address);
+                if let Some(left_out) = FAILED.admit() {
+                    tracing::warn!(event = "login_failed", username, ip = ?address, left_out);
+                }
                 Ok(SignIn::Failed)
             }
         }

@@ -202,8 +202,10 @@ pub async fn refresh(
         .find_token(&key)
         .await?
         .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
-    let scope = match check_refresh(&record, client, requested, now)? {
-        RefreshCheck::Rotate { scope } => scope,
+    let grace = lifetimes.refresh_grace;
+    let (scope, again) = match check_refresh(&record, client, requested, grace, now)? {
+        RefreshCheck::Rotate { scope } => (scope, false),
+        RefreshCheck::RotateAgain { scope } => (scope, true),
         RefreshCheck::Reused => {
             let revoked = revoke_reach(store, &record, now).await?;
             return Ok(Rotation::Reused { revoked });
@@ -220,6 +222,11 @@ pub async fn refresh(
         Some(record.expires_at),
         now,
     )?;
+    if again {
+        // Rotated already, within the grace period: a fresh pair beside the successors.
+        store.insert_tokens(&minted.records).await?;
+        return Ok(Rotation::Issued(minted.response));
+    }
     if store
         .rotate_refresh_token(&key, now, &minted.records)
         .await?

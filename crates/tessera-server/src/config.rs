@@ -32,6 +32,9 @@ pub struct Config {
     /// How many connections are served at once; further ones wait in the listen backlog
     /// until one closes. Lowered at start to fit the open-file limit (see [`crate::Server`]).
     pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` names the caller (see [`crate::proxy`]); empty: the
+    /// socket's peer is the caller.
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }

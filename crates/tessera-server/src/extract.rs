@@ -10,6 +10,7 @@ use tessera_core::OAuthError;
 use tessera_core::form::FormParams;
 
 use crate::error::WebError;
+use crate::state::AppState;
 
 /// Form bodies larger than this are refused with 413. OAuth requests are a few hundred bytes.
 pub const FORM_BODY_LIMIT: usize = 64 * 1024;
@@ -55,19 +56,29 @@ pub async fn form_body(req: Request) -> Result<Bytes, WebError> {
         .map_err(|_| WebError::PayloadTooLarge)
 }
 
-/// The client's IP address as the socket saw it (no proxy headers are trusted).
+/// The caller's IP address: the socket's peer, or what a trusted proxy says it saw
+/// ([`crate::proxy::caller`]).
 pub struct PeerIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+impl FromRequestParts<AppState> for PeerIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let trusted = &state.config.trusted_proxies;
+        Ok(Self(peer.map(|peer| {
+            if trusted.is_empty() {
+                peer
+            } else {
+                crate::proxy::caller(peer, &parts.headers, trusted)
+            }
+        })))
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`error`]: [`error::WebError`] (JSON answers) and the browser error pages.
 //! - [`browser`]: session and CSRF cookies for the login and consent pages.
 //! - [`pages`]: askama templates and the security headers of every HTML page.
+//! - [`proxy`]: the caller's address behind a trusted proxy.
 //! - [`local_guard`]: the guard's validator reading the store directly (no HTTP hop).
 //! - [`observe`]: the request id and log line around every request.
 //! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
@@ -31,6 +32,7 @@ pub mod janitor;
 pub mod local_guard;
 pub mod observe;
 pub mod pages;
+pub mod proxy;
 pub mod routes;
 pub mod state;
 
