@@ -139,7 +139,9 @@ impl Throttle {
         let mut delay = None;
         for (key, _) in &keys {
             let window = windows.entry(key.clone()).or_default();
-            if matches!(key, Key::UserAtAddress(..)) && window.count() >= SLOW_AFTER {
+            // Failures slow the next attempt down; attempts still in flight only count
+            // towards the limit, so one person's parallel sign-ins are not delayed.
+            if matches!(key, Key::UserAtAddress(..)) && window.failures.len() >= SLOW_AFTER {
                 delay = Some(Duration::from_secs(1));
             }
             window.in_flight += 1;
