@@ -62,6 +62,11 @@ pub struct FlowArgs {
     pub redirect_uri: String,
     #[arg(long, env = "BENCH_FLOW_USER")]
     pub user: String,
+    /// People to sign in as: with more than one, browser `i` is `{user}{i % users}`, so
+    /// browsers are different people (the sign-in throttle refuses one person's guesses from
+    /// one address beyond a few at a time, as it should).
+    #[arg(long, env = "BENCH_FLOW_USERS", default_value_t = 1)]
+    pub users: usize,
     #[arg(long, env = "BENCH_FLOW_PASSWORD")]
     pub password: String,
     #[arg(long, env = "BENCH_FLOW_SCOPE", default_value = "api")]
@@ -207,7 +212,10 @@ async fn set_up(ctx: &Ctx) -> Result<Vec<Browser>> {
     let started = Instant::now();
     let mut browsers = Vec::with_capacity(args.concurrency.max(1));
     for i in 0..args.concurrency.max(1) {
-        let mut browser = Browser::default();
+        let mut browser = Browser {
+            person: i % args.users.max(1),
+            ..Browser::default()
+        };
         let mut tally = Tally::default();
         let mut steps = Steps::default();
         browser
@@ -282,15 +290,19 @@ struct Browser {
     cookies: Vec<(String, String)>,
     csrf: String,
     signed_in: bool,
+    /// Which of `--users` this browser signs in as.
+    person: usize,
 }
 
 impl Browser {
-    /// One line per browser: signed in (0/1), CSRF token, cookies as a `Cookie` header.
+    /// One line per browser: person, signed in (0/1), CSRF token, cookies as a `Cookie`
+    /// header.
     fn save_all(path: &std::path::Path, browsers: &[Self]) -> Result<()> {
         let mut text = String::new();
         for b in browsers {
             text.push_str(&format!(
-                "{}\t{}\t{}\n",
+                "{}\t{}\t{}\t{}\n",
+                b.person,
                 u8::from(b.signed_in),
                 b.csrf,
                 b.cookie_header()
@@ -304,13 +316,16 @@ impl Browser {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut browsers = Vec::new();
         for line in text.lines() {
-            let mut parts = line.splitn(3, '\t');
-            let (Some(signed_in), Some(csrf), Some(cookies)) =
-                (parts.next(), parts.next(), parts.next())
+            let mut parts = line.splitn(4, '\t');
+            let (Some(person), Some(signed_in), Some(csrf), Some(cookies)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 bail!("{}: not a browsers file", path.display());
             };
             browsers.push(Self {
+                person: person
+                    .parse()
+                    .with_context(|| format!("{}: not a browsers file", path.display()))?,
                 signed_in: signed_in == "1",
                 csrf: csrf.to_owned(),
                 cookies: cookies
@@ -399,10 +414,15 @@ impl Browser {
         steps: &mut Steps,
     ) -> Result<String, Failure> {
         let t0 = Instant::now();
+        let username = if ctx.args.users > 1 {
+            format!("{}{}", ctx.args.user, self.person)
+        } else {
+            ctx.args.user.clone()
+        };
         let form = [
             ("csrf_token", self.csrf.as_str()),
             ("return_to", return_to),
-            ("username", ctx.args.user.as_str()),
+            ("username", username.as_str()),
             ("password", ctx.args.password.as_str()),
         ];
         let post = ctx.http.post(format!("{}/login", ctx.base)).form(&form);
