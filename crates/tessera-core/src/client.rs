@@ -372,7 +372,7 @@ mod tests {
             "myapp:/cb",
             "urn:ietf:wg:oauth:2.0:oob",
             "https://app.example/cb#frag",
-            "https:/no-host",
+            "https://",
             "/relative",
         ] {
             assert_eq!(
