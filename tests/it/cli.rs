@@ -23,6 +23,24 @@ pub(crate) async fn tessera(database_url: &str, args: &[&str]) -> std::process::
         .unwrap()
 }
 
+/// A confidential client allowed scope `api`, registered with `tessera client create`.
+pub(crate) async fn create_client(database_url: &str, name: &str) -> TestClient {
+    let args = [
+        "client", "create", "--name", name, "--scope", "api", "--json",
+    ];
+    let out = tessera(database_url, &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    TestClient {
+        id: created["client_id"].as_str().unwrap().to_owned(),
+        secret: created["client_secret"].as_str().map(str::to_owned),
+    }
+}
+
 /// A `tessera serve` child process, killed when dropped.
 pub(crate) struct Node {
     pub(crate) child: Child,
@@ -97,23 +115,7 @@ async fn two_nodes_on_one_database_agree_at_once(backend: Backend) {
     let Some(url) = fresh_database(backend).await else {
         return;
     };
-    let out = tessera(
-        &url,
-        &[
-            "client", "create", "--name", "rs", "--scope", "api", "--json",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let client = TestClient {
-        id: created["client_id"].as_str().unwrap().to_owned(),
-        secret: created["client_secret"].as_str().map(str::to_owned),
-    };
+    let client = create_client(&url, "rs").await;
 
     let (a, b) = tokio::join!(Node::start(&url), Node::start(&url));
     let issued = a

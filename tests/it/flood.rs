@@ -6,10 +6,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::both_backends;
-use crate::cli::{Node, tessera};
+use crate::cli::{Node, create_client, tessera};
 use crate::helpers::{Backend, fresh_database};
 use crate::person::Person;
 
@@ -18,24 +16,6 @@ both_backends!(issue_24_wrong_secrets_from_many_addresses_starve_no_one);
 const ADDRESSES: u8 = 60;
 const CONNECTIONS_PER_ADDRESS: usize = 10;
 const FLOOD: Duration = Duration::from_secs(8);
-
-async fn client(url: &str, name: &str) -> (String, String) {
-    let out = tessera(
-        url,
-        &[
-            "client", "create", "--name", name, "--scope", "api", "--json",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let field = |k: &str| created[k].as_str().unwrap().to_owned();
-    (field("client_id"), field("client_secret"))
-}
 
 fn http_from(address: IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -59,8 +39,8 @@ async fn issue_24_wrong_secrets_from_many_addresses_starve_no_one(backend: Backe
     };
     let migrated = tessera(&url, &["migrate"]).await;
     assert!(migrated.status.success());
-    let (victim, _) = client(&url, "resource server").await;
-    let (newcomer, newcomer_secret) = client(&url, "new client").await;
+    let victim = create_client(&url, "resource server").await.id;
+    let newcomer = create_client(&url, "new client").await;
     let mut create = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["user", "create", "alice", "--password-stdin"])
         .env("TESSERA_DATABASE_URL", &url)
@@ -117,7 +97,7 @@ async fn issue_24_wrong_secrets_from_many_addresses_starve_no_one(backend: Backe
     let started = Instant::now();
     let first = http_from(IpAddr::from([127, 0, 2, 1]))
         .post(&token_url)
-        .basic_auth(&newcomer, Some(&newcomer_secret))
+        .basic_auth(&newcomer.id, newcomer.secret.as_deref())
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await

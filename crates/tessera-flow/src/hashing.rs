@@ -131,14 +131,10 @@ pub async fn verify(
     });
     {
         let mut queues = POOL.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let queue = queues.queue(purpose);
-        if queue.len() >= MOST_QUEUED {
+        if queues.threads == 0 || queues.queue(purpose).len() >= MOST_QUEUED {
             return Err(Busy);
         }
-        queue.push_back(job);
-        if queues.threads == 0 {
-            return Err(Busy);
-        }
+        queues.queue(purpose).push_back(job);
     }
     POOL.work.notify_one();
     answer.await.map_err(|_| Busy)

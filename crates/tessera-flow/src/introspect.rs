@@ -21,26 +21,16 @@ impl Flows {
         form: &FormParams,
         caller: Option<IpAddr>,
     ) -> Result<Introspection, FlowError> {
+        let now = self.now();
         let client = self
             .clients
-            .authenticate(
-                authorization,
-                form,
-                Allowed::ConfidentialOnly,
-                caller,
-                self.now(),
-            )
+            .authenticate(authorization, form, Allowed::ConfidentialOnly, caller, now)
             .await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
         // `token_type_hint` is only a hint (RFC 7662 §2.1): one lookup by key finds any kind.
         let record = self.store.find_token(&TokenKey::of(token)).await?;
-        Ok(introspect(
-            record.as_ref(),
-            &client.id,
-            self.issuer(),
-            self.now(),
-        ))
+        Ok(introspect(record.as_ref(), &client.id, self.issuer(), now))
     }
 }

@@ -35,14 +35,15 @@ impl Flows {
         form: &FormParams,
         caller: Option<IpAddr>,
     ) -> Result<Revocation, FlowError> {
+        let now = self.now();
         let client = self
             .clients
-            .authenticate(authorization, form, Allowed::AnyClient, caller, self.now())
+            .authenticate(authorization, form, Allowed::AnyClient, caller, now)
             .await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
-        let outcome = revoke(&*self.store, &client, &TokenKey::of(token), self.now()).await?;
+        let outcome = revoke(&*self.store, &client, &TokenKey::of(token), now).await?;
         match outcome {
             Revocation::Revoked { .. } => tracing::debug!(client_id = %client.id, "token revoked"),
             Revocation::NotOwned => {

@@ -63,14 +63,15 @@ impl Flows {
         form: &FormParams,
         caller: Option<IpAddr>,
     ) -> Result<TokenResponse, FlowError> {
+        let now = self.now();
         let client = self
             .clients
-            .authenticate(authorization, form, Allowed::AnyClient, caller, self.now())
+            .authenticate(authorization, form, Allowed::AnyClient, caller, now)
             .await?;
         let request = TokenRequest::parse(form)?;
         let grant = request.grant_type();
         ensure_grant_allowed(&client, grant)?;
-        let (store, lifetimes, now) = (&*self.store, self.settings.lifetimes, self.now());
+        let (store, lifetimes) = (&*self.store, self.settings.lifetimes);
         let response = match request {
             TokenRequest::ClientCredentials { scope } => {
                 client_credentials(store, lifetimes, &client, scope.as_ref(), now).await?

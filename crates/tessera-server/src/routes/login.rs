@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::OAuthError;
+use tessera_core::authorize::UnverifiedRequest;
 use tessera_core::form::FormParams;
 use tessera_core::secret::Secret;
 use tessera_flow::login::SignIn;
@@ -119,17 +120,18 @@ async fn login_form(
         .return_to
         .strip_prefix("/authorize?")
         .unwrap_or_default();
-    let (client, origin) = match state.flows.validate(query.as_bytes()).await? {
-        Ok((client, request)) => (Some(client), origin_of(request.redirect_uri.as_str())),
-        Err(_) if query.is_empty() => (None, None),
-        Err(_) => {
-            let unverified = tessera_core::authorize::UnverifiedRequest::parse(query.as_bytes());
-            let client = match unverified {
-                Ok(u) => state.flows.clients.client(&u.client_id).await?,
-                Err(_) => None,
-            };
-            (client, None)
-        }
+    let (client, origin) = match UnverifiedRequest::parse(query.as_bytes()) {
+        Ok(u) => match state.flows.clients.client(&u.client_id).await? {
+            Some(c) => {
+                let origin = u
+                    .validate(&c, state.flows.settings.pkce)
+                    .ok()
+                    .and_then(|r| origin_of(r.redirect_uri.as_str()));
+                (Some(c), origin)
+            }
+            None => (None, None),
+        },
+        Err(_) => (None, None),
     };
     let body = page(
         status,
