@@ -11,6 +11,7 @@ use crate::client::{Client, GrantType, RedirectUri};
 use crate::error::OAuthError;
 use crate::form::{self, FormError, FormParams};
 use crate::pkce::CodeChallenge;
+use crate::resource::{Audience, requested_audience};
 use crate::scope::Scope;
 
 /// Why an authorization request failed, and so where the error goes.
@@ -36,6 +37,9 @@ pub struct AuthorizationRequest {
     pub scope: Scope,
     pub state: Option<String>,
     pub code_challenge: Option<CodeChallenge>,
+    /// The `resource` parameters (RFC 8707), parsed; whether they are registered and open to
+    /// the client is decided against the registry when the code is issued.
+    pub resources: Audience,
 }
 
 /// A request whose parameters decode and that names exactly one client; the client itself
@@ -157,6 +161,7 @@ impl UnverifiedRequest {
                 s
             }
         };
+        let resources = requested_audience(params.get_all("resource")).map_err(fail)?;
         let method = params.get("code_challenge_method");
         let code_challenge = match params.get("code_challenge") {
             Some(c) => Some(CodeChallenge::parse(c, method).map_err(fail)?),
@@ -179,6 +184,7 @@ impl UnverifiedRequest {
             scope,
             state,
             code_challenge,
+            resources,
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::clock::UnixTime;
-use crate::ids::ClientId;
+use crate::ids::{ClientId, ResourceUri};
 use crate::random::random_b64;
 use crate::scope::Scope;
 use crate::secret::Secret;
@@ -145,6 +145,8 @@ pub struct Client {
     /// A first-party client whose users are not asked for consent.
     pub skip_consent: bool,
     pub created_at: UnixTime,
+    /// The resource server this client is the credentials of, if it is one.
+    pub resource: Option<ResourceUri>,
 }
 
 impl Client {
@@ -265,6 +267,7 @@ pub fn register(
             redirect_uris,
             skip_consent: reg.skip_consent,
             created_at: now,
+            resource: None,
         },
         secret,
     })

@@ -19,6 +19,8 @@ pub enum OAuthError {
     UnauthorizedClient(String),
     UnsupportedGrantType(String),
     InvalidScope(String),
+    /// RFC 8707 §2: a `resource` that is malformed, unknown, or not for this client.
+    InvalidTarget(String),
     AccessDenied(String),
     UnsupportedResponseType(String),
     UnsupportedTokenType(String),
@@ -51,6 +53,7 @@ impl OAuthError {
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::InvalidScope(_) => "invalid_scope",
+            Self::InvalidTarget(_) => "invalid_target",
             Self::AccessDenied(_) => "access_denied",
             Self::UnsupportedResponseType(_) => "unsupported_response_type",
             Self::UnsupportedTokenType(_) => "unsupported_token_type",
@@ -69,6 +72,7 @@ impl OAuthError {
             | Self::UnauthorizedClient(d)
             | Self::UnsupportedGrantType(d)
             | Self::InvalidScope(d)
+            | Self::InvalidTarget(d)
             | Self::AccessDenied(d)
             | Self::UnsupportedResponseType(d)
             | Self::UnsupportedTokenType(d)

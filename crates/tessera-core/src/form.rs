@@ -16,7 +16,11 @@ pub enum FormError {
     Duplicate(String),
 }
 
-/// The parameters of one request, each name at most once, empty values dropped.
+/// The parameters that may be repeated: each `resource` names one more (RFC 8707 §2).
+const REPEATABLE: [&str; 1] = ["resource"];
+
+/// The parameters of one request, each name at most once (but [`REPEATABLE`] ones), empty
+/// values dropped.
 ///
 /// A list sorted by name rather than a hash map: an OAuth request has a handful of
 /// parameters, for which a binary search beats hashing and the sort costs less than building
@@ -51,6 +55,17 @@ impl FormParams {
         self.get(name).is_some()
     }
 
+    /// Every value of a repeatable parameter, such as `resource`.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let start = self.params.partition_point(|(n, _)| n.as_str() < name);
+        self.params
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(move |(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// Builds params from pairs, as a typed caller would; used by tests and adapters. Of a
     /// repeated name, the last value counts.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
@@ -61,7 +76,9 @@ impl FormParams {
             .collect();
         params.reverse();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        params.dedup_by(|later, earlier| later.0 == earlier.0);
+        params.dedup_by(|later, earlier| {
+            later.0 == earlier.0 && !REPEATABLE.contains(&later.0.as_str())
+        });
         Self { params }
     }
 }
@@ -70,11 +87,11 @@ impl FormParams {
 ///
 /// Generic over the name so that it can compare names only through `Ord`: a test counts
 /// those comparisons and so proves the work stays O(n log n) for any body.
-fn apply_rules<N: Ord + Clone>(pairs: &mut Vec<(N, String)>) -> Result<(), N> {
+fn apply_rules<N: Ord + Clone + AsRef<str>>(pairs: &mut Vec<(N, String)>) -> Result<(), N> {
     pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     // A repeated name is an error even when one of the copies is empty.
     if let Some((name, _)) = pairs.windows(2).find_map(|w| match w {
-        [a, b] if a.0 == b.0 => Some(a),
+        [a, b] if a.0 == b.0 && !REPEATABLE.contains(&a.0.as_ref()) => Some(a),
         _ => None,
     }) {
         return Err(name.clone());
@@ -189,6 +206,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn resource_may_be_repeated_and_nothing_else() {
+        let form = FormParams::parse(b"resource=b&scope=x&resource=a&resource=").unwrap();
+        let mut resources: Vec<_> = form.get_all("resource").collect();
+        resources.sort_unstable();
+        assert_eq!(resources, ["a", "b"]);
+        assert_eq!(form.get_all("scope").collect::<Vec<_>>(), ["x"]);
+        assert_eq!(form.get_all("state").count(), 0);
+        assert_eq!(
+            FormParams::parse(b"resource=a&scope=x&scope=y"),
+            Err(FormError::Duplicate("scope".into()))
+        );
+    }
+
     /// Regression for `fuzz/` (target `form`): a body at the server's 64 KiB limit made of
     /// distinct empty names (`0=&1=&2=&...`) was scanned once per name, so its cost grew with
     /// the square of their number. Parsing it stays correct, and the rules compare names at
@@ -209,6 +240,11 @@ mod tests {
             }
         }
         impl Eq for Counted<'_> {}
+        impl AsRef<str> for Counted<'_> {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
         impl PartialOrd for Counted<'_> {
             fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
                 Some(self.cmp(other))

@@ -11,6 +11,7 @@ use crate::error::OAuthError;
 use crate::form::FormParams;
 use crate::ids::{ClientId, FamilyId, UserId};
 use crate::pkce::{CodeChallenge, CodeVerifier};
+use crate::resource::{Audience, requested_audience};
 use crate::scope::Scope;
 use crate::token::{
     AccessToken, AuthorizationCode, RawToken, RefreshToken, TokenKey, TokenKind, TokenRecord,
@@ -21,15 +22,18 @@ use crate::token::{
 pub enum TokenRequest {
     ClientCredentials {
         scope: Option<Scope>,
+        resources: Audience,
     },
     AuthorizationCode {
         code: AuthorizationCode,
         redirect_uri: Option<String>,
         code_verifier: Option<String>,
+        resources: Audience,
     },
     RefreshToken {
         refresh_token: RefreshToken,
         scope: Option<Scope>,
+        resources: Audience,
     },
 }
 
@@ -50,16 +54,23 @@ impl TokenRequest {
                 .map(str::to_owned)
                 .ok_or_else(|| OAuthError::invalid_request(format!("missing {name}")))
         };
-        match GrantType::parse(grant_type) {
-            Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials { scope }),
+        let grant = GrantType::parse(grant_type);
+        let resources = match grant {
+            Some(_) => requested_audience(form.get_all("resource"))?,
+            None => Audience::default(),
+        };
+        match grant {
+            Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials { scope, resources }),
             Some(GrantType::AuthorizationCode) => Ok(Self::AuthorizationCode {
                 code: AuthorizationCode::new(required("code")?),
                 redirect_uri: form.get("redirect_uri").map(str::to_owned),
                 code_verifier: form.get("code_verifier").map(str::to_owned),
+                resources,
             }),
             Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
                 refresh_token: RefreshToken::new(required("refresh_token")?),
                 scope,
+                resources,
             }),
             None => Err(OAuthError::UnsupportedGrantType(format!(
                 "grant_type `{grant_type}` is not supported"
@@ -152,6 +163,8 @@ pub struct AuthorizationCodeRecord {
     pub redeemed_at: Option<UnixTime>,
     /// The family of the tokens the code is exchanged for, so a replay can revoke them.
     pub family_id: FamilyId,
+    /// The resources the grant is for, decided at the authorization request.
+    pub audience: Audience,
 }
 
 /// Checks a token request against the code it presents (RFC 6749 §4.1.3, RFC 7636 §4.6).
@@ -264,6 +277,11 @@ pub struct TokenSubject<'a> {
     /// When the grant ends, whatever the lifetimes say: a refresh rotates the pair, it does
     /// not extend the sign-in. `None` for a new grant (it ends a refresh lifetime from now).
     pub grant_ends_at: Option<UnixTime>,
+    /// The access token's audience.
+    pub audience: Audience,
+    /// The refresh token's audience: the whole grant's, which a narrowed access token does
+    /// not narrow (RFC 8707 §2.2).
+    pub grant_audience: Audience,
 }
 
 /// Mints an access token, and a refresh token when `with_refresh`.
@@ -279,7 +297,7 @@ pub fn mint_tokens(
             .grant_ends_at
             .map_or(natural, |end| natural.min(end))
     };
-    let record = |kind: TokenKind, token: &RawToken, ttl: i64| TokenRecord {
+    let record = |kind: TokenKind, token: &RawToken, ttl: i64, audience: &Audience| TokenRecord {
         hash: token.key(),
         kind,
         client_id: subject.client_id.clone(),
@@ -290,13 +308,24 @@ pub fn mint_tokens(
         revoked_at: None,
         rotated_at: None,
         family_id: subject.family_id.cloned(),
+        audience: audience.clone(),
         username: None,
     };
     let access = RawToken::generate(TokenKind::Access)?;
-    let mut records = vec![record(TokenKind::Access, &access, lifetimes.access)];
+    let mut records = vec![record(
+        TokenKind::Access,
+        &access,
+        lifetimes.access,
+        &subject.audience,
+    )];
     let refresh = if with_refresh {
         let refresh = RawToken::generate(TokenKind::Refresh)?;
-        records.push(record(TokenKind::Refresh, &refresh, lifetimes.refresh));
+        records.push(record(
+            TokenKind::Refresh,
+            &refresh,
+            lifetimes.refresh,
+            &subject.grant_audience,
+        ));
         Some(RefreshToken::from(refresh))
     } else {
         None
@@ -337,7 +366,9 @@ mod tests {
             TokenRequest::parse(&FormParams::from_pairs(form.iter().copied())).and_then(|req| {
                 ensure_grant_allowed(&c, req.grant_type())?;
                 match req {
-                    TokenRequest::ClientCredentials { scope } => granted_scope(&c, scope.as_ref()),
+                    TokenRequest::ClientCredentials { scope, .. } => {
+                        granted_scope(&c, scope.as_ref())
+                    }
                     _ => Err(OAuthError::ServerError),
                 }
             });
@@ -387,6 +418,7 @@ mod tests {
             expires_at: UnixTime::from_secs(160),
             redeemed_at: None,
             family_id: "f".into(),
+            audience: Audience::default(),
         }
     }
 
@@ -495,6 +527,8 @@ mod tests {
             scope: Scope::parse("api").unwrap(),
             family_id: Some(&"f".into()),
             grant_ends_at: None,
+            audience: Audience::default(),
+            grant_audience: Audience::default(),
         };
         let minted = mint_tokens(
             &subject,
@@ -539,6 +573,8 @@ mod tests {
             scope: Scope::parse("api").unwrap(),
             family_id: Some(&family),
             grant_ends_at: None,
+            audience: Audience::default(),
+            grant_audience: Audience::default(),
         };
         let at = UnixTime::from_secs;
         let minted = mint_tokens(&subject, Lifetimes::default(), true, at(1000)).unwrap();
@@ -573,6 +609,8 @@ mod tests {
             scope: Scope::parse("api").unwrap(),
             family_id: Some(&family),
             grant_ends_at: Some(UnixTime::from_secs(1_100)),
+            audience: Audience::default(),
+            grant_audience: Audience::default(),
         };
         let lifetimes = Lifetimes {
             access: 3600,
@@ -587,6 +625,8 @@ mod tests {
         assert_eq!(minted.response.expires_in, 100);
         let unbounded = TokenSubject {
             grant_ends_at: None,
+            audience: Audience::default(),
+            grant_audience: Audience::default(),
             ..subject
         };
         let minted = mint_tokens(&unbounded, lifetimes, true, now).unwrap();
@@ -605,6 +645,8 @@ mod tests {
             scope: Scope::parse("api read").unwrap(),
             family_id: Some(&"f".into()),
             grant_ends_at: None,
+            audience: Audience::default(),
+            grant_audience: Audience::default(),
         };
         let minted = mint_tokens(
             &subject,

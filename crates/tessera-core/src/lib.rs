@@ -13,6 +13,7 @@
 //! - [`ids`]: `ClientId`, `UserId`, `FamilyId`.
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
 //! - [`token`]: opaque token generation, the key kept at rest, and the token texts that redact.
+//! - [`resource`]: resource servers (RFC 8707) and the audience of a token.
 //! - [`revocation`]: what revoking a token reaches (its family, or itself).
 //! - [`secret`]: client-secret generation and hashing.
 //! - [`authorize`]: the authorization endpoint's request, checked in the safe order.
@@ -35,6 +36,7 @@ pub mod introspection;
 pub mod metadata;
 pub mod pkce;
 pub mod random;
+pub mod resource;
 pub mod revocation;
 pub mod scope;
 pub mod secret;

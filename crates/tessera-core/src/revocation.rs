@@ -43,6 +43,7 @@ mod tests {
             revoked_at: None,
             rotated_at: None,
             family_id: family.map(FamilyId::from),
+            audience: Default::default(),
             username: None,
         }
     }

@@ -19,6 +19,7 @@ use std::fmt;
 use crate::clock::UnixTime;
 use crate::ids::{ClientId, FamilyId, UserId};
 use crate::random::random_b64;
+use crate::resource::Audience;
 use crate::scope::Scope;
 
 /// What a token is for, shown by its prefix so people and secret scanners can tell them apart.
@@ -211,6 +212,9 @@ pub struct TokenRecord {
     /// `None` for client_credentials tokens: nothing descends from them (no refresh token,
     /// RFC 6749 §4.4.3), so a family would be one token, and its index entry pure cost.
     pub family_id: Option<FamilyId>,
+    /// The resource servers the token is for (RFC 8707); only they, and the client it was
+    /// issued to, learn through introspection that it is active.
+    pub audience: Audience,
     /// The subject's username, read from the user on lookup (not stored with the token).
     pub username: Option<String>,
 }

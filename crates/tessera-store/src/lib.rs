@@ -30,6 +30,7 @@ use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::ids::UserId;
+use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
@@ -53,6 +54,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
     /// Deletes a client and, with it, every token, code and consent of it.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Registers a resource server together with the client it authenticates as, both or
+    /// neither; [`StoreError::Conflict`] if the identifier is taken.
+    async fn create_resource(&self, resource: &Resource, client: &Client)
+    -> Result<(), StoreError>;
+    /// All resource servers, oldest first.
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError>;
+    /// Deletes a resource server and its client. Tokens for it stay, useless to anyone but
+    /// the clients they were issued to, until they expire.
+    async fn delete_resource(&self, uri: &ResourceUri) -> Result<bool, StoreError>;
 
     /// Stores a new user; [`StoreError::Conflict`] if the username is taken.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;

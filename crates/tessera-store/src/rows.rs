@@ -6,6 +6,7 @@
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::resource::{Audience, Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
 use tessera_core::user::{User, Username};
@@ -15,16 +16,24 @@ use crate::StoreError;
 pub const INSERT_CLIENT: &str = "INSERT INTO clients \
     (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, created_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-pub const SELECT_CLIENT: &str = "SELECT client_id, name, secret_hash, auth_method, grant_types, \
-    scope, redirect_uris, skip_consent, created_at FROM clients WHERE client_id = $1";
-pub const LIST_CLIENTS: &str = "SELECT client_id, name, secret_hash, auth_method, grant_types, \
-    scope, redirect_uris, skip_consent, created_at FROM clients ORDER BY created_at, client_id";
+pub const SELECT_CLIENT: &str = "SELECT c.client_id, c.name, c.secret_hash, c.auth_method, \
+    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource \
+    FROM clients c LEFT JOIN resources r ON r.client_id = c.client_id WHERE c.client_id = $1";
+pub const LIST_CLIENTS: &str = "SELECT c.client_id, c.name, c.secret_hash, c.auth_method, \
+    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource \
+    FROM clients c LEFT JOIN resources r ON r.client_id = c.client_id \
+    ORDER BY c.created_at, c.client_id";
+pub const INSERT_RESOURCE: &str =
+    "INSERT INTO resources (uri, client_id, name, scope, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub const LIST_RESOURCES: &str =
+    "SELECT uri, client_id, name, scope, created_at FROM resources ORDER BY created_at, uri";
+pub const RESOURCE_CLIENT: &str = "SELECT client_id FROM resources WHERE uri = $1";
 pub const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1";
 pub const INSERT_TOKEN: &str = "INSERT INTO tokens \
-    (hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at, rotated_at, family_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    (hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at, rotated_at, family_id, \
+    audience) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub const SELECT_TOKEN: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.scope, \
-    t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, u.username \
+    t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, t.audience, u.username \
     FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = $1";
 pub const ROTATE_REFRESH: &str = "UPDATE tokens SET rotated_at = $2 WHERE hash = $1 AND kind = 1 \
     AND rotated_at IS NULL AND revoked_at IS NULL";
@@ -42,9 +51,9 @@ pub const DELETE_USER_SESSIONS: &str =
     "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)";
 pub const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, client_id, user_id, \
     redirect_uri, redirect_uri_given, scope, code_challenge, issued_at, expires_at, redeemed_at, \
-    family_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    family_id, audience) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 pub const SELECT_CODE: &str = "SELECT hash, client_id, user_id, redirect_uri, redirect_uri_given, \
-    scope, code_challenge, issued_at, expires_at, redeemed_at, family_id \
+    scope, code_challenge, issued_at, expires_at, redeemed_at, family_id, audience \
     FROM authorization_codes WHERE hash = $1";
 pub const REDEEM_CODE: &str = "UPDATE authorization_codes SET redeemed_at = $2 \
     WHERE hash = $1 AND redeemed_at IS NULL";
@@ -86,6 +95,7 @@ pub struct ClientRow {
     pub redirect_uris: String,
     pub skip_consent: bool,
     pub created_at: i64,
+    pub resource: Option<String>,
 }
 
 /// The columns of a client, in `INSERT_CLIENT` order.
@@ -135,6 +145,7 @@ impl TryFrom<ClientRow> for Client {
             secret_hash: row.secret_hash,
             skip_consent: row.skip_consent,
             created_at: UnixTime::from_secs(row.created_at),
+            resource: row.resource.as_deref().map(ResourceUri::stored),
         })
     }
 }
@@ -150,6 +161,7 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
     pub rotated_at: Option<i64>,
     pub family_id: Option<String>,
+    pub audience: String,
     pub username: Option<String>,
 }
 
@@ -183,7 +195,31 @@ impl TryFrom<TokenRow> for TokenRecord {
             revoked_at: row.revoked_at.map(UnixTime::from_secs),
             rotated_at: row.rotated_at.map(UnixTime::from_secs),
             family_id: row.family_id.map(Into::into),
+            audience: Audience::stored(&row.audience),
             username: row.username,
+        })
+    }
+}
+
+pub struct ResourceRow {
+    pub uri: String,
+    pub client_id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<ResourceRow> for Resource {
+    type Error = StoreError;
+
+    fn try_from(row: ResourceRow) -> Result<Self, StoreError> {
+        Ok(Resource {
+            scope: Scope::parse(&row.scope)
+                .map_err(|_| StoreError::Corrupt(format!("resource {}: scope", row.uri)))?,
+            uri: ResourceUri::stored(&row.uri),
+            client_id: row.client_id.into(),
+            name: row.name,
+            created_at: UnixTime::from_secs(row.created_at),
         })
     }
 }
@@ -221,6 +257,7 @@ pub struct CodeRow {
     pub expires_at: i64,
     pub redeemed_at: Option<i64>,
     pub family_id: String,
+    pub audience: String,
 }
 
 impl TryFrom<CodeRow> for AuthorizationCodeRecord {
@@ -240,6 +277,7 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
             expires_at: UnixTime::from_secs(row.expires_at),
             redeemed_at: row.redeemed_at.map(UnixTime::from_secs),
             family_id: row.family_id.into(),
+            audience: Audience::stored(&row.audience),
         })
     }
 }
@@ -249,7 +287,7 @@ mod from_postgres {
     use sqlx::postgres::PgRow;
     use sqlx::{FromRow, Row};
 
-    use super::{ClientRow, CodeRow, TokenRow, UserRow};
+    use super::{ClientRow, CodeRow, ResourceRow, TokenRow, UserRow};
 
     /// `FromRow` for each row type, every field read from the column of its own name.
     macro_rules! from_columns {
@@ -265,16 +303,17 @@ mod from_postgres {
     from_columns! {
         ClientRow {
             client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris,
-            skip_consent, created_at,
+            skip_consent, created_at, resource,
         }
         TokenRow {
             hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at,
-            rotated_at, family_id, username,
+            rotated_at, family_id, audience, username,
         }
+        ResourceRow { uri, client_id, name, scope, created_at }
         UserRow { id, username, password_hash, created_at }
         CodeRow {
             hash, client_id, user_id, redirect_uri, redirect_uri_given, scope, code_challenge,
-            issued_at, expires_at, redeemed_at, family_id,
+            issued_at, expires_at, redeemed_at, family_id, audience,
         }
     }
 }

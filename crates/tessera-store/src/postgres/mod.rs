@@ -19,6 +19,7 @@ use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
@@ -60,18 +61,18 @@ const BATCH_PLAN_CACHE_MODE: &str = "SET plan_cache_mode = force_generic_plan";
 /// granted, so its client is missing here ([`PgStore::delete_client`] does its part).
 const INSERT_TOKENS: &str = "WITH new AS (SELECT * FROM unnest($1::bytea[], $2::int2[], \
     $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], \
-    $10::text[]) AS t (hash, kind, client_id, subject, scope, issued_at, expires_at, \
-    revoked_at, rotated_at, family_id)), \
+    $10::text[], $11::text[]) AS t (hash, kind, client_id, subject, scope, issued_at, \
+    expires_at, revoked_at, rotated_at, family_id, audience)), \
     owners AS (SELECT client_id FROM clients WHERE client_id = ANY($3) FOR KEY SHARE) \
-    INSERT INTO tokens \
-    (hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at, rotated_at, family_id) \
+    INSERT INTO tokens (hash, kind, client_id, subject, scope, issued_at, expires_at, \
+    revoked_at, rotated_at, family_id, audience) \
     SELECT * FROM new WHERE NOT EXISTS \
     (SELECT 1 FROM new n WHERE n.client_id NOT IN (SELECT client_id FROM owners))";
 /// Deletes a client's tokens; run after the client's row is gone (see `delete_client`).
 const DELETE_CLIENT_TOKENS: &str = "DELETE FROM tokens WHERE client_id = $1";
 const SELECT_TOKENS: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.scope, \
-    t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, u.username \
-    FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = ANY($1)";
+    t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, t.audience, \
+    u.username FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = ANY($1)";
 /// One revocation time for the batch (the latest of its requests, all within the same
 /// moment): an index scan by `ANY`, where a join with `unnest` may be planned as a scan.
 const REVOKE_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
@@ -377,6 +378,61 @@ impl crate::Store for PgStore {
         Ok(clients > 0)
     }
 
+    async fn create_resource(
+        &self,
+        resource: &Resource,
+        client: &Client,
+    ) -> Result<(), StoreError> {
+        let cols = rows::ClientColumns::of(client);
+        let mut conn = self.general.lease().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(rows::INSERT_CLIENT)
+            .bind(client.id.as_str())
+            .bind(&client.name)
+            .bind(&client.secret_hash)
+            .bind(client.auth_method.as_str())
+            .bind(&cols.grant_types)
+            .bind(&cols.scope)
+            .bind(&cols.redirect_uris)
+            .bind(client.skip_consent)
+            .bind(client.created_at.as_secs())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(rows::INSERT_RESOURCE)
+            .bind(resource.uri.as_str())
+            .bind(resource.client_id.as_str())
+            .bind(&resource.name)
+            .bind(resource.scope.to_string())
+            .bind(resource.created_at.as_secs())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        conn.keep();
+        Ok(())
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ResourceRow>(rows::LIST_RESOURCES)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(Resource::try_from).collect()
+    }
+
+    async fn delete_resource(&self, uri: &ResourceUri) -> Result<bool, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let client_id: Option<String> = sqlx::query_scalar(rows::RESOURCE_CLIENT)
+            .bind(uri.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        match client_id {
+            Some(client_id) => self.delete_client(&client_id).await,
+            None => Ok(false),
+        }
+    }
+
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut conn = self.general.lease().await?;
         sqlx::query(rows::INSERT_USER)
@@ -520,6 +576,7 @@ impl crate::Store for PgStore {
             .bind(code.expires_at.as_secs())
             .bind(code.redeemed_at.map(UnixTime::as_secs))
             .bind(code.family_id.as_str())
+            .bind(code.audience.to_string())
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -690,6 +747,7 @@ async fn insert_rows<'e, 't>(
     let mut revoked = Vec::with_capacity(capacity);
     let mut rotated = Vec::with_capacity(capacity);
     let mut families = Vec::with_capacity(capacity);
+    let mut audiences = Vec::with_capacity(capacity);
     for t in tokens {
         hashes.push(t.hash.as_bytes().to_vec());
         kinds.push(rows::kind_code(t.kind));
@@ -701,6 +759,7 @@ async fn insert_rows<'e, 't>(
         revoked.push(t.revoked_at.map(UnixTime::as_secs));
         rotated.push(t.rotated_at.map(UnixTime::as_secs));
         families.push(t.family_id.as_deref());
+        audiences.push(t.audience.to_string());
     }
     let count = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
     let inserted = sqlx::query(INSERT_TOKENS)
@@ -714,6 +773,7 @@ async fn insert_rows<'e, 't>(
         .bind(revoked)
         .bind(rotated)
         .bind(families)
+        .bind(audiences)
         .execute(executor)
         .await?
         .rows_affected();

@@ -26,11 +26,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
 
-use crate::rows::{self, ClientColumns, ClientRow, CodeRow, TokenRow, UserRow, storable};
+use crate::rows::{
+    self, ClientColumns, ClientRow, CodeRow, ResourceRow, TokenRow, UserRow, storable,
+};
 use crate::{Redemption, Session, StoreError};
 use checkpointer::{Checkpointer, RestartRequest};
 use readers::{Commits, Readers};
@@ -180,7 +183,35 @@ fn client_row(r: &Row<'_>) -> rusqlite::Result<ClientRow> {
         redirect_uris: r.get(6)?,
         skip_consent: r.get(7)?,
         created_at: r.get(8)?,
+        resource: r.get(9)?,
     })
+}
+
+fn resource_row(r: &Row<'_>) -> rusqlite::Result<ResourceRow> {
+    Ok(ResourceRow {
+        uri: r.get(0)?,
+        client_id: r.get(1)?,
+        name: r.get(2)?,
+        scope: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+fn insert_client_row(conn: &Connection, client: &Client) -> Result<(), StoreError> {
+    let cols = ClientColumns::of(client);
+    conn.prepare_cached(&sql(rows::INSERT_CLIENT))?
+        .execute(params![
+            client.id.as_str(),
+            client.name,
+            client.secret_hash,
+            client.auth_method.as_str(),
+            cols.grant_types,
+            cols.scope,
+            cols.redirect_uris,
+            client.skip_consent,
+            client.created_at.as_secs(),
+        ])?;
+    Ok(())
 }
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
@@ -195,7 +226,8 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
         revoked_at: r.get(7)?,
         rotated_at: r.get(8)?,
         family_id: r.get(9)?,
-        username: r.get(10)?,
+        audience: r.get(10)?,
+        username: r.get(11)?,
     })
 }
 
@@ -221,6 +253,7 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRow> {
         expires_at: r.get(8)?,
         redeemed_at: r.get(9)?,
         family_id: r.get(10)?,
+        audience: r.get(11)?,
     })
 }
 
@@ -238,6 +271,7 @@ fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), St
             t.revoked_at.map(UnixTime::as_secs),
             t.rotated_at.map(UnixTime::as_secs),
             t.family_id.as_deref(),
+            t.audience.to_string(),
         ])?;
     }
     Ok(())
@@ -289,25 +323,53 @@ impl crate::Store for SqliteStore {
     }
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
-        let cols = ClientColumns::of(client);
         let client = client.clone();
         self.writer
+            .write(move |c| insert_client_row(c, &client))
+            .await
+    }
+
+    async fn create_resource(
+        &self,
+        resource: &Resource,
+        client: &Client,
+    ) -> Result<(), StoreError> {
+        let (resource, client) = (resource.clone(), client.clone());
+        // The writer runs each write in one transaction: both rows or neither.
+        self.writer
             .write(move |c| {
-                c.prepare_cached(&sql(rows::INSERT_CLIENT))?
+                insert_client_row(c, &client)?;
+                c.prepare_cached(&sql(rows::INSERT_RESOURCE))?
                     .execute(params![
-                        client.id.as_str(),
-                        client.name,
-                        client.secret_hash,
-                        client.auth_method.as_str(),
-                        cols.grant_types,
-                        cols.scope,
-                        cols.redirect_uris,
-                        client.skip_consent,
-                        client.created_at.as_secs(),
+                        resource.uri.as_str(),
+                        resource.client_id.as_str(),
+                        resource.name,
+                        resource.scope.to_string(),
+                        resource.created_at.as_secs(),
                     ])?;
                 Ok(())
             })
             .await
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::LIST_RESOURCES))?;
+            let rows = statement.query_map([], resource_row)?;
+            rows.map(|row| Resource::try_from(row?)).collect()
+        })
+    }
+
+    async fn delete_resource(&self, uri: &ResourceUri) -> Result<bool, StoreError> {
+        let client_id: Option<String> = self.read(|c| {
+            Ok(c.prepare_cached(&sql(rows::RESOURCE_CLIENT))?
+                .query_row([uri.as_str()], |r| r.get(0))
+                .optional()?)
+        })?;
+        match client_id {
+            Some(client_id) => self.delete_client(&client_id).await,
+            None => Ok(false),
+        }
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
@@ -489,6 +551,7 @@ impl crate::Store for SqliteStore {
                     code.expires_at.as_secs(),
                     code.redeemed_at.map(UnixTime::as_secs),
                     code.family_id.as_str(),
+                    code.audience.to_string(),
                 ])?;
                 Ok(())
             })

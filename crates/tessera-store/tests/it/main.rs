@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tessera_core::client::{Client, ClientRegistration, register};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::resource::{Audience, register_resource};
 use tessera_core::scope::Scope;
 use tessera_core::token::{RawToken, TokenKind, TokenRecord};
 use tessera_store::{Redemption, Store, StoreError, testing};
@@ -72,6 +73,7 @@ conformance!(
     missing_client_reference_is_reported,
     a_client_deleted_while_issuing_leaves_no_token,
     lookups_answer_the_latest_acknowledged_state,
+    resources_are_registered_with_their_clients,
 );
 
 fn client(name: &str, uris: &[&str]) -> Client {
@@ -118,6 +120,7 @@ fn token(
         revoked_at: None,
         rotated_at: None,
         family_id: Some(family.into()),
+        audience: Audience::stored("https://a.example/ https://b.example/api"),
         username: None,
     };
     (raw, record)
@@ -139,6 +142,44 @@ async fn clients_round_trip(store: Arc<dyn Store>) {
     assert!(store.delete_client(&m2m.id).await.unwrap());
     assert!(!store.delete_client(&m2m.id).await.unwrap());
     assert_eq!(store.list_clients().await.unwrap(), vec![web]);
+}
+
+/// A resource and its client are created together, the client knows its resource, a second
+/// resource under the same identifier is a conflict that leaves no client behind, and deleting
+/// the resource deletes its client.
+async fn resources_are_registered_with_their_clients(store: Arc<dyn Store>) {
+    let now = UnixTime::from_secs(1000);
+    let mut api = register_resource("https://API.example", Some("API"), "api read", now).unwrap();
+    api.client.secret_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+    store
+        .create_resource(&api.resource, &api.client)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_resources().await.unwrap(),
+        [api.resource.clone()]
+    );
+    let client = store.get_client(&api.client.id).await.unwrap().unwrap();
+    assert_eq!(
+        client.resource.as_ref().unwrap().as_str(),
+        "https://api.example/"
+    );
+    assert_eq!(client, api.client);
+
+    let mut again = register_resource("https://api.example/", None, "", now).unwrap();
+    again.client.secret_hash = api.client.secret_hash.clone();
+    let err = store
+        .create_resource(&again.resource, &again.client)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(store.get_client(&again.client.id).await.unwrap(), None);
+    assert_eq!(store.list_clients().await.unwrap().len(), 1);
+
+    assert!(store.delete_resource(&api.resource.uri).await.unwrap());
+    assert!(!store.delete_resource(&api.resource.uri).await.unwrap());
+    assert!(store.list_resources().await.unwrap().is_empty());
+    assert_eq!(store.get_client(&api.client.id).await.unwrap(), None);
 }
 
 async fn duplicate_client_is_a_conflict(store: Arc<dyn Store>) {
@@ -412,6 +453,7 @@ async fn stored_code(store: &Arc<dyn Store>, c: &Client, family: &str) -> Author
         expires_at: UnixTime::from_secs(1060),
         redeemed_at: None,
         family_id: family.into(),
+        audience: Audience::stored("https://a.example/"),
     };
     store.insert_code(&code).await.unwrap();
     code
