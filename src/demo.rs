@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tessera_core::client::{Client, ClientRegistration, register};
 use tessera_core::clock::Clock;
+use tessera_core::resource::register_resource;
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::user::register as register_user;
-use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection};
+use tessera_guard::{Guard, ProtectedResource, RemoteConfig, RemoteIntrospection};
 use tessera_server::local_guard::LocalValidator;
 use tessera_server::{Config, Server};
 use tessera_store::Store;
@@ -42,16 +43,7 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         },
     )
     .await?;
-    ensure_client(
-        store.as_ref(),
-        API_CLIENT_ID,
-        API_CLIENT_SECRET,
-        &ClientRegistration {
-            name: "Tessera demo API (resource server)".into(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    ensure_resource(store.as_ref(), &api_url).await?;
 
     let clock = Clock::system();
     let server = Server::build(
@@ -73,6 +65,9 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
     .with_context(|| format!("binding {}", args.listen))?;
     let issuer = server.issuer().to_owned();
 
+    let resource = ProtectedResource::new(&api_url, &issuer)?
+        .scopes_supported(["api", "restricted"])
+        .resource_name("Tessera demo API");
     let guard = match args.api_validation.as_str() {
         "local" => Guard::new(
             LocalValidator::new(store.clone(), clock),
@@ -87,7 +82,8 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
             config.cache_ttl = Duration::from_secs(args.api_cache_ttl);
             Guard::new(RemoteIntrospection::new(config)?, "tessera-demo-api")
         }
-    };
+    }
+    .for_resource(resource);
     let api = tessera_demo::api::router(&guard);
     let app = tessera_demo::app::router(tessera_demo::app::AppConfig {
         issuer: issuer.clone(),
@@ -158,6 +154,35 @@ async fn ensure_user(store: &dyn Store) -> Result<()> {
     )?;
     match store.create_user(&user).await {
         // Another process created it in the meantime: fine.
+        Err(tessera_store::StoreError::Conflict) | Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Registers the demo API as a resource server (RFC 8707) defining the demo's scopes, with
+/// fixed credentials, unless it is registered so already.
+async fn ensure_resource(store: &dyn Store, api_url: &str) -> Result<()> {
+    let now = Clock::system().now();
+    let mut wanted = register_resource(api_url, Some("Tessera demo API"), "api restricted", now)?;
+    wanted.client.id = API_CLIENT_ID.into();
+    wanted.resource.client_id = API_CLIENT_ID.into();
+    let registered = store.list_resources().await?;
+    let same = registered.iter().any(|r| {
+        r.uri == wanted.resource.uri
+            && r.client_id == wanted.resource.client_id
+            && r.scope == wanted.resource.scope
+    });
+    if same {
+        return Ok(());
+    }
+    // Another address, or a store from before resources: start the demo API's afresh.
+    store.delete_client(API_CLIENT_ID).await?;
+    store.delete_resource(&wanted.resource.uri).await?;
+    wanted.client.secret_hash = Some(hash_secret(&Secret::new(API_CLIENT_SECRET))?);
+    match store
+        .create_resource(&wanted.resource, &wanted.client)
+        .await
+    {
         Err(tessera_store::StoreError::Conflict) | Ok(()) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -12,10 +12,11 @@ use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
+use tessera_core::resource::{ResourceUri, register_resource};
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::user::{MIN_PASSWORD_CHARS, new_password_hash, register as register_user};
 use tessera_server::{Config, Server};
-use tessera_store::Store;
+use tessera_store::{Store, StoreError};
 
 mod demo;
 
@@ -53,6 +54,38 @@ enum Command {
     /// Create and delete users, and set their passwords.
     #[command(subcommand)]
     User(UserCommand),
+    /// Register, list and delete resource servers (RFC 8707 audiences).
+    #[command(subcommand)]
+    Resource(ResourceCommand),
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Register a resource server under its identifier. Prints the client credentials it
+    /// introspects with (the secret once; only its hash is stored).
+    Create {
+        /// The resource identifier: an absolute URI without fragment, as clients send it in
+        /// `resource` (e.g. https://api.example.com).
+        #[arg(long)]
+        uri: String,
+        /// A name for people; the identifier by default.
+        #[arg(long)]
+        name: Option<String>,
+        /// Scopes this resource defines, space-separated; repeat for more. Tokens granted one
+        /// of them are for this resource when a client names no resource.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Print exactly one JSON object {"resource", "client_id", "client_secret"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registered resource servers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a resource server and its credentials.
+    Delete { uri: String },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +257,7 @@ async fn main() -> Result<()> {
         }
         Command::Client(cmd) => client(store.as_ref(), cmd).await,
         Command::User(cmd) => user(store.as_ref(), cmd).await,
+        Command::Resource(cmd) => resource(store.as_ref(), cmd).await,
     }
 }
 
@@ -372,6 +406,81 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+async fn resource(store: &dyn Store, cmd: ResourceCommand) -> Result<()> {
+    match cmd {
+        ResourceCommand::Create {
+            uri,
+            name,
+            scope,
+            json,
+        } => {
+            let now = Clock::system().now();
+            let mut registered = register_resource(&uri, name.as_deref(), &scope.join(" "), now)?;
+            registered.client.secret_hash = Some(hash_secret(&registered.secret)?);
+            store
+                .create_resource(&registered.resource, &registered.client)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict => {
+                        anyhow::anyhow!(
+                            "a resource {} is already registered",
+                            registered.resource.uri
+                        )
+                    }
+                    e => e.into(),
+                })?;
+            let (resource, id) = (&registered.resource.uri, &registered.client.id);
+            let secret = registered.secret.expose();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "resource": resource, "client_id": id, "client_secret": secret })
+                );
+            } else {
+                println!("resource:      {resource}");
+                println!("client_id:     {id}");
+                println!("client_secret: {secret}");
+                println!("(the secret is shown only this once; Tessera keeps only its hash)");
+            }
+            Ok(())
+        }
+        ResourceCommand::List { json } => {
+            let resources = store.list_resources().await?;
+            if json {
+                let list: Vec<_> = resources
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "resource": r.uri,
+                            "name": r.name,
+                            "scope": r.scope.to_string(),
+                            "client_id": r.client_id,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for r in &resources {
+                    println!(
+                        "{}\t{}\tscope=\"{}\"\t{}",
+                        r.uri, r.name, r.scope, r.client_id
+                    );
+                }
+            }
+            Ok(())
+        }
+        ResourceCommand::Delete { uri } => {
+            let parsed = ResourceUri::parse(&uri)?;
+            if store.delete_resource(&parsed).await? {
+                eprintln!("deleted resource {parsed} and its credentials");
+                Ok(())
+            } else {
+                bail!("no resource {parsed}")
+            }
+        }
+    }
+}
+
 async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
     match cmd {
         ClientCommand::Create {
@@ -433,6 +542,7 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
                             "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
                             "scope": c.scope.to_string(),
                             "redirect_uris": c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                            "resource": c.resource,
                         })
                     })
                     .collect();

@@ -14,6 +14,7 @@ use tessera_core::authorize::{
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::{AuthorizationCodeRecord, CODE_LIFETIME};
+use tessera_core::resource::Audience;
 use tessera_core::token::{RawToken, SessionId, TokenKind, new_family_id};
 use tessera_core::user::User;
 use tessera_store::Store;
@@ -93,10 +94,12 @@ impl Flows {
                 user,
             });
         }
+        let audience = self.code_audience(&client, &request).await?;
         let code_redirect = issue_code(
             &*self.store,
             &client,
             &request,
+            &audience,
             &user,
             self.issuer(),
             self.now(),
@@ -128,8 +131,17 @@ impl Flows {
         match Decision::parse(decision) {
             Some(Decision::Approve) => {
                 approve(&*self.store, &client, &request, &user, now).await?;
-                let code_redirect =
-                    issue_code(&*self.store, &client, &request, &user, self.issuer(), now).await?;
+                let audience = self.code_audience(&client, &request).await?;
+                let code_redirect = issue_code(
+                    &*self.store,
+                    &client,
+                    &request,
+                    &audience,
+                    &user,
+                    self.issuer(),
+                    now,
+                )
+                .await?;
                 Ok(AuthorizeStep::Redirect(code_redirect))
             }
             Some(Decision::Deny) => {
@@ -163,10 +175,31 @@ impl Flows {
                     .into(),
             }));
         };
-        Ok(match unverified.validate(&client, self.settings.pkce) {
-            Ok(request) => Ok((client, request)),
-            Err(e) => Err(self.refusal(e)),
-        })
+        let request = match unverified.validate(&client, self.settings.pkce) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(self.refusal(e))),
+        };
+        // An unknown resource goes back to the client now, before anyone signs in for it.
+        match self.code_audience(&client, &request).await {
+            Ok(_) => Ok(Ok((client, request))),
+            Err(FlowError::OAuth(error)) => Ok(Err(self.refusal(AuthorizeError::Redirect {
+                redirect_uri: request.redirect_uri,
+                error,
+                state: request.state,
+            }))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The audience of a code for `request` (RFC 8707 §2.1).
+    async fn code_audience(
+        &self,
+        client: &Client,
+        request: &AuthorizationRequest,
+    ) -> Result<Audience, FlowError> {
+        self.resources
+            .audience(&request.resources, client, &request.scope)
+            .await
     }
 
     fn refusal(&self, e: AuthorizeError) -> AuthorizeStep {
@@ -214,6 +247,7 @@ pub async fn issue_code(
     store: &dyn Store,
     client: &Client,
     request: &AuthorizationRequest,
+    audience: &Audience,
     user: &User,
     issuer: &str,
     now: UnixTime,
@@ -235,6 +269,7 @@ pub async fn issue_code(
             expires_at: now.saturating_add(CODE_LIFETIME),
             redeemed_at: None,
             family_id: new_family_id().map_err(FlowError::internal)?,
+            audience: audience.clone(),
         })
         .await?;
     let mut params = vec![("code", code.expose())];
@@ -274,6 +309,9 @@ pub fn request_fields<'a>(
     if let Some(c) = &request.code_challenge {
         fields.push(("code_challenge", c.as_str().into()));
         fields.push(("code_challenge_method", "S256".into()));
+    }
+    for resource in request.resources.iter() {
+        fields.push(("resource", resource.as_str().into()));
     }
     fields
 }

@@ -12,9 +12,11 @@ use crate::client_auth::Allowed;
 use crate::error::FlowError;
 
 impl Flows {
-    /// `POST /introspect`: any confidential client may introspect (a resource server is
-    /// one). A store failure is an error, never `active: false`: saying "inactive" when we
-    /// cannot know would be a lie a resource server might cache.
+    /// `POST /introspect`: any confidential client may ask, and learns about a token only
+    /// if it is a resource server in the token's audience or the client the token was issued
+    /// to (`tessera_core::introspection::introspect`). A store failure is an error, never
+    /// `active: false`: saying "inactive" when we cannot know would be a lie a resource
+    /// server might cache.
     pub async fn introspect(
         &self,
         authorization: Option<&[u8]>,
@@ -31,6 +33,6 @@ impl Flows {
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
         // `token_type_hint` is only a hint (RFC 7662 §2.1): one lookup by key finds any kind.
         let record = self.store.find_token(&TokenKey::of(token)).await?;
-        Ok(introspect(record.as_ref(), &client.id, self.issuer(), now))
+        Ok(introspect(record.as_ref(), &client, self.issuer(), now))
     }
 }

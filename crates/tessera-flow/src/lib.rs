@@ -11,6 +11,7 @@
 //! - [`Flows`]: the node's flows over one store, as the server calls them.
 //! - [`client_auth`]: the one home of client authentication and its caches.
 //! - [`token`]: client_credentials, the authorization-code exchange, refresh rotation.
+//! - [`resources`]: the registered resource servers, and the audience of a new grant.
 //! - [`revoke`]: RFC 7009 revocation, its reach decided by `tessera_core::revocation`.
 //! - [`introspect`]: RFC 7662 introspection.
 //! - [`authorize`]: the authorization request, consent and code issuance.
@@ -25,6 +26,7 @@ pub mod hashing;
 pub mod introspect;
 pub mod logged;
 pub mod login;
+pub mod resources;
 pub mod revoke;
 pub mod throttle;
 pub mod token;
@@ -62,6 +64,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub settings: Settings,
     pub clients: ClientAuthenticator,
+    pub resources: resources::Resources,
     pub throttle: throttle::Throttle,
 }
 
@@ -83,6 +86,7 @@ impl Flows {
                 settings.client_cache_ttl,
                 throttle.clone(),
             ),
+            resources: resources::Resources::new(store.clone(), settings.client_cache_ttl),
             store,
             settings,
             throttle,

@@ -16,6 +16,7 @@ use tessera_core::grant::{
     check_refresh, ensure_grant_allowed, granted_scope, mint_tokens,
 };
 use tessera_core::ids::{FamilyId, UserId};
+use tessera_core::resource::{Audience, narrowed_audience};
 use tessera_core::scope::Scope;
 use tessera_core::token::{AuthorizationCode, RefreshToken};
 use tessera_store::{Redemption, Store};
@@ -53,6 +54,8 @@ pub struct CodePresented<'a> {
     pub code: &'a AuthorizationCode,
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
+    /// The `resource` parameters: the part of the code's audience the access token is for.
+    pub resources: &'a Audience,
 }
 
 impl Flows {
@@ -73,18 +76,22 @@ impl Flows {
         ensure_grant_allowed(&client, grant)?;
         let (store, lifetimes) = (&*self.store, self.settings.lifetimes);
         let response = match request {
-            TokenRequest::ClientCredentials { scope } => {
-                client_credentials(store, lifetimes, &client, scope.as_ref(), now).await?
+            TokenRequest::ClientCredentials { scope, resources } => {
+                let scope = granted_scope(&client, scope.as_ref())?;
+                let audience = self.resources.audience(&resources, &client, &scope).await?;
+                client_credentials(store, lifetimes, &client, scope, audience, now).await?
             }
             TokenRequest::AuthorizationCode {
                 code,
                 redirect_uri,
                 code_verifier,
+                resources,
             } => {
                 let presented = CodePresented {
                     code: &code,
                     redirect_uri: redirect_uri.as_deref(),
                     code_verifier: code_verifier.as_deref(),
+                    resources: &resources,
                 };
                 match exchange_code(store, lifetimes, &client, presented, now).await? {
                     CodeExchange::Issued(response) => response,
@@ -101,12 +108,16 @@ impl Flows {
             TokenRequest::RefreshToken {
                 refresh_token,
                 scope,
+                resources,
             } => match refresh(
                 store,
                 lifetimes,
                 &client,
                 &refresh_token,
-                scope.as_ref(),
+                Narrowing {
+                    scope: scope.as_ref(),
+                    resources: &resources,
+                },
                 now,
             )
             .await?
@@ -133,16 +144,25 @@ impl Flows {
     }
 }
 
-/// An access token for the client itself; no refresh token (RFC 6749 §4.4.3).
+/// An access token for the client itself, with the scope and audience decided for it; no
+/// refresh token (RFC 6749 §4.4.3).
 pub async fn client_credentials(
     store: &dyn Store,
     lifetimes: Lifetimes,
     client: &Client,
-    requested: Option<&Scope>,
+    scope: Scope,
+    audience: Audience,
     now: UnixTime,
 ) -> Result<TokenResponse, FlowError> {
-    let scope = granted_scope(client, requested)?;
-    let minted = mint(lifetimes, client, None, scope, None, None, now)?;
+    let grant = Grant {
+        user_id: None,
+        scope,
+        family_id: None,
+        grant_ends_at: None,
+        audience: audience.clone(),
+        grant_audience: audience,
+    };
+    let minted = mint(lifetimes, client, grant, now)?;
     store.insert_tokens(&minted.records).await?;
     Ok(minted.response)
 }
@@ -170,15 +190,15 @@ pub async fn exchange_code(
         presented.code_verifier,
         now,
     )?;
-    let minted = mint(
-        lifetimes,
-        client,
-        Some(&record.user_id),
-        record.scope.clone(),
-        Some(&record.family_id),
-        None,
-        now,
-    )?;
+    let grant = Grant {
+        user_id: Some(&record.user_id),
+        scope: record.scope.clone(),
+        family_id: Some(&record.family_id),
+        grant_ends_at: None,
+        audience: narrowed_audience(presented.resources, &record.audience)?,
+        grant_audience: record.audience.clone(),
+    };
+    let minted = mint(lifetimes, client, grant, now)?;
     match store.redeem_code(&key, now, &minted.records).await? {
         Redemption::Redeemed => Ok(CodeExchange::Issued(minted.response)),
         Redemption::AlreadyRedeemed { family_id } => {
@@ -195,7 +215,7 @@ pub async fn refresh(
     lifetimes: Lifetimes,
     client: &Client,
     refresh_token: &RefreshToken,
-    requested: Option<&Scope>,
+    requested: Narrowing<'_>,
     now: UnixTime,
 ) -> Result<Rotation, FlowError> {
     let key = refresh_token.key();
@@ -204,7 +224,7 @@ pub async fn refresh(
         .await?
         .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
     let grace = lifetimes.refresh_grace;
-    let (scope, again) = match check_refresh(&record, client, requested, grace, now)? {
+    let (scope, again) = match check_refresh(&record, client, requested.scope, grace, now)? {
         RefreshCheck::Rotate { scope } => (scope, false),
         RefreshCheck::RotateAgain { scope } => (scope, true),
         RefreshCheck::Reused => {
@@ -212,17 +232,17 @@ pub async fn refresh(
             return Ok(Rotation::Reused { revoked });
         }
     };
-    let minted = mint(
-        lifetimes,
-        client,
-        record.subject.as_ref(),
+    let grant = Grant {
+        user_id: record.subject.as_ref(),
         scope,
-        record.family_id.as_ref(),
+        family_id: record.family_id.as_ref(),
         // The presented refresh token expires when its grant does: the successors inherit
         // that end, so rotating never extends a sign-in.
-        Some(record.expires_at),
-        now,
-    )?;
+        grant_ends_at: Some(record.expires_at),
+        audience: narrowed_audience(requested.resources, &record.audience)?,
+        grant_audience: record.audience.clone(),
+    };
+    let minted = mint(lifetimes, client, grant, now)?;
     if again {
         // Rotated already, within the grace period: a fresh pair beside the successors.
         store.insert_tokens(&minted.records).await?;
@@ -239,21 +259,38 @@ pub async fn refresh(
     }
 }
 
+/// What a refresh request asks to narrow: the scope and the audience (RFC 8707 §2.2).
+#[derive(Debug, Clone, Copy)]
+pub struct Narrowing<'a> {
+    pub scope: Option<&'a Scope>,
+    pub resources: &'a Audience,
+}
+
+/// The tokens about to be minted for a client, all but their lifetimes.
+struct Grant<'a> {
+    user_id: Option<&'a UserId>,
+    scope: Scope,
+    family_id: Option<&'a FamilyId>,
+    grant_ends_at: Option<UnixTime>,
+    audience: Audience,
+    grant_audience: Audience,
+}
+
 fn mint(
     lifetimes: Lifetimes,
     client: &Client,
-    user_id: Option<&UserId>,
-    scope: Scope,
-    family_id: Option<&FamilyId>,
-    grant_ends_at: Option<UnixTime>,
+    grant: Grant<'_>,
     now: UnixTime,
 ) -> Result<Minted, FlowError> {
+    let user_id = grant.user_id;
     let subject = TokenSubject {
         client_id: &client.id,
         user_id,
-        scope,
-        family_id,
-        grant_ends_at,
+        scope: grant.scope,
+        family_id: grant.family_id,
+        grant_ends_at: grant.grant_ends_at,
+        audience: grant.audience,
+        grant_audience: grant.grant_audience,
     };
     // Refresh tokens only for users, and only for clients registered for the grant.
     let with_refresh = user_id.is_some() && client.allows_grant(GrantType::RefreshToken);

@@ -44,6 +44,7 @@ impl TokenValidator for LocalValidator {
                 scope: r.scope,
                 expires_at: Some(r.expires_at),
                 issued_at: Some(r.issued_at),
+                audience: r.audience.iter().map(|u| u.as_str().to_owned()).collect(),
             }))
     }
 }

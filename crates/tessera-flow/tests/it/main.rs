@@ -19,12 +19,13 @@ use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::form::FormParams;
 use tessera_core::grant::{Lifetimes, TokenResponse};
+use tessera_core::resource::Audience;
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::token::{AuthorizationCode, SessionId, TokenKey};
 use tessera_flow::authorize::AuthorizeStep;
 use tessera_flow::login::SignIn;
 use tessera_flow::revoke::Revocation;
-use tessera_flow::token::{CodeExchange, CodePresented, Rotation};
+use tessera_flow::token::{CodeExchange, CodePresented, Narrowing, Rotation};
 use tessera_flow::{FlowError, Flows, Settings};
 use tessera_store::{Store, testing};
 
@@ -238,6 +239,7 @@ async fn a_code_is_exchanged_once_and_a_replay_revokes_its_tokens(flows: Flows) 
         code: &code,
         redirect_uri: Some(REDIRECT),
         code_verifier: Some(VERIFIER),
+        resources: &Audience::default(),
     };
     let store = &*flows.store;
     let replay = tessera_flow::token::exchange_code(
@@ -299,8 +301,20 @@ async fn a_reused_refresh_token_revokes_its_family(flows: Flows) {
     let old = first.refresh_token.unwrap();
     let registered = flows.clients.client(&web.id).await.unwrap().unwrap();
     let store = &*flows.store;
+    let no_resource = Audience::default();
+    let keep_all = Narrowing {
+        scope: None,
+        resources: &no_resource,
+    };
     let rotate = |now| {
-        tessera_flow::token::refresh(store, Lifetimes::default(), &registered, &old, None, now)
+        tessera_flow::token::refresh(
+            store,
+            Lifetimes::default(),
+            &registered,
+            &old,
+            keep_all,
+            now,
+        )
     };
     let Rotation::Issued(second) = rotate(flows.now()).await.unwrap() else {
         panic!("the first rotation must issue");
