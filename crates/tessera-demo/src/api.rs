@@ -5,14 +5,19 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tessera_guard::{Guard, Token};
 
-/// `GET /api/data` needs scope `api`; `GET /api/restricted` needs scope `restricted`.
+/// `GET /api/data` needs scope `api`; `GET /api/restricted` needs scope `restricted`. A
+/// guard bound to a resource also serves its RFC 9728 metadata.
 pub fn router(guard: &Guard) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/data", get(data).route_layer(guard.require("api")))
         .route(
             "/api/restricted",
             get(restricted).route_layer(guard.require("restricted")),
-        )
+        );
+    match guard.resource() {
+        Some(resource) => routes.merge(resource.metadata_routes()),
+        None => routes,
+    }
 }
 
 async fn data(Token(token): Token) -> Json<Value> {

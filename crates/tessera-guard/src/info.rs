@@ -18,6 +18,9 @@ pub struct TokenInfo {
     pub scope: Scope,
     pub expires_at: Option<UnixTime>,
     pub issued_at: Option<UnixTime>,
+    /// The resources the token is for (`aud`, RFC 8707), as the authorization server wrote
+    /// them; a guard bound to a resource canonicalises them before comparing.
+    pub audience: Vec<String>,
 }
 
 fn scope_string<S: serde::Serializer>(scope: &Scope, s: S) -> Result<S::Ok, S::Error> {

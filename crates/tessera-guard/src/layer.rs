@@ -13,18 +13,29 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use serde_json::json;
+use tessera_core::resource::ResourceUri;
 use tower::{Layer, Service};
 
 use crate::bearer::{Bearer, bearer_token};
 use crate::info::{ScopeRequirement, TokenInfo};
+use crate::metadata::ProtectedResource;
 use crate::validator::TokenValidator;
 
-/// A validator and the realm named in challenges. Cheap to clone; make one per application
-/// and derive a [`RequireScope`] layer per route or router.
+/// A validator and the realm named in challenges, and optionally the resource the guard
+/// protects. Cheap to clone; make one per application and derive a [`RequireScope`] layer per
+/// route or router.
 #[derive(Clone)]
 pub struct Guard {
     validator: Arc<dyn TokenValidator>,
     realm: Arc<str>,
+    bound: Option<Arc<Bound>>,
+}
+
+/// What a guard bound to a resource adds to its checks and its challenges.
+struct Bound {
+    resource: ProtectedResource,
+    /// The `resource_metadata` challenge parameter's value, ready to quote.
+    metadata_url: Arc<str>,
 }
 
 impl Guard {
@@ -32,7 +43,25 @@ impl Guard {
         Self {
             validator: Arc::new(validator),
             realm: sanitize(&realm.into()).into(),
+            bound: None,
         }
+    }
+
+    /// Binds the guard to `resource`: a token whose audience does not name it is refused as
+    /// `invalid_token`, whichever validator said it was active, and every 401 points at its
+    /// metadata (RFC 9728 §5.1). Serve that with [`ProtectedResource::metadata_routes`].
+    pub fn for_resource(mut self, resource: ProtectedResource) -> Self {
+        let metadata_url = sanitize(resource.metadata_url()).into();
+        self.bound = Some(Arc::new(Bound {
+            resource,
+            metadata_url,
+        }));
+        self
+    }
+
+    /// The resource this guard is bound to, if any.
+    pub fn resource(&self) -> Option<&ProtectedResource> {
+        self.bound.as_deref().map(|b| &b.resource)
     }
 
     /// A layer letting through tokens that grant `scope`.
@@ -73,6 +102,12 @@ impl Guard {
             Bearer::Token(t) => t,
         };
         match self.validator.validate(token.expose()).await {
+            // A token for another resource is checked before scope: it is not a valid token
+            // here, whatever it grants elsewhere (RFC 8707 §2; RFC 9700 §2.3).
+            Ok(Some(info)) if !self.is_audience(&info) => {
+                tracing::debug!("the token's audience does not include this resource");
+                Err(self.reject(Refusal::InvalidToken))
+            }
             Ok(Some(info)) if requirement.is_met_by(&info.scope) => Ok(info),
             Ok(Some(_)) => Err(self.reject(Refusal::InsufficientScope(requirement.to_string()))),
             Ok(None) => Err(self.reject(Refusal::InvalidToken)),
@@ -83,10 +118,25 @@ impl Guard {
         }
     }
 
+    /// Whether the token may be presented here: always for an unbound guard; for a bound
+    /// one, if an audience value names the resource once both are in canonical form.
+    fn is_audience(&self, info: &TokenInfo) -> bool {
+        let Some(bound) = &self.bound else {
+            return true;
+        };
+        let ours = bound.resource.resource();
+        // Tessera sends canonical identifiers, so the plain comparison settles it without
+        // parsing on every request; another server's spelling is canonicalised first.
+        info.audience.iter().any(|aud| {
+            aud == ours.as_str() || ResourceUri::parse(aud).is_ok_and(|aud| &aud == ours)
+        })
+    }
+
     fn reject(&self, refusal: Refusal) -> Rejection {
         Rejection {
             refusal,
             realm: self.realm.clone(),
+            resource_metadata: self.bound.as_ref().map(|b| b.metadata_url.clone()),
         }
     }
 }
@@ -105,7 +155,8 @@ pub enum Refusal {
     MissingToken,
     /// 400 `invalid_request`.
     MalformedRequest,
-    /// 401 `invalid_token`: unknown, expired, revoked, or not an access token.
+    /// 401 `invalid_token`: unknown, expired, revoked, not an access token, or (for a guard
+    /// bound to a resource) meant for another resource.
     InvalidToken,
     /// 403 `insufficient_scope`, with the scope needed.
     InsufficientScope(String),
@@ -118,15 +169,24 @@ pub enum Refusal {
 pub struct Rejection {
     pub refusal: Refusal,
     realm: Arc<str>,
+    /// The metadata URL of the guard's resource, named in 401 challenges.
+    resource_metadata: Option<Arc<str>>,
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let realm = &self.realm;
+        // Each 401 of a bound guard tells the client where to learn which authorization
+        // server issues tokens for this resource (RFC 9728 §5.1). The URL went through
+        // `sanitize` when the guard was bound.
+        let metadata = match &self.resource_metadata {
+            Some(url) => format!(", resource_metadata=\"{url}\""),
+            None => String::new(),
+        };
         let (status, challenge, error, description) = match &self.refusal {
             Refusal::MissingToken => (
                 StatusCode::UNAUTHORIZED,
-                Some(format!("Bearer realm=\"{realm}\"")),
+                Some(format!("Bearer realm=\"{realm}\"{metadata}")),
                 None,
                 "a bearer token is required",
             ),
@@ -141,7 +201,7 @@ impl IntoResponse for Rejection {
             Refusal::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
                 Some(format!(
-                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\""
+                    "Bearer realm=\"{realm}\"{metadata}, error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\""
                 )),
                 Some("invalid_token"),
                 "the access token is invalid, expired or revoked",
@@ -249,5 +309,177 @@ impl<S: Send + Sync> FromRequestParts<S> for Token {
                 Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validator::ValidationError;
+    use async_trait::async_trait;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tessera_core::scope::Scope;
+    use tower::ServiceExt;
+
+    /// Answers from a fixed table keyed by the token; every active token grants scope `api`
+    /// and differs only in its audience.
+    struct Fixed;
+
+    #[async_trait]
+    impl TokenValidator for Fixed {
+        async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
+            let audience = match token {
+                "unknown" => return Ok(None),
+                "none" => Vec::new(),
+                "local" => vec!["http://127.0.0.1:5001".to_owned()],
+                "mcp" => vec!["https://a.example/mcp".to_owned()],
+                "other" => vec!["https://b.example/".to_owned()],
+                "junk-then-local" => {
+                    vec!["not a uri".to_owned(), "HTTP://127.0.0.1:5001/".to_owned()]
+                }
+                _ => return Err(ValidationError::Other(format!("no fixture {token}"))),
+            };
+            Ok(Some(TokenInfo {
+                subject: Some("alice".into()),
+                username: None,
+                client_id: Some("c".into()),
+                scope: Scope::parse("api").unwrap(),
+                expires_at: None,
+                issued_at: None,
+                audience,
+            }))
+        }
+    }
+
+    const LOCAL_METADATA: &str = "http://127.0.0.1:5001/.well-known/oauth-protected-resource";
+
+    fn bound(resource: &str) -> Guard {
+        let resource = ProtectedResource::new(resource, "http://127.0.0.1:8080").unwrap();
+        Guard::new(Fixed, "api").for_resource(resource)
+    }
+
+    /// The status and `WWW-Authenticate` of `GET /api` (scope `api`) with `token`, if any.
+    async fn check(guard: &Guard, token: Option<&str>) -> (StatusCode, Option<String>) {
+        let app: Router = Router::new().route(
+            "/api",
+            get(|| async { "ok" }).route_layer(guard.require("api")),
+        );
+        let mut request = Request::get("/api");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status(), challenge)
+    }
+
+    #[tokio::test]
+    async fn a_token_for_this_resource_passes_once_both_are_canonical() {
+        // The audience says `http://127.0.0.1:5001`, the resource `http://127.0.0.1:5001/`.
+        let guard = bound("http://127.0.0.1:5001/");
+        assert_eq!(check(&guard, Some("local")).await, (StatusCode::OK, None));
+        assert_eq!(
+            check(&guard, Some("junk-then-local")).await,
+            (StatusCode::OK, None)
+        );
+        let guard = bound("https://a.example/mcp");
+        assert_eq!(check(&guard, Some("mcp")).await, (StatusCode::OK, None));
+    }
+
+    #[tokio::test]
+    async fn a_token_for_another_resource_is_invalid_token_naming_the_metadata() {
+        let guard = bound("http://127.0.0.1:5001");
+        let expected = format!(
+            "Bearer realm=\"api\", resource_metadata=\"{LOCAL_METADATA}\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\""
+        );
+        for token in ["other", "none", "mcp", "unknown"] {
+            assert_eq!(
+                check(&guard, Some(token)).await,
+                (StatusCode::UNAUTHORIZED, Some(expected.clone())),
+                "{token}"
+            );
+        }
+        // A resource with a path is not the origin it lives on, nor the other way round.
+        let guard = bound("https://a.example/");
+        assert_eq!(check(&guard, Some("mcp")).await.0, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_challenge_names_the_metadata() {
+        let guard = bound("https://a.example/mcp");
+        assert_eq!(
+            check(&guard, None).await,
+            (
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "Bearer realm=\"api\", resource_metadata=\"https://a.example/.well-known/oauth-protected-resource/mcp\""
+                        .to_owned()
+                )
+            )
+        );
+        // Only 401s carry it: a malformed header is the client's bug, not a discovery cue.
+        let (status, challenge) = check(&guard, Some("a b")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(!challenge.unwrap().contains("resource_metadata"));
+    }
+
+    #[tokio::test]
+    async fn an_unbound_guard_ignores_the_audience() {
+        let guard = Guard::new(Fixed, "api");
+        assert!(guard.resource().is_none());
+        for token in ["none", "other", "local"] {
+            assert_eq!(
+                check(&guard, Some(token)).await,
+                (StatusCode::OK, None),
+                "{token}"
+            );
+        }
+        assert_eq!(
+            check(&guard, None).await,
+            (
+                StatusCode::UNAUTHORIZED,
+                Some("Bearer realm=\"api\"".to_owned())
+            )
+        );
+        assert_eq!(
+            check(&guard, Some("unknown")).await,
+            (
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\""
+                        .to_owned()
+                )
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn audience_is_checked_before_scope() {
+        let guard = bound("https://a.example/mcp");
+        let app: Router = Router::new().route(
+            "/admin",
+            get(|| async { "ok" }).route_layer(guard.require("admin")),
+        );
+        let call = |token: &'static str| {
+            app.clone().oneshot(
+                Request::get("/admin")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        assert_eq!(call("mcp").await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            call("other").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

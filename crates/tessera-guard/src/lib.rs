@@ -8,20 +8,32 @@
 //! the cost at one introspection per token per TTL; the TTL is the longest time a revoked token
 //! can still be accepted, so it is a setting (0 turns the cache off).
 //!
+//! A guard bound to a [`ProtectedResource`] also checks the token's audience (RFC 8707): a
+//! token issued for another resource server is refused here, so one leaked to (or phished by)
+//! another server cannot be replayed against this one. The same value serves the RFC 9728
+//! metadata that tells clients which authorization server to ask, and every 401 links to it.
+//!
 //! ```no_run
 //! use axum::{Json, Router, routing::get};
-//! use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection, Token};
+//! use tessera_guard::{Guard, ProtectedResource, RemoteConfig, RemoteIntrospection, Token};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let issuer = "http://127.0.0.1:8080";
 //! let validator = RemoteIntrospection::discover(
-//!     "http://127.0.0.1:8080",
+//!     issuer,
 //!     RemoteConfig::new("", "my-api-client-id", "my-api-client-secret"),
 //! )
 //! .await?;
-//! let guard = Guard::new(validator, "demo-api");
+//! // The identifier clients pass as `resource`, and that tokens must name in `aud`.
+//! let resource = ProtectedResource::new("http://127.0.0.1:5001", issuer)?
+//!     .scopes_supported(["api", "restricted"])
+//!     .resource_name("Demo API");
+//! let guard = Guard::new(validator, "demo-api").for_resource(resource.clone());
 //! let app = Router::new()
 //!     .route("/api/data", get(data).route_layer(guard.require("api")))
-//!     .route("/api/restricted", get(data).route_layer(guard.require("restricted")));
+//!     .route("/api/restricted", get(data).route_layer(guard.require("restricted")))
+//!     // GET /.well-known/oauth-protected-resource
+//!     .merge(resource.metadata_routes());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5001").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
@@ -33,11 +45,14 @@
 //!
 //! Answers follow RFC 6750 §3: no token, 401 with a bare `Bearer realm` challenge; a malformed
 //! `Authorization` header, 400 `invalid_request`; an inactive token (unknown, expired, revoked,
-//! or a refresh token), 401 `invalid_token`; missing scope, 403 `insufficient_scope` naming it.
-//! Tokens are read from the `Authorization` header only, never from the query string.
+//! or a refresh token) or, for a bound guard, one for another resource, 401 `invalid_token`;
+//! missing scope, 403 `insufficient_scope` naming it. A bound guard's 401 challenges also
+//! carry `resource_metadata` (RFC 9728 §5.1). Tokens are read from the `Authorization` header
+//! only, never from the query string.
 //!
 //! Layout:
 //! - [`Guard`], [`RequireScope`], [`Token`]: the layer and the extractor.
+//! - [`ProtectedResource`]: the resource a guard is bound to, and its metadata routes.
 //! - [`TokenValidator`]: how a token is checked; [`RemoteIntrospection`] is the HTTP one (the
 //!   Tessera server provides a local one reading its store directly).
 //! - [`bearer_token`]: the RFC 6750 §2.1 header parser.
@@ -45,11 +60,13 @@
 mod bearer;
 mod info;
 mod layer;
+mod metadata;
 mod remote;
 mod validator;
 
 pub use bearer::{Bearer, bearer_token};
 pub use info::{ScopeRequirement, TokenInfo};
 pub use layer::{Guard, Refusal, Rejection, RequireScope, RequireScopeService, Token};
+pub use metadata::{InvalidProtectedResource, ProtectedResource};
 pub use remote::{RemoteConfig, RemoteIntrospection, parse_introspection};
 pub use validator::{TokenValidator, ValidationError};

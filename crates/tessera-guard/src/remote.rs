@@ -262,6 +262,19 @@ struct Wire {
     token_type: Option<String>,
     /// Ory Hydra's and Tessera's extension: `access_token` or `refresh_token`.
     token_use: Option<String>,
+    /// A value of any other type makes the whole body malformed, so the request gets a 503:
+    /// the server does not speak RFC 7662, and reading it as "no audience" would turn its
+    /// fault into a 401 that sends the client to fetch a new token for nothing (or, on an
+    /// unbound guard, silently accept what it failed to say).
+    aud: Option<WireAudience>,
+}
+
+/// `aud` as RFC 7662 §2.2 defines it (after JWT, RFC 7519 §4.1.3): one string or an array.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireAudience {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn seconds(n: &Option<serde_json::Number>) -> Option<UnixTime> {
@@ -313,6 +326,11 @@ pub fn parse_introspection(
         scope,
         expires_at,
         issued_at: seconds(&wire.iat),
+        audience: match wire.aud {
+            None => Vec::new(),
+            Some(WireAudience::One(aud)) => vec![aud],
+            Some(WireAudience::Many(aud)) => aud,
+        },
     }))
 }
 
@@ -349,6 +367,43 @@ mod tests {
         );
         for malformed in [&b""[..], b"{}", b"[]", br#"{"active":"yes"}"#, b"<html>"] {
             assert!(parse_introspection(malformed, now).is_err());
+        }
+    }
+
+    #[test]
+    fn reads_aud_as_a_string_or_an_array_of_strings() {
+        let now = UnixTime::from_secs(1000);
+        let audience = |body: &str| {
+            parse_introspection(body.as_bytes(), now).map(|info| info.map(|i| i.audience))
+        };
+        assert_eq!(
+            audience(r#"{"active":true,"aud":"http://127.0.0.1:5001"}"#).unwrap(),
+            Some(vec!["http://127.0.0.1:5001".to_owned()])
+        );
+        assert_eq!(
+            audience(r#"{"active":true,"aud":["https://a.example/","https://b.example/"]}"#)
+                .unwrap(),
+            Some(vec![
+                "https://a.example/".to_owned(),
+                "https://b.example/".to_owned()
+            ])
+        );
+        for none in [
+            r#"{"active":true}"#,
+            r#"{"active":true,"aud":null}"#,
+            r#"{"active":true,"aud":[]}"#,
+        ] {
+            assert_eq!(audience(none).unwrap(), Some(Vec::new()), "{none}");
+        }
+        for wrong in [
+            r#"{"active":true,"aud":42}"#,
+            r#"{"active":true,"aud":{"uri":"https://a.example/"}}"#,
+            r#"{"active":true,"aud":["https://a.example/",7]}"#,
+        ] {
+            assert!(
+                matches!(audience(wrong), Err(ValidationError::Malformed(_))),
+                "{wrong}"
+            );
         }
     }
 }
