@@ -60,7 +60,7 @@ async fn rfc_6750_answers_in_remote_and_local_mode(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let rs = app.m2m_client("").await;
+    let (rs, _) = app.resource_server("api restricted read").await;
     let (user_token, refresh_token) = user_tokens(&app).await;
     let machine_token = app
         .access_token(&app.m2m_client("restricted").await, None)
@@ -195,7 +195,7 @@ async fn revocation_is_immediate_locally_and_bounded_remotely(backend: Backend) 
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let rs = app.m2m_client("").await;
+    let (rs, _) = app.resource_server("api restricted read").await;
     let owner = app.m2m_client("api").await;
     let token = app.access_token(&owner, None).await;
     let auth = format!("Bearer {token}");
@@ -236,7 +236,7 @@ async fn cache_hits_expiry_negative_entries_and_single_flight() {
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };
-    let rs = app.m2m_client("").await;
+    let (rs, _) = app.resource_server("api restricted read").await;
     let owner = app.m2m_client("api").await;
     let validator = remote(&app, &rs, Duration::from_millis(700));
     let api = serve_api(&Guard::new(validator.clone(), "demo")).await;
@@ -298,7 +298,7 @@ async fn an_introspection_outage_is_a_503_and_recovers_by_itself() {
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };
-    let rs = app.m2m_client("").await;
+    let (rs, _) = app.resource_server("api restricted read").await;
     let owner = app.m2m_client("api").await;
     let token = app.access_token(&owner, None).await;
     let auth = format!("Bearer {token}");
@@ -381,7 +381,7 @@ async fn discovery_finds_the_introspection_endpoint() {
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };
-    let rs = app.m2m_client("").await;
+    let (rs, _) = app.resource_server("api restricted read").await;
     let owner = app.m2m_client("api").await;
     let token = app.access_token(&owner, None).await;
     let mut config = RemoteConfig::new("", &rs.id, rs.secret());

@@ -158,6 +158,30 @@ impl TestApp {
         .await
     }
 
+    /// A resource server defining `scope`, registered as `tessera resource create` would,
+    /// under a fresh identifier; returns its credentials and that identifier.
+    pub async fn resource_server(&self, scope: &str) -> (TestClient, String) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let uri = format!("https://rs-{}-{n}.example/", self.addr.port());
+        (self.resource_server_at(&uri, scope).await, uri)
+    }
+
+    /// A resource server under identifier `uri`, defining `scope`.
+    pub async fn resource_server_at(&self, uri: &str, scope: &str) -> TestClient {
+        let mut registered =
+            tessera_core::resource::register_resource(uri, None, scope, self.clock.now()).unwrap();
+        registered.client.secret_hash = Some(hash_secret(&registered.secret).unwrap());
+        self.store
+            .create_resource(&registered.resource, &registered.client)
+            .await
+            .unwrap();
+        TestClient {
+            id: registered.client.id.into_string(),
+            secret: Some(registered.secret.expose().to_owned()),
+        }
+    }
+
     /// A confidential client_credentials client allowed `scope`.
     pub async fn m2m_client(&self, scope: &str) -> TestClient {
         self.client(ClientRegistration {

@@ -22,7 +22,7 @@ async fn active_token_reports_its_claims(backend: Backend) {
         return;
     };
     let owner = app.m2m_client("api read").await;
-    let resource_server = app.m2m_client("").await;
+    let (resource_server, rs_uri) = app.resource_server("api read").await;
     let token = app.access_token(&owner, Some("api")).await;
     let now = app.clock.now();
     let info = app.introspect(&resource_server, &token).await;
@@ -37,6 +37,7 @@ async fn active_token_reports_its_claims(backend: Backend) {
             "iat": now,
             "sub": owner.id,
             "iss": app.base,
+            "aud": [rs_uri],
             "token_use": "access_token",
         })
     );
@@ -124,13 +125,14 @@ async fn the_store_never_sees_the_clear_token(backend: Backend) {
 }
 
 /// A token issued before keys began with the issue time (`tsa_` + 43 characters, stored under
-/// its plain SHA-256) is still found, introspected and revoked.
+/// its plain SHA-256) is still found, introspected and revoked. It has no audience either,
+/// so only its own client learns about it.
 async fn tokens_from_before_the_time_prefix_still_work(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
     let owner = app.m2m_client("api").await;
-    let resource_server = app.m2m_client("").await;
+    let (resource_server, _) = app.resource_server("api read").await;
     let legacy = "tsa_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
     let now = app.clock.now();
     app.store
@@ -147,19 +149,22 @@ async fn tokens_from_before_the_time_prefix_still_work(backend: Backend) {
             revoked_at: None,
             rotated_at: None,
             family_id: None,
+            audience: Default::default(),
             username: None,
         }])
         .await
         .unwrap();
-    let info = app.introspect(&resource_server, legacy).await;
+    let info = app.introspect(&owner, legacy).await;
     assert_eq!(info["active"], true, "{info}");
     assert_eq!(info["client_id"], owner.id.as_str());
+    let info = app.introspect(&resource_server, legacy).await;
+    assert_eq!(info, json!({ "active": false }));
 
     let revoked = app
         .post_basic("/revoke", &owner, &[("token", legacy)])
         .await;
     assert_eq!(revoked.status, 200);
-    let info = app.introspect(&resource_server, legacy).await;
+    let info = app.introspect(&owner, legacy).await;
     assert_eq!(info, json!({ "active": false }));
 }
 
@@ -214,7 +219,7 @@ async fn a_deleted_caller_is_refused_within_the_client_cache_lifetime(backend: B
         return;
     };
     let owner = app.m2m_client("api").await;
-    let rs = app.m2m_client("").await;
+    let (rs, _) = app.resource_server("api restricted read").await;
     let token = app.access_token(&owner, Some("api")).await;
     for _ in 0..3 {
         assert_eq!(app.introspect(&rs, &token).await["active"], true);

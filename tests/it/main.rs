@@ -16,6 +16,8 @@ mod helpers;
 /// The layout's rules: no import loops, no route importing another, HTTP and SQL kept in
 /// their crates.
 mod architecture;
+/// Issue 25's audiences: resources, RFC 8707 `resource`, introspection for the audience only.
+mod audience;
 /// The login and consent pages in a real headless Chromium.
 mod browser;
 /// The CLI and two `tessera serve` processes sharing one database.

@@ -178,6 +178,7 @@ async fn three_nodes_on_one_postgres_database() {
             revoked_at: None,
             rotated_at: None,
             family_id: Some(format!("f{i}").into()),
+            audience: Default::default(),
             username: None,
         })
         .collect();

@@ -97,6 +97,7 @@ async fn code_flow_with_pkce_and_refresh_with_oauth2_crate(backend: Backend) {
         return;
     };
     app.user("alice", PASSWORD).await;
+    let (api, _) = app.resource_server("api").await;
     let http = oauth_http(app.http.clone());
     for public in [false, true] {
         let registered = app
@@ -132,9 +133,7 @@ async fn code_flow_with_pkce_and_refresh_with_oauth2_crate(backend: Backend) {
             .await
             .expect("code exchange");
         assert_eq!(token.scopes(), Some(&vec![Scope::new("api".into())]));
-        let info = app
-            .introspect(&app.m2m_client("").await, token.access_token().secret())
-            .await;
+        let info = app.introspect(&api, token.access_token().secret()).await;
         assert_eq!(info["username"], "alice");
 
         let refreshed = client
