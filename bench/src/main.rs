@@ -57,6 +57,9 @@ enum Command {
         database_url: String,
         #[arg(long)]
         client_id: String,
+        /// The tokens' audience: resource identifiers, space-separated, as the store keeps them.
+        #[arg(long, default_value = "")]
+        audience: String,
         /// Tokens generated in clear and written to --tokens-out.
         #[arg(long)]
         real: usize,
@@ -120,6 +123,7 @@ async fn main() -> Result<()> {
         Command::Fill {
             database_url,
             client_id,
+            audience,
             real,
             total,
             tokens_out,
@@ -135,6 +139,7 @@ async fn main() -> Result<()> {
             let filler = total.saturating_sub(real);
             let fill = Fill {
                 client_id: &client_id,
+                audience: &audience,
                 tokens: &tokens,
                 filler,
                 filler_since_ms: now.saturating_add(-ttl).as_secs() * 1000,
@@ -235,6 +240,7 @@ fn disk_probe(dir: &std::path::Path, seconds: f64) -> Result<()> {
 
 struct Fill<'a> {
     client_id: &'a str,
+    audience: &'a str,
     /// (clear token, store key)
     tokens: &'a [(String, Vec<u8>)],
     filler: usize,
@@ -252,7 +258,7 @@ const BATCH: usize = 20_000;
 /// Like the server's client_credentials tokens, none has a family.
 /// The same text in both dialects.
 const MERGE: &str = "INSERT INTO tokens (hash, kind, client_id, scope, issued_at, \
-    expires_at) SELECT h, 0, $1, 'api', $2, $3 FROM bench_fill ORDER BY h";
+    expires_at, audience) SELECT h, 0, $1, 'api', $2, $3, $4 FROM bench_fill ORDER BY h";
 
 impl Fill<'_> {
     async fn sqlite(&self, url: &str) -> Result<()> {
@@ -295,6 +301,7 @@ impl Fill<'_> {
             .bind(self.client_id)
             .bind(self.issued_at)
             .bind(self.expires_at)
+            .bind(self.audience)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -343,6 +350,7 @@ impl Fill<'_> {
             .bind(self.client_id)
             .bind(self.issued_at)
             .bind(self.expires_at)
+            .bind(self.audience)
             .execute(&mut conn)
             .await?;
         sqlx::query("DROP TABLE bench_fill")
