@@ -94,17 +94,9 @@ impl Flows {
                 user,
             });
         }
-        let audience = self.code_audience(&client, &request).await?;
-        let code_redirect = issue_code(
-            &*self.store,
-            &client,
-            &request,
-            &audience,
-            &user,
-            self.issuer(),
-            self.now(),
-        )
-        .await?;
+        let code_redirect = self
+            .issue_code(&client, &request, &user, self.now())
+            .await?;
         Ok(AuthorizeStep::Redirect(code_redirect))
     }
 
@@ -131,17 +123,7 @@ impl Flows {
         match Decision::parse(decision) {
             Some(Decision::Approve) => {
                 approve(&*self.store, &client, &request, &user, now).await?;
-                let audience = self.code_audience(&client, &request).await?;
-                let code_redirect = issue_code(
-                    &*self.store,
-                    &client,
-                    &request,
-                    &audience,
-                    &user,
-                    self.issuer(),
-                    now,
-                )
-                .await?;
+                let code_redirect = self.issue_code(&client, &request, &user, now).await?;
                 Ok(AuthorizeStep::Redirect(code_redirect))
             }
             Some(Decision::Deny) => {
@@ -189,6 +171,19 @@ impl Flows {
             }))),
             Err(e) => Err(e),
         }
+    }
+
+    /// A code for `request`, for the audience decided now, in the redirect to the client.
+    async fn issue_code(
+        &self,
+        client: &Client,
+        request: &AuthorizationRequest,
+        user: &User,
+        now: UnixTime,
+    ) -> Result<String, FlowError> {
+        let audience = self.code_audience(client, request).await?;
+        let store = &*self.store;
+        issue_code(store, client, request, &audience, user, self.issuer(), now).await
     }
 
     /// The audience of a code for `request` (RFC 8707 §2.1).

@@ -324,20 +324,8 @@ impl crate::Store for PgStore {
     }
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
-        let cols = rows::ClientColumns::of(client);
         let mut conn = self.general.lease().await?;
-        sqlx::query(rows::INSERT_CLIENT)
-            .bind(client.id.as_str())
-            .bind(&client.name)
-            .bind(&client.secret_hash)
-            .bind(client.auth_method.as_str())
-            .bind(&cols.grant_types)
-            .bind(&cols.scope)
-            .bind(&cols.redirect_uris)
-            .bind(client.skip_consent)
-            .bind(client.created_at.as_secs())
-            .execute(&mut *conn)
-            .await?;
+        insert_client(&mut *conn, client).await?;
         conn.keep();
         Ok(())
     }
@@ -383,21 +371,9 @@ impl crate::Store for PgStore {
         resource: &Resource,
         client: &Client,
     ) -> Result<(), StoreError> {
-        let cols = rows::ClientColumns::of(client);
         let mut conn = self.general.lease().await?;
         let mut tx = conn.begin().await?;
-        sqlx::query(rows::INSERT_CLIENT)
-            .bind(client.id.as_str())
-            .bind(&client.name)
-            .bind(&client.secret_hash)
-            .bind(client.auth_method.as_str())
-            .bind(&cols.grant_types)
-            .bind(&cols.scope)
-            .bind(&cols.redirect_uris)
-            .bind(client.skip_consent)
-            .bind(client.created_at.as_secs())
-            .execute(&mut *tx)
-            .await?;
+        insert_client(&mut *tx, client).await?;
         sqlx::query(rows::INSERT_RESOURCE)
             .bind(resource.uri.as_str())
             .bind(resource.client_id.as_str())
@@ -727,6 +703,26 @@ impl crate::Store for PgStore {
         conn.keep();
         Ok(most)
     }
+}
+
+async fn insert_client<'e>(
+    executor: impl PgExecutor<'e>,
+    client: &Client,
+) -> Result<(), StoreError> {
+    let cols = rows::ClientColumns::of(client);
+    sqlx::query(rows::INSERT_CLIENT)
+        .bind(client.id.as_str())
+        .bind(&client.name)
+        .bind(&client.secret_hash)
+        .bind(client.auth_method.as_str())
+        .bind(&cols.grant_types)
+        .bind(&cols.scope)
+        .bind(&cols.redirect_uris)
+        .bind(client.skip_consent)
+        .bind(client.created_at.as_secs())
+        .execute(executor)
+        .await?;
+    Ok(())
 }
 
 /// Stores `tokens` in one statement: all of them or none (then `MissingReference`: a client
