@@ -42,6 +42,8 @@ mod introspect;
 mod limits;
 /// Browser-facing rejections: redirect URIs, CSRF, passwords, throttling; `tessera user`.
 mod login;
+/// The demo API's MCP endpoint (`/mcp`, rmcp) behind the guard: `whoami`, challenges, revoking.
+mod mcp;
 /// Discovery (RFC 8414) and health endpoints.
 mod metadata;
 /// Three `tessera serve` nodes on one PostgreSQL database: agreement and fair races.
