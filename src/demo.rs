@@ -57,6 +57,7 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
             header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
             idle_timeout: Duration::from_secs(args.http.idle_timeout),
             max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
+            registration: crate::registration_policy(&args.registration),
             ..Config::default()
         },
         store.clone(),

@@ -12,6 +12,7 @@ use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
+use tessera_core::registration::{RegistrationPolicy, new_initial_access_token};
 use tessera_core::resource::{ResourceUri, register_resource};
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::user::{MIN_PASSWORD_CHARS, new_password_hash, register as register_user};
@@ -57,6 +58,23 @@ enum Command {
     /// Register, list and delete resource servers (RFC 8707 audiences).
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Create initial access tokens, for `serve --registration token` (RFC 7591).
+    #[command(subcommand)]
+    RegistrationToken(RegistrationTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistrationTokenCommand {
+    /// Create an initial access token: whoever holds it may register clients at /register
+    /// until it expires. Printed once; only its SHA-256 is stored.
+    Create {
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+        expires_in: i64,
+        /// Print exactly one JSON object {"token", "expires_at"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +164,11 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<tessera_server::proxy::Cidr>,
+    /// Who may register clients at /register (RFC 7591): `off` (nobody; the endpoint does
+    /// not exist), `open` (anyone, 10 a minute per address) or `token` (holders of an initial
+    /// access token from `tessera registration-token create`).
+    #[arg(long, env = "TESSERA_REGISTRATION", default_value = "off", value_parser = ["off", "open", "token"])]
+    registration: String,
     #[command(flatten)]
     http: HttpLimitArgs,
 }
@@ -185,6 +208,9 @@ struct DemoArgs {
     /// so a revocation shows at once; more saves calls but delays revocation by that much.
     #[arg(long, default_value_t = 0)]
     api_cache_ttl: u64,
+    /// Who may register clients at /register: open to anyone in the demo (see `serve`).
+    #[arg(long, env = "TESSERA_REGISTRATION", default_value = "open", value_parser = ["off", "open", "token"])]
+    registration: String,
     /// Access token lifetime in seconds (short values show the app's automatic refresh).
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
     access_token_ttl: i64,
@@ -258,6 +284,34 @@ async fn main() -> Result<()> {
         Command::Client(cmd) => client(store.as_ref(), cmd).await,
         Command::User(cmd) => user(store.as_ref(), cmd).await,
         Command::Resource(cmd) => resource(store.as_ref(), cmd).await,
+        Command::RegistrationToken(cmd) => registration_token(store.as_ref(), cmd).await,
+    }
+}
+
+/// The policy a `--registration` value names (clap has checked it is one of them).
+pub(crate) fn registration_policy(value: &str) -> RegistrationPolicy {
+    RegistrationPolicy::parse(value).unwrap_or_default()
+}
+
+async fn registration_token(store: &dyn Store, cmd: RegistrationTokenCommand) -> Result<()> {
+    match cmd {
+        RegistrationTokenCommand::Create { expires_in, json } => {
+            let (token, record) = new_initial_access_token(Clock::system().now(), expires_in)?;
+            store.create_initial_access_token(&record).await?;
+            let expires_at = record.expires_at.as_secs();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "token": token.expose(), "expires_at": expires_at })
+                );
+            } else {
+                println!("initial access token: {}", token.expose());
+                println!("expires at:           {expires_at} (Unix time)");
+                println!("(shown only this once; Tessera keeps only its hash)");
+                println!("register with: Authorization: Bearer <token> on POST /register");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -377,6 +431,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         idle_timeout: Duration::from_secs(args.http.idle_timeout),
         max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
         trusted_proxies: args.trusted_proxies,
+        registration: registration_policy(&args.registration),
     };
     let server = Server::build(config, store)
         .await

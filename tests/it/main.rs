@@ -54,6 +54,8 @@ mod oauth2_client;
 mod outage;
 /// A person with a browser, simulated over HTTP (helpers for the flows).
 mod person;
+/// Clients registering themselves (RFC 7591) and managing that (RFC 7592), per policy.
+mod registration;
 /// Every rejection of the token, introspection and revocation endpoints, table-driven.
 mod rejections;
 /// Revocation (RFC 7009): ownership, unknown tokens, families.

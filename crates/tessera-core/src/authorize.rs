@@ -226,7 +226,9 @@ pub fn needs_consent(
     requested: &Scope,
     previously_granted: Option<&Scope>,
 ) -> bool {
-    !client.skip_consent && !previously_granted.is_some_and(|g| requested.is_subset(g))
+    // A self-registered client is nobody's first party, whatever its record says.
+    let first_party = client.skip_consent && !client.self_registered;
+    !first_party && !previously_granted.is_some_and(|g| requested.is_subset(g))
 }
 
 #[cfg(test)]

@@ -147,6 +147,9 @@ pub struct Client {
     pub created_at: UnixTime,
     /// The resource server this client is the credentials of, if it is one.
     pub resource: Option<ResourceUri>,
+    /// Registered by itself at `/register` (RFC 7591), not by an operator: its name is only
+    /// what it claims, so people see it marked unverified, and it is never spared consent.
+    pub self_registered: bool,
 }
 
 impl Client {
@@ -268,6 +271,7 @@ pub fn register(
             skip_consent: reg.skip_consent,
             created_at: now,
             resource: None,
+            self_registered: false,
         },
         secret,
     })

@@ -1,8 +1,8 @@
 //! [`OAuthError`]: every error code a Tessera endpoint can answer with.
 //!
-//! One variant per code of RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1 and RFC 7009 §2.2.1,
-//! each with a human-readable description. The mapping to HTTP (status, headers, body) lives in
-//! the server crate, in one place.
+//! One variant per code of RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 7009 §2.2.1 and
+//! RFC 7591 §3.2.2, each with a human-readable description. The mapping to HTTP (status,
+//! headers, body) lives in the server crate, in one place.
 
 /// An OAuth error with its `error_description`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +26,10 @@ pub enum OAuthError {
     UnsupportedTokenType(String),
     InvalidToken(String),
     InsufficientScope(String),
+    /// RFC 7591 §3.2.2: a redirect URI that may not be registered.
+    InvalidRedirectUri(String),
+    /// RFC 7591 §3.2.2: any other client metadata that is invalid or not allowed.
+    InvalidClientMetadata(String),
     /// Something failed inside the server; the description is generic on purpose.
     ServerError,
     /// A dependency (the database) is unreachable; the client may retry.
@@ -59,6 +63,8 @@ impl OAuthError {
             Self::UnsupportedTokenType(_) => "unsupported_token_type",
             Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
+            Self::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            Self::InvalidClientMetadata(_) => "invalid_client_metadata",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -77,7 +83,9 @@ impl OAuthError {
             | Self::UnsupportedResponseType(d)
             | Self::UnsupportedTokenType(d)
             | Self::InvalidToken(d)
-            | Self::InsufficientScope(d) => d,
+            | Self::InsufficientScope(d)
+            | Self::InvalidRedirectUri(d)
+            | Self::InvalidClientMetadata(d) => d,
             Self::InvalidClient { description, .. } => description,
             Self::ServerError => "the server met an internal error",
             Self::TemporarilyUnavailable => "the server is temporarily unavailable; retry later",

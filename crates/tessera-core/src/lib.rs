@@ -10,6 +10,7 @@
 //! - [`form`]: strict `application/x-www-form-urlencoded` parsing (duplicates refused).
 //! - [`client_auth`]: client credentials from HTTP Basic (RFC 6749 §2.3.1) or the form body.
 //! - [`client`]: registered clients, grant types, redirect URIs.
+//! - [`registration`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
 //! - [`ids`]: `ClientId`, `UserId`, `FamilyId`.
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
 //! - [`token`]: opaque token generation, the key kept at rest, and the token texts that redact.
@@ -36,6 +37,7 @@ pub mod introspection;
 pub mod metadata;
 pub mod pkce;
 pub mod random;
+pub mod registration;
 pub mod resource;
 pub mod revocation;
 pub mod scope;

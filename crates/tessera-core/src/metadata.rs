@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::client::GrantType;
+use crate::registration::REGISTRATION_PATH;
 
 /// The discovery document served at `/.well-known/oauth-authorization-server`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -21,11 +22,18 @@ pub struct ServerMetadata {
     pub code_challenge_methods_supported: Vec<&'static str>,
     /// RFC 9207: authorization responses carry `iss`, against mix-up attacks.
     pub authorization_response_iss_parameter_supported: bool,
+    /// RFC 7591: present only when clients may register themselves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
 }
 
 /// Builds the metadata for an issuer. The issuer has no trailing slash, so endpoint URLs are
 /// the issuer plus a path, as RFC 8414 §3 expects.
-pub fn server_metadata(issuer: &str, scopes_supported: Vec<String>) -> ServerMetadata {
+pub fn server_metadata(
+    issuer: &str,
+    scopes_supported: Vec<String>,
+    registration: bool,
+) -> ServerMetadata {
     let issuer = issuer.trim_end_matches('/');
     let secret_methods = vec!["client_secret_basic", "client_secret_post"];
     // Public clients authenticate with `none` at the token and revocation endpoints.
@@ -44,5 +52,6 @@ pub fn server_metadata(issuer: &str, scopes_supported: Vec<String>) -> ServerMet
         scopes_supported,
         code_challenge_methods_supported: vec!["S256"],
         authorization_response_iss_parameter_supported: true,
+        registration_endpoint: registration.then(|| format!("{issuer}{REGISTRATION_PATH}")),
     }
 }

@@ -86,6 +86,7 @@ pub fn register_resource(
         skip_consent: false,
         created_at: now,
         resource: Some(uri.clone()),
+        self_registered: false,
     };
     Ok(RegisteredResource {
         resource: Resource {

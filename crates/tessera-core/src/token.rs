@@ -190,6 +190,10 @@ secret_text! {
     AuthorizationCode;
     /// A browser session's id, the value of its cookie.
     SessionId;
+    /// An RFC 7592 registration access token: manages one self-registered client.
+    RegistrationAccessToken;
+    /// An RFC 7591 initial access token: lets its holder register clients.
+    InitialAccessToken;
 }
 
 /// What the store knows about one token, under its hash.

@@ -111,6 +111,18 @@ impl ClientAuthenticator {
         Ok(found)
     }
 
+    /// Forgets what this node remembers of a client changed or deleted through it (RFC 7592),
+    /// so that its next request here meets the new registration; other nodes see the
+    /// change within the cache's lifetime, as for any change.
+    pub async fn forget(&self, client_id: &str) {
+        if let Some(cache) = &self.clients {
+            cache.invalidate(client_id).await;
+        }
+        if let Some(recent) = &self.recent {
+            recent.forget(client_id);
+        }
+    }
+
     /// Authenticates the client a request from `address` claims to be, or answers
     /// `invalid_client` (or, under a flood of wrong secrets, [`FlowError::Throttled`] and
     /// [`FlowError::Busy`], both without hashing).
@@ -312,6 +324,14 @@ impl RecentCredentials {
 
     fn digest(&self, header: &[u8]) -> [u8; 32] {
         self.keyed.clone().chain_update(header).finalize().into()
+    }
+
+    /// Drops every header that proved to be `client_id`.
+    fn forget(&self, client_id: &str) {
+        self.passed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, p| p.client.id.as_str() != client_id);
     }
 
     /// The client `header` proved to be, if it passed recently enough.

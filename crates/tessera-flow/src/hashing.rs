@@ -1,4 +1,4 @@
-//! Argon2 verifications run on a few threads of their own, one per core, from two bounded
+//! Argon2 verifications (and the hashing of a self-registered client's new secret) run on a few threads of their own, one per core, from two bounded
 //! queues: one for sign-ins, one for client authentication.
 //!
 //! Argon2id (m = 19 MiB) is CPU-bound for tens of milliseconds, so it cannot run on the async
@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, LazyLock, Mutex, PoisonError};
 
-use tessera_core::secret::{Secret, verify_secret};
+use tessera_core::secret::{HashError, Secret, hash_secret, verify_secret};
 use tokio::sync::oneshot;
 
 /// Verifications waiting in one queue at most; past it, [`verify`] answers [`Busy`] at once.
@@ -120,13 +120,27 @@ pub async fn verify(
     stored: Option<String>,
     secret: Secret,
 ) -> Result<bool, Busy> {
+    run(purpose, move || verify_secret(&secret, stored.as_deref())).await
+}
+
+/// Hashes a new client secret (a self-registered client's) on a hashing thread, from the
+/// clients' queue, or answers [`Busy`] at once when it is full.
+pub async fn hash(secret: Secret) -> Result<Result<String, HashError>, Busy> {
+    run(Purpose::ClientAuthentication, move || hash_secret(&secret)).await
+}
+
+/// Runs `work` on a hashing thread from `purpose`'s queue, in the caller's span.
+async fn run<T: Send + 'static>(
+    purpose: Purpose,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Busy> {
     let (reply, answer) = oneshot::channel();
     let span = tracing::Span::current();
     let job: Job = Box::new(move || {
         // A caller that has gone away (a closed connection) needs no answer.
         if !reply.is_closed() {
-            let verified = span.in_scope(|| verify_secret(&secret, stored.as_deref()));
-            let _ = reply.send(verified);
+            let done = span.in_scope(work);
+            let _ = reply.send(done);
         }
     });
     {

@@ -16,6 +16,7 @@
 //! - [`introspect`]: RFC 7662 introspection.
 //! - [`authorize`]: the authorization request, consent and code issuance.
 //! - [`login`]: signing a person in and out, with [`throttle`] against guessing.
+//! - [`register`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
 //! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
 //! - [`error`]: why a flow failed, as [`FlowError`].
 
@@ -26,6 +27,7 @@ pub mod hashing;
 pub mod introspect;
 pub mod logged;
 pub mod login;
+pub mod register;
 pub mod resources;
 pub mod revoke;
 pub mod throttle;
@@ -37,6 +39,7 @@ use std::time::Duration;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::grant::Lifetimes;
+use tessera_core::registration::RegistrationPolicy;
 use tessera_store::Store;
 
 pub use client_auth::{Allowed, ClientAuthenticator};
@@ -54,6 +57,8 @@ pub struct Settings {
     pub session_ttl: i64,
     /// How long a client's registration may be reused without reading the store again.
     pub client_cache_ttl: Duration,
+    /// Who may register a client at `/register` (RFC 7591).
+    pub registration: RegistrationPolicy,
 }
 
 /// The flows of one node over one store. Cheap to clone: one shared allocation.

@@ -65,6 +65,16 @@ impl Resources {
         )?)
     }
 
+    /// Every scope a registered resource server defines: what a self-registered client may
+    /// ask for (a scope no resource defines would grant access to nothing).
+    pub async fn offered_scope(&self) -> Result<Scope, FlowError> {
+        let snapshot = self.current().await?;
+        Ok(snapshot
+            .resources
+            .iter()
+            .fold(Scope::default(), |all, r| all.union(&r.scope)))
+    }
+
     async fn current(&self) -> Result<Snapshot, FlowError> {
         let cached = self.lock().clone();
         match cached {

@@ -18,6 +18,9 @@
 //! ([`CLIENT_ADDRESS_LIMIT`]); past either, it is refused without hashing. A client that
 //! authenticated once is remembered and never meets these windows again.
 //!
+//! Open client registration (RFC 7591) is bounded per address ([`REGISTRATION_LIMIT`]
+//! attempts, whatever their outcome), so one caller cannot fill the store with clients.
+//!
 //! Counts live in this node's memory, bounded by [`MOST_KEYS`]; with several nodes each has
 //! its own.
 
@@ -35,6 +38,8 @@ pub const USER_LIMIT: usize = 100;
 pub const ADDRESS_LIMIT: usize = 100;
 pub const CLIENT_LIMIT: usize = 30;
 pub const CLIENT_ADDRESS_LIMIT: usize = 30;
+/// Client registrations (RFC 7591, open policy) per address and [`WINDOW`].
+pub const REGISTRATION_LIMIT: usize = 10;
 /// Keys remembered at most; past it, windows with nothing left in them are dropped first.
 const MOST_KEYS: usize = 100_000;
 
@@ -62,6 +67,8 @@ enum Key {
     Address(IpAddr),
     Client(String),
     ClientAddress(IpAddr),
+    /// Callers without a known address share one window.
+    Registration(Option<IpAddr>),
 }
 
 #[derive(Default)]
@@ -107,6 +114,12 @@ impl Throttle {
             keys.push((Key::ClientAddress(ip), CLIENT_ADDRESS_LIMIT));
         }
         self.begin_with(keys, now)
+    }
+
+    /// Begins a client registration from `address`, or refuses it: every attempt counts,
+    /// whatever its outcome (see [`Attempt::counted`]).
+    pub fn begin_registration(&self, address: Option<IpAddr>, now: UnixTime) -> Verdict {
+        self.begin_with(vec![(Key::Registration(address), REGISTRATION_LIMIT)], now)
     }
 
     /// In one step under one lock: checks every window and counts the attempt in each.
@@ -192,6 +205,11 @@ impl Attempt {
     pub fn succeeded(mut self) {
         self.settled = true;
         self.throttle.settle(&self.keys, None, true);
+    }
+
+    /// The attempt counts in every window, whatever came of it (a registration).
+    pub fn counted(self, now: UnixTime) {
+        self.failed(now);
     }
 
     /// The password did not match (or the user does not exist): a failure in every window.
@@ -317,6 +335,26 @@ mod tests {
         ));
         // Sign-ins from that address are another matter.
         proceed(t.begin("alice", AWAY, at(2000))).0.succeeded();
+    }
+
+    #[test]
+    fn registrations_are_bounded_per_address_whatever_their_outcome() {
+        let t = Throttle::default();
+        for _ in 0..REGISTRATION_LIMIT {
+            proceed(t.begin_registration(HOME, at(1000)))
+                .0
+                .counted(at(1000));
+        }
+        assert!(matches!(
+            t.begin_registration(HOME, at(1030)),
+            Verdict::Refuse(30)
+        ));
+        proceed(t.begin_registration(AWAY, at(1030)))
+            .0
+            .counted(at(1030));
+        proceed(t.begin_registration(HOME, at(1060)))
+            .0
+            .counted(at(1060));
     }
 
     #[test]

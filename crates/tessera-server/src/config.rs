@@ -6,6 +6,7 @@ use std::time::Duration;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
+use tessera_core::registration::RegistrationPolicy;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +36,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the caller (see [`crate::proxy`]); empty: the
     /// socket's peer is the caller.
     pub trusted_proxies: Vec<crate::proxy::Cidr>,
+    /// Who may register a client at `/register` (RFC 7591): nobody by default.
+    pub registration: RegistrationPolicy,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
+            registration: RegistrationPolicy::Off,
         }
     }
 }

@@ -167,6 +167,12 @@ fn json_error(status: StatusCode, e: &OAuthError) -> Response {
             HeaderValue::from_static("Basic realm=\"tessera\", charset=\"UTF-8\""),
         );
     }
+    if matches!(e, OAuthError::InvalidToken(_)) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_token\""),
+        );
+    }
     if matches!(e, OAuthError::TemporarilyUnavailable) {
         response
             .headers_mut()

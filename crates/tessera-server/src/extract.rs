@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use tessera_core::OAuthError;
 use tessera_core::form::FormParams;
+use tessera_core::registration::{BODY_LIMIT, ClientMetadata};
 
 use crate::error::WebError;
 use crate::state::AppState;
@@ -54,6 +55,38 @@ pub async fn form_body(req: Request) -> Result<Bytes, WebError> {
     axum::body::to_bytes(req.into_body(), FORM_BODY_LIMIT)
         .await
         .map_err(|_| WebError::PayloadTooLarge)
+}
+
+/// Client metadata (RFC 7591 §2) from a JSON body of at most
+/// [`tessera_core::registration::BODY_LIMIT`] bytes. Unknown fields are ignored; a body that
+/// is not a JSON object of the known fields' types is `invalid_client_metadata`.
+pub struct ClientMetadataJson(pub ClientMetadata);
+
+impl<S: Send + Sync> FromRequest<S> for ClientMetadataJson {
+    type Rejection = WebError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, WebError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return Err(OAuthError::invalid_request("the body must be application/json").into());
+        }
+        let body = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map_err(|_| WebError::PayloadTooLarge)?;
+        serde_json::from_slice(&body)
+            .map(ClientMetadataJson)
+            .map_err(|e| {
+                OAuthError::InvalidClientMetadata(format!(
+                    "the body is not valid client metadata: {e}"
+                ))
+                .into()
+            })
+    }
 }
 
 /// The caller's IP address: the socket's peer, or what a trusted proxy says it saw

@@ -23,6 +23,8 @@ pub struct LoginPage<'a> {
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
     pub client_name: &'a str,
+    /// The client registered itself: its name is only what it claims.
+    pub unverified: bool,
     pub username: &'a str,
     pub scopes: Vec<&'a str>,
     pub csrf_token: &'a str,

@@ -41,6 +41,7 @@ impl AppState {
                 clock: config.clock.clone(),
                 session_ttl: config.session_ttl,
                 client_cache_ttl: config.client_cache_ttl,
+                registration: config.registration,
             },
         );
         Self(Arc::new(Shared {

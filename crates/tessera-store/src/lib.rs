@@ -30,6 +30,7 @@ use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::ids::UserId;
+use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
@@ -54,6 +55,27 @@ pub trait Store: Send + Sync + 'static {
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
     /// Deletes a client and, with it, every token, code and consent of it.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a self-registered client (RFC 7591) with the key of its registration access
+    /// token; [`StoreError::Conflict`] if the id exists.
+    async fn create_registration(&self, registration: &Registration) -> Result<(), StoreError>;
+    /// The self-registered client under `client_id`, with its token key; `None` for a client
+    /// an operator registered, as for one that does not exist.
+    async fn find_registration(&self, client_id: &str) -> Result<Option<Registration>, StoreError>;
+    /// Replaces a self-registered client's metadata (name, auth method, grant types, scope,
+    /// redirect URIs; never its id, secret or token). Returns whether such a client existed.
+    async fn update_registration(&self, client: &Client) -> Result<bool, StoreError>;
+    /// Stores an initial access token (RFC 7591 §3) under its key.
+    async fn create_initial_access_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+    ) -> Result<(), StoreError>;
+    /// Whether an initial access token is stored under `hash` and unexpired at `now`.
+    async fn initial_access_token_is_live(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
 
     /// Registers a resource server together with the client it authenticates as, both or
     /// neither; [`StoreError::Conflict`] if the identifier is taken.
@@ -136,8 +158,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Deletes up to `batch` rows of each kind of dead thing: tokens expired at `now`, revoked
-    /// tokens, expired codes, expired sessions. Returns the largest count of one kind, so a
-    /// caller repeats while it equals `batch`. Small batches keep transactions short.
+    /// tokens, expired codes, expired sessions, expired initial access tokens. Returns the
+    /// largest count of one kind, so a caller repeats while it equals `batch`. Small batches
+    /// keep transactions short.
     async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError>;
 }
 

@@ -32,6 +32,7 @@ pub fn sqlite() -> Migrator {
         3 "tokens in insertion order" "0003_tokens_in_insertion_order.sql",
         4 "tokens clustered on time ordered keys" "0004_tokens_clustered_on_time_ordered_keys.sql",
         5 "resources and audiences" "0005_resources_and_audiences.sql",
+        6 "self registration" "0006_self_registration.sql",
     )
 }
 
@@ -43,6 +44,7 @@ pub fn postgres() -> Migrator {
         4 "families only for grants of people" "0004_families_only_for_grants_of_people.sql",
         5 "subject index only for people" "0005_subject_index_only_for_people.sql",
         6 "resources and audiences" "0006_resources_and_audiences.sql",
+        7 "self registration" "0007_self_registration.sql",
     )
 }
 

@@ -6,6 +6,7 @@
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::registration::Registration;
 use tessera_core::resource::{Audience, Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
@@ -14,15 +15,31 @@ use tessera_core::user::{User, Username};
 use crate::StoreError;
 
 pub const INSERT_CLIENT: &str = "INSERT INTO clients \
-    (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, \
+    created_at, self_registered, registration_token) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub const SELECT_CLIENT: &str = "SELECT c.client_id, c.name, c.secret_hash, c.auth_method, \
-    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource \
+    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource, \
+    c.self_registered \
     FROM clients c LEFT JOIN resources r ON r.client_id = c.client_id WHERE c.client_id = $1";
 pub const LIST_CLIENTS: &str = "SELECT c.client_id, c.name, c.secret_hash, c.auth_method, \
-    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource \
+    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource, \
+    c.self_registered \
     FROM clients c LEFT JOIN resources r ON r.client_id = c.client_id \
     ORDER BY c.created_at, c.client_id";
+/// A self-registered client with the key of its registration access token.
+pub const SELECT_REGISTRATION: &str = "SELECT c.client_id, c.name, c.secret_hash, \
+    c.auth_method, c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, \
+    r.uri AS resource, c.self_registered, c.registration_token \
+    FROM clients c LEFT JOIN resources r ON r.client_id = c.client_id \
+    WHERE c.client_id = $1 AND c.registration_token IS NOT NULL";
+pub const UPDATE_REGISTRATION: &str = "UPDATE clients SET name = $2, auth_method = $3, \
+    grant_types = $4, scope = $5, redirect_uris = $6 \
+    WHERE client_id = $1 AND registration_token IS NOT NULL";
+pub const INSERT_INITIAL_ACCESS_TOKEN: &str =
+    "INSERT INTO initial_access_tokens (hash, created_at, expires_at) VALUES ($1, $2, $3)";
+pub const INITIAL_ACCESS_TOKEN_LIVE: &str =
+    "SELECT COUNT(*) FROM initial_access_tokens WHERE hash = $1 AND expires_at > $2";
 pub const INSERT_RESOURCE: &str =
     "INSERT INTO resources (uri, client_id, name, scope, created_at) VALUES ($1, $2, $3, $4, $5)";
 pub const LIST_RESOURCES: &str =
@@ -72,6 +89,17 @@ pub const REVOKE_TOKEN: &str =
 pub const REVOKE_FAMILY: &str =
     "UPDATE tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
 
+/// A registration read back: the client and its token key.
+pub fn registration(client: ClientRow, token: &[u8]) -> Result<Registration, StoreError> {
+    let client = Client::try_from(client)?;
+    let access_token = TokenKey::from_slice(token)
+        .ok_or_else(|| StoreError::Corrupt(format!("client {}: registration token", client.id)))?;
+    Ok(Registration {
+        client,
+        access_token,
+    })
+}
+
 /// Whether a lookup key can exist at all. PostgreSQL text cannot hold NUL, and refuses a
 /// query containing one with an error; such a key names nothing, on either backend.
 pub fn storable(key: &str) -> bool {
@@ -96,6 +124,7 @@ pub struct ClientRow {
     pub skip_consent: bool,
     pub created_at: i64,
     pub resource: Option<String>,
+    pub self_registered: bool,
 }
 
 /// The columns of a client, in `INSERT_CLIENT` order.
@@ -146,6 +175,7 @@ impl TryFrom<ClientRow> for Client {
             skip_consent: row.skip_consent,
             created_at: UnixTime::from_secs(row.created_at),
             resource: row.resource.as_deref().map(ResourceUri::stored),
+            self_registered: row.self_registered,
         })
     }
 }
@@ -303,7 +333,7 @@ mod from_postgres {
     from_columns! {
         ClientRow {
             client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris,
-            skip_consent, created_at, resource,
+            skip_consent, created_at, resource, self_registered,
         }
         TokenRow {
             hash, kind, client_id, subject, scope, issued_at, expires_at, revoked_at,

@@ -54,6 +54,7 @@ async fn flows(postgres: bool) -> Option<Flows> {
             clock: Clock::manual(START),
             session_ttl: 3600,
             client_cache_ttl: Duration::from_secs(2),
+            registration: Default::default(),
         },
     ))
 }

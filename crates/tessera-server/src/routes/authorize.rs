@@ -137,6 +137,7 @@ fn consent_page(
         StatusCode::OK,
         &ConsentPage {
             client_name: &client.name,
+            unverified: client.self_registered,
             username: user.username.as_str(),
             scopes: request.scope.iter().collect(),
             csrf_token: &csrf,

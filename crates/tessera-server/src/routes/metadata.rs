@@ -20,5 +20,6 @@ pub async fn metadata(State(state): State<AppState>) -> Result<impl IntoResponse
         .iter()
         .fold(Scope::default(), |all, c| all.union(&c.scope));
     let scopes = scopes.iter().map(str::to_owned).collect();
-    Ok(Json(server_metadata(state.issuer(), scopes)))
+    let registration = state.config.registration.is_on();
+    Ok(Json(server_metadata(state.issuer(), scopes, registration)))
 }

@@ -5,6 +5,7 @@ mod health;
 mod introspect;
 mod login;
 mod metadata;
+mod register;
 mod revoke;
 mod token;
 
@@ -22,6 +23,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
+
+use tessera_core::registration::REGISTRATION_PATH;
 
 use crate::error::WebError;
 use crate::state::AppState;
@@ -69,6 +72,20 @@ pub fn app(
 /// Every Tessera route, without the layers of [`app`]: private, so that nothing serves the
 /// routes without their timeout, request id and panic handling.
 fn router(state: AppState) -> Router {
+    // With registration off the endpoint does not exist: a 404 like any unknown path, and the
+    // metadata does not name it, so there is nothing to probe or to misconfigure a client with.
+    let registration = if state.config.registration.is_on() {
+        Router::new()
+            .route(REGISTRATION_PATH, post(register::register))
+            .route(
+                &format!("{REGISTRATION_PATH}/{{client_id}}"),
+                get(register::read)
+                    .put(register::update)
+                    .delete(register::delete),
+            )
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/", get(login::home))
         .route(
@@ -79,6 +96,7 @@ fn router(state: AppState) -> Router {
         .route("/logout", get(login::logout_get).post(login::logout_post))
         .route("/static/tessera.css", get(crate::pages::stylesheet))
         .merge(cross_origin_api())
+        .merge(registration)
         .route("/introspect", post(introspect::introspect))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres};
+use sqlx::{Connection, FromRow, PgConnection, PgExecutor, PgPool, Postgres, Row};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
@@ -90,6 +91,9 @@ mod dialect {
         FROM authorization_codes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
     pub const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
         FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const PURGE_INITIAL_ACCESS_TOKENS: &str = "DELETE FROM initial_access_tokens \
+        WHERE hash IN (SELECT hash FROM initial_access_tokens WHERE expires_at <= $1 \
+        LIMIT $2 FOR UPDATE SKIP LOCKED)";
 }
 
 /// The hot paths (introspection, issuance, revocation) go through [`Batcher`]s; everything
@@ -325,9 +329,84 @@ impl crate::Store for PgStore {
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let mut conn = self.general.lease().await?;
-        insert_client(&mut *conn, client).await?;
+        insert_client(&mut *conn, client, None).await?;
         conn.keep();
         Ok(())
+    }
+
+    async fn create_registration(&self, registration: &Registration) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
+        insert_client(
+            &mut *conn,
+            &registration.client,
+            Some(&registration.access_token),
+        )
+        .await?;
+        conn.keep();
+        Ok(())
+    }
+
+    async fn find_registration(&self, client_id: &str) -> Result<Option<Registration>, StoreError> {
+        if !rows::storable(client_id) {
+            return Ok(None);
+        }
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query(rows::SELECT_REGISTRATION)
+            .bind(client_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let token: Vec<u8> = row.try_get("registration_token")?;
+        rows::registration(rows::ClientRow::from_row(&row)?, &token).map(Some)
+    }
+
+    async fn update_registration(&self, client: &Client) -> Result<bool, StoreError> {
+        let cols = rows::ClientColumns::of(client);
+        let mut conn = self.general.lease().await?;
+        let done = sqlx::query(rows::UPDATE_REGISTRATION)
+            .bind(client.id.as_str())
+            .bind(&client.name)
+            .bind(client.auth_method.as_str())
+            .bind(&cols.grant_types)
+            .bind(&cols.scope)
+            .bind(&cols.redirect_uris)
+            .execute(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_initial_access_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
+        sqlx::query(rows::INSERT_INITIAL_ACCESS_TOKEN)
+            .bind(token.hash.as_bytes().as_slice())
+            .bind(token.created_at.as_secs())
+            .bind(token.expires_at.as_secs())
+            .execute(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(())
+    }
+
+    async fn initial_access_token_is_live(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let count: i64 = sqlx::query_scalar(rows::INITIAL_ACCESS_TOKEN_LIVE)
+            .bind(hash.as_bytes().as_slice())
+            .bind(now.as_secs())
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(count > 0)
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
@@ -373,7 +452,7 @@ impl crate::Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.general.lease().await?;
         let mut tx = conn.begin().await?;
-        insert_client(&mut *tx, client).await?;
+        insert_client(&mut *tx, client, None).await?;
         sqlx::query(rows::INSERT_RESOURCE)
             .bind(resource.uri.as_str())
             .bind(resource.client_id.as_str())
@@ -690,6 +769,7 @@ impl crate::Store for PgStore {
             (dialect::PURGE_REVOKED_TOKENS, false),
             (dialect::PURGE_CODES, true),
             (dialect::PURGE_SESSIONS, true),
+            (dialect::PURGE_INITIAL_ACCESS_TOKENS, true),
         ] {
             let query = sqlx::query(sql);
             let query = if by_time {
@@ -705,9 +785,11 @@ impl crate::Store for PgStore {
     }
 }
 
+/// Inserts a client; `registration_token` is the key of a self-registered client's token.
 async fn insert_client<'e>(
     executor: impl PgExecutor<'e>,
     client: &Client,
+    registration_token: Option<&TokenKey>,
 ) -> Result<(), StoreError> {
     let cols = rows::ClientColumns::of(client);
     sqlx::query(rows::INSERT_CLIENT)
@@ -720,6 +802,8 @@ async fn insert_client<'e>(
         .bind(&cols.redirect_uris)
         .bind(client.skip_consent)
         .bind(client.created_at.as_secs())
+        .bind(client.self_registered)
+        .bind(registration_token.map(|k| k.as_bytes().to_vec()))
         .execute(executor)
         .await?;
     Ok(())

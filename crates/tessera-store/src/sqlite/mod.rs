@@ -26,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
@@ -62,6 +63,8 @@ const PURGE_CODES: &str = "DELETE FROM authorization_codes WHERE hash IN (SELECT
     FROM authorization_codes WHERE expires_at <= ?1 LIMIT ?2)";
 const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
     FROM sessions WHERE expires_at <= ?1 LIMIT ?2)";
+const PURGE_INITIAL_ACCESS_TOKENS: &str = "DELETE FROM initial_access_tokens WHERE hash IN \
+    (SELECT hash FROM initial_access_tokens WHERE expires_at <= ?1 LIMIT ?2)";
 
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -184,6 +187,7 @@ fn client_row(r: &Row<'_>) -> rusqlite::Result<ClientRow> {
         skip_consent: r.get(7)?,
         created_at: r.get(8)?,
         resource: r.get(9)?,
+        self_registered: r.get(10)?,
     })
 }
 
@@ -197,7 +201,12 @@ fn resource_row(r: &Row<'_>) -> rusqlite::Result<ResourceRow> {
     })
 }
 
-fn insert_client_row(conn: &Connection, client: &Client) -> Result<(), StoreError> {
+/// Inserts a client; `registration_token` is the key of a self-registered client's token.
+fn insert_client_row(
+    conn: &Connection,
+    client: &Client,
+    registration_token: Option<&TokenKey>,
+) -> Result<(), StoreError> {
     let cols = ClientColumns::of(client);
     conn.prepare_cached(&sql(rows::INSERT_CLIENT))?
         .execute(params![
@@ -210,6 +219,8 @@ fn insert_client_row(conn: &Connection, client: &Client) -> Result<(), StoreErro
             cols.redirect_uris,
             client.skip_consent,
             client.created_at.as_secs(),
+            client.self_registered,
+            registration_token.map(|k| k.as_bytes().as_slice()),
         ])?;
     Ok(())
 }
@@ -325,8 +336,85 @@ impl crate::Store for SqliteStore {
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
         let client = client.clone();
         self.writer
-            .write(move |c| insert_client_row(c, &client))
+            .write(move |c| insert_client_row(c, &client, None))
             .await
+    }
+
+    async fn create_registration(&self, registration: &Registration) -> Result<(), StoreError> {
+        let registration = registration.clone();
+        self.writer
+            .write(move |c| {
+                insert_client_row(c, &registration.client, Some(&registration.access_token))
+            })
+            .await
+    }
+
+    async fn find_registration(&self, client_id: &str) -> Result<Option<Registration>, StoreError> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_REGISTRATION))?
+                .query_row([client_id], |r| {
+                    Ok((client_row(r)?, r.get::<_, Vec<u8>>(11)?))
+                })
+                .optional()?
+                .map(|(client, token)| rows::registration(client, &token))
+                .transpose()
+        })
+    }
+
+    async fn update_registration(&self, client: &Client) -> Result<bool, StoreError> {
+        let client = client.clone();
+        self.writer
+            .write(move |c| {
+                let cols = ClientColumns::of(&client);
+                let changed =
+                    c.prepare_cached(&sql(rows::UPDATE_REGISTRATION))?
+                        .execute(params![
+                            client.id.as_str(),
+                            client.name,
+                            client.auth_method.as_str(),
+                            cols.grant_types,
+                            cols.scope,
+                            cols.redirect_uris,
+                        ])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn create_initial_access_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+    ) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::INSERT_INITIAL_ACCESS_TOKEN))?
+                    .execute(params![
+                        token.hash.as_bytes().as_slice(),
+                        token.created_at.as_secs(),
+                        token.expires_at.as_secs(),
+                    ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn initial_access_token_is_live(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.read(|c| {
+            let count: i64 = c
+                .prepare_cached(&sql(rows::INITIAL_ACCESS_TOKEN_LIVE))?
+                .query_row(params![hash.as_bytes().as_slice(), now.as_secs()], |r| {
+                    r.get(0)
+                })?;
+            Ok(count > 0)
+        })
     }
 
     async fn create_resource(
@@ -338,7 +426,7 @@ impl crate::Store for SqliteStore {
         // The writer runs each write in one transaction: both rows or neither.
         self.writer
             .write(move |c| {
-                insert_client_row(c, &client)?;
+                insert_client_row(c, &client, None)?;
                 c.prepare_cached(&sql(rows::INSERT_RESOURCE))?
                     .execute(params![
                         resource.uri.as_str(),
@@ -680,6 +768,7 @@ impl crate::Store for SqliteStore {
                     (PURGE_REVOKED_TOKENS, false),
                     (PURGE_CODES, true),
                     (PURGE_SESSIONS, true),
+                    (PURGE_INITIAL_ACCESS_TOKENS, true),
                 ] {
                     let mut statement = c.prepare_cached(statement)?;
                     let done = if by_time {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tessera_core::client::{Client, ClientRegistration, register};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::registration::{ClientMetadata, new_initial_access_token, register_client};
 use tessera_core::resource::{Audience, register_resource};
 use tessera_core::scope::Scope;
 use tessera_core::token::{RawToken, TokenKind, TokenRecord};
@@ -74,6 +75,8 @@ conformance!(
     a_client_deleted_while_issuing_leaves_no_token,
     lookups_answer_the_latest_acknowledged_state,
     resources_are_registered_with_their_clients,
+    self_registered_clients_are_found_updated_and_deleted_with_their_token,
+    initial_access_tokens_live_until_they_expire_then_are_purged,
 );
 
 fn client(name: &str, uris: &[&str]) -> Client {
@@ -792,5 +795,111 @@ async fn postgres_subject_index_is_partial_and_serves_user_deletion() {
     assert!(
         plan.iter().any(|line| line.contains("tokens_subject")),
         "{plan:#?}"
+    );
+}
+
+async fn self_registered_clients_are_found_updated_and_deleted_with_their_token(
+    store: Arc<dyn Store>,
+) {
+    let metadata = ClientMetadata {
+        client_name: Some("Self".into()),
+        redirect_uris: Some(vec!["https://self.example/cb".into()]),
+        ..Default::default()
+    };
+    let offered = Scope::parse("api read").unwrap();
+    let mut new = register_client(&metadata, &offered, UnixTime::from_secs(1000)).unwrap();
+    new.registration.client.secret_hash =
+        Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+    let registration = new.registration;
+    let id = registration.client.id.to_string();
+    store.create_registration(&registration).await.unwrap();
+    assert_eq!(
+        store.find_registration(&id).await.unwrap(),
+        Some(registration.clone())
+    );
+    let read = store.get_client(&id).await.unwrap().unwrap();
+    assert!(read.self_registered);
+    assert_eq!(read, registration.client);
+    // An operator's client is not a registration, and cannot be updated as one.
+    let operated = client("operated", &["https://op.example/cb"]);
+    store.create_client(&operated).await.unwrap();
+    assert!(
+        !store
+            .get_client(&operated.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .self_registered
+    );
+    assert_eq!(store.find_registration(&operated.id).await.unwrap(), None);
+    assert!(!store.update_registration(&operated).await.unwrap());
+    assert_eq!(store.find_registration("nobody").await.unwrap(), None);
+    assert_eq!(store.find_registration("a\0b").await.unwrap(), None);
+
+    let mut changed = registration.client.clone();
+    changed.name = "Renamed".into();
+    changed.scope = Scope::parse("read").unwrap();
+    changed.redirect_uris = vec![tessera_core::client::RedirectUri::stored(
+        "https://self.example/2",
+    )];
+    assert!(store.update_registration(&changed).await.unwrap());
+    let found = store.find_registration(&id).await.unwrap().unwrap();
+    assert_eq!(found.client, changed);
+    assert_eq!(found.access_token, registration.access_token);
+    assert_eq!(found.client.secret_hash, registration.client.secret_hash);
+
+    assert!(store.delete_client(&id).await.unwrap());
+    assert_eq!(store.find_registration(&id).await.unwrap(), None);
+}
+
+async fn initial_access_tokens_live_until_they_expire_then_are_purged(store: Arc<dyn Store>) {
+    let (token, record) = new_initial_access_token(UnixTime::from_secs(1000), 600).unwrap();
+    assert_eq!(record.expires_at, UnixTime::from_secs(1600));
+    store.create_initial_access_token(&record).await.unwrap();
+    let key = token.key();
+    assert!(
+        store
+            .initial_access_token_is_live(&key, UnixTime::from_secs(1599))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .initial_access_token_is_live(&key, UnixTime::from_secs(1600))
+            .await
+            .unwrap()
+    );
+    let other = tessera_core::token::TokenKey::of("tsi_unknown");
+    assert!(
+        !store
+            .initial_access_token_is_live(&other, UnixTime::from_secs(1000))
+            .await
+            .unwrap()
+    );
+    // Another, longer-lived token survives the purge of the first.
+    let (_, lasting) = new_initial_access_token(UnixTime::from_secs(1000), 6000).unwrap();
+    store.create_initial_access_token(&lasting).await.unwrap();
+    assert!(matches!(
+        store.create_initial_access_token(&lasting).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store
+            .purge_expired(UnixTime::from_secs(1700), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        !store
+            .initial_access_token_is_live(&key, UnixTime::from_secs(1000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .initial_access_token_is_live(&lasting.hash, UnixTime::from_secs(1700))
+            .await
+            .unwrap()
     );
 }

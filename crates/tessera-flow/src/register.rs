@@ -1,0 +1,155 @@
+//! Clients registering themselves (RFC 7591) and managing their registration (RFC 7592).
+//!
+//! Registration is open to anyone (a few times a minute per address), to holders of an
+//! initial access token, or to nobody, as the node's [`RegistrationPolicy`] says. A request
+//! naming a registration with a missing or wrong registration access token is answered
+//! `invalid_token` whether or not the client exists, so the endpoint reveals nothing.
+
+use std::net::IpAddr;
+
+use tessera_core::OAuthError;
+use tessera_core::registration::{
+    ClientInformation, ClientMetadata, Registration, RegistrationPolicy, bearer_token,
+    register_client, update_client,
+};
+use tessera_core::token::{InitialAccessToken, RegistrationAccessToken};
+
+use crate::Flows;
+use crate::error::FlowError;
+use crate::hashing::{self, Purpose};
+use crate::throttle::Verdict;
+
+impl Flows {
+    /// Registers a client under this node's policy: `authorization` carries the initial
+    /// access token where one is needed, `caller` is counted where registration is open.
+    pub async fn register(
+        &self,
+        authorization: Option<&[u8]>,
+        metadata: &ClientMetadata,
+        caller: Option<IpAddr>,
+    ) -> Result<ClientInformation, FlowError> {
+        let now = self.now();
+        match self.settings.registration {
+            RegistrationPolicy::Off => {
+                return Err(OAuthError::AccessDenied("client registration is off".into()).into());
+            }
+            RegistrationPolicy::Open => match self.throttle.begin_registration(caller, now) {
+                Verdict::Proceed { attempt, .. } => attempt.counted(now),
+                Verdict::Refuse(retry_after) => return Err(FlowError::Throttled { retry_after }),
+            },
+            RegistrationPolicy::Token => {
+                let presented = bearer_token(authorization).map(InitialAccessToken::new);
+                let live = match &presented {
+                    Some(token) => {
+                        self.store
+                            .initial_access_token_is_live(&token.key(), now)
+                            .await?
+                    }
+                    None => false,
+                };
+                if !live {
+                    return Err(OAuthError::InvalidToken(
+                        "a valid initial access token is required to register a client".into(),
+                    )
+                    .into());
+                }
+            }
+        }
+        let offered = self.resources.offered_scope().await?;
+        let mut new = register_client(metadata, &offered, now)?;
+        if let Some(secret) = &new.secret {
+            let hash = hashing::hash(secret.clone())
+                .await?
+                .map_err(FlowError::internal)?;
+            new.registration.client.secret_hash = Some(hash);
+        }
+        self.store.create_registration(&new.registration).await?;
+        let client = &new.registration.client;
+        tracing::info!(event = "client_registered", client_id = %client.id, public = client.is_public());
+        Ok(ClientInformation::of(
+            client,
+            new.secret,
+            new.access_token,
+            self.issuer(),
+        ))
+    }
+
+    /// RFC 7592 read: the registration of `client_id`, to the holder of its token.
+    pub async fn read_registration(
+        &self,
+        client_id: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<ClientInformation, FlowError> {
+        let (registration, token) = self.managed(client_id, authorization).await?;
+        Ok(ClientInformation::of(
+            &registration.client,
+            None,
+            token,
+            self.issuer(),
+        ))
+    }
+
+    /// RFC 7592 update: the metadata replaced in full. The secret stays (it is not rotated);
+    /// a `client_secret` in the request must be the current one.
+    pub async fn update_registration(
+        &self,
+        client_id: &str,
+        authorization: Option<&[u8]>,
+        metadata: &ClientMetadata,
+    ) -> Result<ClientInformation, FlowError> {
+        let (registration, token) = self.managed(client_id, authorization).await?;
+        if let Some(secret) = &metadata.client_secret {
+            let stored = registration.client.secret_hash.clone();
+            if !hashing::verify(Purpose::ClientAuthentication, stored, secret.clone()).await? {
+                return Err(OAuthError::InvalidClientMetadata(
+                    "client_secret is not the client's current secret".into(),
+                )
+                .into());
+            }
+        }
+        let offered = self.resources.offered_scope().await?;
+        let updated = update_client(&registration.client, metadata, &offered)?;
+        if !self.store.update_registration(&updated).await? {
+            // Deleted since it was read.
+            return Err(invalid_token().into());
+        }
+        self.clients.forget(client_id).await;
+        tracing::info!(event = "client_registration_updated", client_id = %updated.id);
+        Ok(ClientInformation::of(&updated, None, token, self.issuer()))
+    }
+
+    /// RFC 7592 delete: the client goes, with its tokens, codes and consents.
+    pub async fn delete_registration(
+        &self,
+        client_id: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<(), FlowError> {
+        let (registration, _) = self.managed(client_id, authorization).await?;
+        self.store
+            .delete_client(registration.client.id.as_str())
+            .await?;
+        self.clients.forget(client_id).await;
+        tracing::info!(event = "client_registration_deleted", client_id = %registration.client.id);
+        Ok(())
+    }
+
+    /// The registration of `client_id` if `authorization` holds its access token; the same
+    /// `invalid_token` otherwise, whether or not the client exists.
+    async fn managed(
+        &self,
+        client_id: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<(Registration, RegistrationAccessToken), FlowError> {
+        let Some(token) = bearer_token(authorization).map(RegistrationAccessToken::new) else {
+            return Err(invalid_token().into());
+        };
+        match self.store.find_registration(client_id).await? {
+            Some(registration) if registration.is_managed_by(&token) => Ok((registration, token)),
+            _ => Err(invalid_token().into()),
+        }
+    }
+}
+
+fn invalid_token() -> OAuthError {
+    OAuthError::InvalidToken("the registration access token is missing or invalid".into())
+}
