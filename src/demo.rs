@@ -111,6 +111,10 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         "  Demo API:                {api_url}/api/data (scope api), {api_url}/api/restricted (scope restricted)"
     );
     println!(
+        "  MCP server:              {api_url}/mcp (tool whoami; registration {}, so an MCP client signs in as is)",
+        args.registration
+    );
+    println!(
         "  API token validation:    {} (cache TTL {} s)",
         args.api_validation, args.api_cache_ttl
     );

@@ -372,7 +372,7 @@ fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    const DEFAULT: &str = "info,sqlx=warn";
+    const DEFAULT: &str = "info,sqlx=warn,rmcp=warn";
     let (filter, refused) = match std::env::var("RUST_LOG") {
         Ok(wanted) if !wanted.trim().is_empty() => match wanted.parse::<Targets>() {
             Ok(filter) => (filter, None),
