@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use tessera_core::authorize::{AuthorizeError, PkcePolicy, UnverifiedRequest};
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
+use tessera_core::clock::UnixTime;
 use tessera_core::form::pairs;
 use tessera_core::scope::Scope;
 
@@ -27,7 +28,9 @@ static CLIENT: LazyLock<Option<Client>> = LazyLock::new(|| {
         scope: Scope::parse("api read").ok()?,
         redirect_uris: vec![RedirectUri::parse(REDIRECT).ok()?],
         skip_consent: false,
-        created_at: 0,
+        created_at: UnixTime::from_secs(0),
+        resource: None,
+        self_registered: false,
     })
 });
 

@@ -6,9 +6,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tessera_core::clock::UnixTime;
 use tessera_guard::parse_introspection;
 
-const NOW: i64 = 1_800_000_000;
+const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some(info)) = parse_introspection(data, NOW) {
