@@ -62,6 +62,11 @@ pub trait Store: Send + Sync + 'static {
     /// The self-registered client under `client_id`, with its token key; `None` for a client
     /// an operator registered, as for one that does not exist.
     async fn find_registration(&self, client_id: &str) -> Result<Option<Registration>, StoreError>;
+    /// Stores, or refreshes, a client described by its metadata document (a public,
+    /// self-registered client without a registration access token): an existing one gets
+    /// the new name, grant types, scope and redirect URIs and keeps its creation time.
+    /// Returns `false`, changing nothing, if the id belongs to a client registered otherwise.
+    async fn put_document_client(&self, client: &Client) -> Result<bool, StoreError>;
     /// Replaces a self-registered client's metadata (name, auth method, grant types, scope,
     /// redirect URIs; never its id, secret or token). Returns whether such a client existed.
     async fn update_registration(&self, client: &Client) -> Result<bool, StoreError>;

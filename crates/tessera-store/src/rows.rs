@@ -36,6 +36,16 @@ pub const SELECT_REGISTRATION: &str = "SELECT c.client_id, c.name, c.secret_hash
 pub const UPDATE_REGISTRATION: &str = "UPDATE clients SET name = $2, auth_method = $3, \
     grant_types = $4, scope = $5, redirect_uris = $6 \
     WHERE client_id = $1 AND registration_token IS NOT NULL";
+/// A client described by a metadata document: inserted, or refreshed if the row is one too.
+pub const PUT_DOCUMENT_CLIENT: &str = "INSERT INTO clients \
+    (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, \
+    created_at, self_registered, registration_token) \
+    VALUES ($1, $2, NULL, 'none', $3, $4, $5, $6, $7, $8, NULL) \
+    ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, \
+    grant_types = excluded.grant_types, scope = excluded.scope, \
+    redirect_uris = excluded.redirect_uris \
+    WHERE clients.self_registered AND clients.registration_token IS NULL \
+    AND clients.secret_hash IS NULL";
 pub const INSERT_INITIAL_ACCESS_TOKEN: &str =
     "INSERT INTO initial_access_tokens (hash, created_at, expires_at) VALUES ($1, $2, $3)";
 pub const INITIAL_ACCESS_TOKEN_LIVE: &str =

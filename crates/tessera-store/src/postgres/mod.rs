@@ -363,6 +363,27 @@ impl crate::Store for PgStore {
         rows::registration(rows::ClientRow::from_row(&row)?, &token).map(Some)
     }
 
+    async fn put_document_client(&self, client: &Client) -> Result<bool, StoreError> {
+        if !rows::storable(client.id.as_str()) {
+            return Ok(false);
+        }
+        let cols = rows::ClientColumns::of(client);
+        let mut conn = self.general.lease().await?;
+        let done = sqlx::query(rows::PUT_DOCUMENT_CLIENT)
+            .bind(client.id.as_str())
+            .bind(&client.name)
+            .bind(&cols.grant_types)
+            .bind(&cols.scope)
+            .bind(&cols.redirect_uris)
+            .bind(false)
+            .bind(client.created_at.as_secs())
+            .bind(true)
+            .execute(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn update_registration(&self, client: &Client) -> Result<bool, StoreError> {
         let cols = rows::ClientColumns::of(client);
         let mut conn = self.general.lease().await?;

@@ -364,6 +364,28 @@ impl crate::Store for SqliteStore {
         })
     }
 
+    async fn put_document_client(&self, client: &Client) -> Result<bool, StoreError> {
+        let client = client.clone();
+        self.writer
+            .write(move |c| {
+                let cols = ClientColumns::of(&client);
+                let changed =
+                    c.prepare_cached(&sql(rows::PUT_DOCUMENT_CLIENT))?
+                        .execute(params![
+                            client.id.as_str(),
+                            client.name,
+                            cols.grant_types,
+                            cols.scope,
+                            cols.redirect_uris,
+                            false,
+                            client.created_at.as_secs(),
+                            true,
+                        ])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
     async fn update_registration(&self, client: &Client) -> Result<bool, StoreError> {
         let client = client.clone();
         self.writer

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use tessera_core::client::{Client, ClientRegistration, register};
+use tessera_core::client_metadata::{ClientIdUrl, client_from_document};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::registration::{ClientMetadata, new_initial_access_token, register_client};
@@ -77,6 +78,7 @@ conformance!(
     resources_are_registered_with_their_clients,
     self_registered_clients_are_found_updated_and_deleted_with_their_token,
     initial_access_tokens_live_until_they_expire_then_are_purged,
+    document_clients_are_stored_then_refreshed_never_over_another_client,
 );
 
 fn client(name: &str, uris: &[&str]) -> Client {
@@ -850,6 +852,65 @@ async fn self_registered_clients_are_found_updated_and_deleted_with_their_token(
 
     assert!(store.delete_client(&id).await.unwrap());
     assert_eq!(store.find_registration(&id).await.unwrap(), None);
+}
+
+async fn document_clients_are_stored_then_refreshed_never_over_another_client(
+    store: Arc<dyn Store>,
+) {
+    let url = "https://app.example/client.json";
+    let document = |name: &str, uri: &str| {
+        format!(r#"{{"client_id":"{url}","client_name":"{name}","redirect_uris":["{uri}"]}}"#)
+    };
+    let parsed = ClientIdUrl::parse(url).unwrap();
+    let offered = Scope::parse("api read").unwrap();
+    let first = client_from_document(
+        &parsed,
+        document("App", "https://app.example/cb").as_bytes(),
+        &offered,
+        UnixTime::from_secs(1000),
+    )
+    .unwrap();
+    assert!(store.put_document_client(&first).await.unwrap());
+    assert_eq!(store.get_client(url).await.unwrap().as_ref(), Some(&first));
+    assert_eq!(
+        store.find_registration(url).await.unwrap(),
+        None,
+        "no registration access token manages it"
+    );
+
+    // The document changed: the row follows it and keeps its creation time.
+    let second = client_from_document(
+        &parsed,
+        document("App 2", "https://app.example/cb2").as_bytes(),
+        &offered,
+        UnixTime::from_secs(2000),
+    )
+    .unwrap();
+    assert!(store.put_document_client(&second).await.unwrap());
+    let read = store.get_client(url).await.unwrap().unwrap();
+    assert_eq!(read.name, "App 2 (app.example)");
+    assert!(
+        read.registered_redirect_uri("https://app.example/cb2")
+            .is_some()
+    );
+    assert!(
+        read.registered_redirect_uri("https://app.example/cb")
+            .is_none()
+    );
+    assert_eq!(read.created_at, UnixTime::from_secs(1000));
+    assert!(read.self_registered && read.is_public() && !read.skip_consent);
+
+    // A client registered otherwise is never replaced by a document's.
+    let operated = client("operated", &["https://op.example/cb"]);
+    store.create_client(&operated).await.unwrap();
+    let mut posing = second.clone();
+    posing.id = operated.id.clone();
+    assert!(!store.put_document_client(&posing).await.unwrap());
+    assert_eq!(
+        store.get_client(&operated.id).await.unwrap().as_ref(),
+        Some(&operated)
+    );
+    assert!(store.delete_client(url).await.unwrap());
 }
 
 async fn initial_access_tokens_live_until_they_expire_then_are_purged(store: Arc<dyn Store>) {
