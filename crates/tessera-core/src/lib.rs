@@ -11,6 +11,7 @@
 //! - [`client_auth`]: client credentials from HTTP Basic (RFC 6749 §2.3.1) or the form body.
 //! - [`client`]: registered clients, grant types, redirect URIs.
 //! - [`registration`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
+//! - [`client_metadata`]: clients named by the https URL of their metadata document.
 //! - [`ids`]: `ClientId`, `UserId`, `FamilyId`.
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
 //! - [`token`]: opaque token generation, the key kept at rest, and the token texts that redact.
@@ -28,6 +29,7 @@
 pub mod authorize;
 pub mod client;
 pub mod client_auth;
+pub mod client_metadata;
 pub mod clock;
 pub mod error;
 pub mod form;

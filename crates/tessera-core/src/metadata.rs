@@ -25,6 +25,10 @@ pub struct ServerMetadata {
     /// RFC 7591: present only when clients may register themselves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_endpoint: Option<String>,
+    /// draft-ietf-oauth-client-id-metadata-document: a `client_id` may be the https URL of
+    /// the client's metadata document. Absent (false) when not accepted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub client_id_metadata_document_supported: bool,
 }
 
 /// Builds the metadata for an issuer. The issuer has no trailing slash, so endpoint URLs are
@@ -33,6 +37,7 @@ pub fn server_metadata(
     issuer: &str,
     scopes_supported: Vec<String>,
     registration: bool,
+    client_metadata_documents: bool,
 ) -> ServerMetadata {
     let issuer = issuer.trim_end_matches('/');
     let secret_methods = vec!["client_secret_basic", "client_secret_post"];
@@ -53,5 +58,6 @@ pub fn server_metadata(
         code_challenge_methods_supported: vec!["S256"],
         authorization_response_iss_parameter_supported: true,
         registration_endpoint: registration.then(|| format!("{issuer}{REGISTRATION_PATH}")),
+        client_id_metadata_document_supported: client_metadata_documents,
     }
 }

@@ -183,7 +183,7 @@ pub fn update_client(
 }
 
 /// The metadata as an operator's registration would say it, and the auth method asked for.
-fn checked(
+pub(crate) fn checked(
     metadata: &ClientMetadata,
     offered: &Scope,
 ) -> Result<(ClientRegistration, TokenEndpointAuthMethod), OAuthError> {
@@ -290,7 +290,7 @@ fn checked(
     Ok((registration, auth_method))
 }
 
-fn client_name(metadata: &ClientMetadata) -> Option<String> {
+pub(crate) fn client_name(metadata: &ClientMetadata) -> Option<String> {
     metadata
         .client_name
         .as_deref()
@@ -305,7 +305,7 @@ fn clipped(s: &str) -> String {
 }
 
 /// The RFC 7591 error for a registration [`register`] refused.
-fn refusal(e: RegistrationError) -> OAuthError {
+pub(crate) fn refusal(e: RegistrationError) -> OAuthError {
     match e {
         RegistrationError::RedirectUri(uri) | RegistrationError::InsecureRedirectUri(uri) => {
             OAuthError::InvalidRedirectUri(format!(

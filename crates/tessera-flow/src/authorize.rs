@@ -20,6 +20,7 @@ use tessera_core::user::User;
 use tessera_store::Store;
 
 use crate::Flows;
+use crate::client_metadata::ClientLookup;
 use crate::error::FlowError;
 
 /// Where an authorization request goes next.
@@ -150,12 +151,22 @@ impl Flows {
             Ok(u) => u,
             Err(e) => return Ok(Err(self.refusal(e))),
         };
-        let Some(client) = self.clients.client(&unverified.client_id).await? else {
-            return Ok(Err(AuthorizeStep::Refused {
-                title: "Unknown application",
-                message: "The application that sent you here is not registered with this server."
-                    .into(),
-            }));
+        let client = match self.authorizing_client(&unverified.client_id).await? {
+            ClientLookup::Found(client) => client,
+            ClientLookup::Unknown => {
+                return Ok(Err(AuthorizeStep::Refused {
+                    title: "Unknown application",
+                    message:
+                        "The application that sent you here is not registered with this server."
+                            .into(),
+                }));
+            }
+            ClientLookup::Refused(message) => {
+                return Ok(Err(AuthorizeStep::Refused {
+                    title: "Application refused",
+                    message,
+                }));
+            }
         };
         let request = match unverified.validate(&client, self.settings.pkce) {
             Ok(request) => request,

@@ -10,6 +10,8 @@
 //! Layout:
 //! - [`Flows`]: the node's flows over one store, as the server calls them.
 //! - [`client_auth`]: the one home of client authentication and its caches.
+//! - [`client_metadata`]: clients named by the URL of their metadata document, fetched
+//!   through a [`ClientMetadataSource`] the HTTP layer provides.
 //! - [`token`]: client_credentials, the authorization-code exchange, refresh rotation.
 //! - [`resources`]: the registered resource servers, and the audience of a new grant.
 //! - [`revoke`]: RFC 7009 revocation, its reach decided by `tessera_core::revocation`.
@@ -22,6 +24,7 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod client_metadata;
 pub mod error;
 pub mod hashing;
 pub mod introspect;
@@ -43,6 +46,7 @@ use tessera_core::registration::RegistrationPolicy;
 use tessera_store::Store;
 
 pub use client_auth::{Allowed, ClientAuthenticator};
+pub use client_metadata::{ClientMetadataSource, MetadataFetchError};
 pub use error::FlowError;
 
 /// What the flows of one node need to know.
@@ -71,6 +75,8 @@ pub struct Shared {
     pub clients: ClientAuthenticator,
     pub resources: resources::Resources,
     pub throttle: throttle::Throttle,
+    /// Client metadata documents, when this node accepts them.
+    pub documents: Option<client_metadata::ClientMetadataDocuments>,
 }
 
 impl std::ops::Deref for Flows {
@@ -82,7 +88,17 @@ impl std::ops::Deref for Flows {
 }
 
 impl Flows {
-    pub fn new(store: Arc<dyn Store>, mut settings: Settings) -> Self {
+    /// Flows that accept no client metadata documents.
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+        Self::with_documents(store, settings, None)
+    }
+
+    /// Flows that accept client metadata documents, fetched from `documents`, if given.
+    pub fn with_documents(
+        store: Arc<dyn Store>,
+        mut settings: Settings,
+        documents: Option<Arc<dyn ClientMetadataSource>>,
+    ) -> Self {
         settings.issuer = settings.issuer.trim_end_matches('/').to_owned();
         let throttle = throttle::Throttle::default();
         Self(Arc::new(Shared {
@@ -95,6 +111,7 @@ impl Flows {
             store,
             settings,
             throttle,
+            documents: documents.map(client_metadata::ClientMetadataDocuments::new),
         }))
     }
 
