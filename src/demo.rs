@@ -46,24 +46,23 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
     ensure_resource(store.as_ref(), &api_url).await?;
 
     let clock = Clock::system();
-    let server = Server::build(
-        Config {
-            listen: args.listen,
-            clock: clock.clone(),
-            lifetimes: tessera_core::grant::Lifetimes {
-                access: args.access_token_ttl,
-                ..Default::default()
-            },
-            header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
-            idle_timeout: Duration::from_secs(args.http.idle_timeout),
-            max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
-            registration: crate::registration_policy(&args.registration),
-            ..Config::default()
+    let mut config = Config {
+        listen: args.listen,
+        clock: clock.clone(),
+        lifetimes: tessera_core::grant::Lifetimes {
+            access: args.access_token_ttl,
+            ..Default::default()
         },
-        store.clone(),
-    )
-    .await
-    .with_context(|| format!("binding {}", args.listen))?;
+        header_read_timeout: Duration::from_secs(args.http.header_read_timeout),
+        idle_timeout: Duration::from_secs(args.http.idle_timeout),
+        max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
+        registration: crate::registration_policy(&args.registration),
+        ..Config::default()
+    };
+    args.client_metadata.apply(&mut config);
+    let server = Server::build(config, store.clone())
+        .await
+        .with_context(|| format!("starting the server on {}", args.listen))?;
     let issuer = server.issuer().to_owned();
 
     let resource = ProtectedResource::new(&api_url, &issuer)?

@@ -171,6 +171,37 @@ struct ServeArgs {
     registration: String,
     #[command(flatten)]
     http: HttpLimitArgs,
+    #[command(flatten)]
+    client_metadata: ClientMetadataArgs,
+}
+
+/// Client metadata documents, for `serve` and `demo` alike.
+#[derive(Args)]
+pub(crate) struct ClientMetadataArgs {
+    /// Accept a client_id that is the https URL of the client's metadata document, fetched
+    /// at /authorize (public addresses only, at most 5 KB, 2 s): `on`, `off`, or `auto`, on
+    /// when --registration is open (a document is a registration nobody vetted).
+    #[arg(long, env = "TESSERA_CLIENT_METADATA_DOCUMENTS", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    client_metadata_documents: String,
+    /// Fetch documents from loopback addresses too: for local development and tests only.
+    #[arg(long, env = "TESSERA_ALLOW_LOOPBACK_CLIENT_METADATA")]
+    allow_loopback_client_metadata: bool,
+    /// A PEM file of CA certificates trusted, besides the system's, when fetching documents.
+    #[arg(long, env = "TESSERA_CLIENT_METADATA_CA_FILE")]
+    client_metadata_ca_file: Option<std::path::PathBuf>,
+}
+
+impl ClientMetadataArgs {
+    /// Sets the config's document fields; `registration` decides `auto`.
+    pub(crate) fn apply(self, config: &mut Config) {
+        config.client_metadata_documents = match self.client_metadata_documents.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => config.registration == RegistrationPolicy::Open,
+        };
+        config.allow_loopback_client_metadata = self.allow_loopback_client_metadata;
+        config.client_metadata_ca_file = self.client_metadata_ca_file;
+    }
 }
 
 /// The limits on each HTTP connection, for `serve` and `demo` alike.
@@ -216,6 +247,8 @@ struct DemoArgs {
     access_token_ttl: i64,
     #[command(flatten)]
     http: HttpLimitArgs,
+    #[command(flatten)]
+    client_metadata: ClientMetadataArgs,
 }
 
 #[derive(Subcommand)]
@@ -412,7 +445,7 @@ async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
-    let config = Config {
+    let mut config = Config {
         listen: args.listen,
         issuer: args.issuer,
         lifetimes: Lifetimes {
@@ -432,10 +465,12 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
         trusted_proxies: args.trusted_proxies,
         registration: registration_policy(&args.registration),
+        ..Config::default()
     };
+    args.client_metadata.apply(&mut config);
     let server = Server::build(config, store)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("starting the server on {}", args.listen))?;
     tracing::info!(addr = %server.local_addr()?, issuer = server.issuer(), "tessera listening");
     server.run_until(shutdown_signal()).await?;
     tracing::info!("tessera stopped");

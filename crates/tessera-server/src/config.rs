@@ -1,6 +1,7 @@
 //! What a node needs to know. Every field has a `TESSERA_*` setting in the binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tessera_core::authorize::PkcePolicy;
@@ -38,6 +39,13 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::proxy::Cidr>,
     /// Who may register a client at `/register` (RFC 7591): nobody by default.
     pub registration: RegistrationPolicy,
+    /// Whether a `client_id` may be the https URL of a client metadata document, fetched
+    /// at `/authorize` (draft-ietf-oauth-client-id-metadata-document).
+    pub client_metadata_documents: bool,
+    /// Fetch documents from loopback addresses too: for local development and tests only.
+    pub allow_loopback_client_metadata: bool,
+    /// PEM certificates trusted besides the system's roots when fetching documents.
+    pub client_metadata_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -56,6 +64,9 @@ impl Default for Config {
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
             registration: RegistrationPolicy::Off,
+            client_metadata_documents: false,
+            allow_loopback_client_metadata: false,
+            client_metadata_ca_file: None,
         }
     }
 }

@@ -20,11 +20,13 @@
 //! - [`browser`]: session and CSRF cookies for the login and consent pages.
 //! - [`pages`]: askama templates and the security headers of every HTML page.
 //! - [`proxy`]: the caller's address behind a trusted proxy.
+//! - [`client_metadata`]: fetching client metadata documents, public addresses only.
 //! - [`local_guard`]: the guard's validator reading the store directly (no HTTP hop).
 //! - [`observe`]: the request id and log line around every request.
 //! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
 
 pub mod browser;
+pub mod client_metadata;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -83,7 +85,16 @@ impl Server {
             .issuer
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
-        let state = AppState::new(config, issuer, store);
+        let documents = if config.client_metadata_documents {
+            let source = client_metadata::HttpsMetadataSource::new(
+                config.allow_loopback_client_metadata,
+                config.client_metadata_ca_file.as_deref(),
+            )?;
+            Some(Arc::new(source) as Arc<dyn tessera_flow::ClientMetadataSource>)
+        } else {
+            None
+        };
+        let state = AppState::new(config, issuer, store, documents);
         Ok(Self {
             listener: NoDelayListener(listener),
             limits,

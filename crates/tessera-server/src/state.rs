@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tessera_core::clock::UnixTime;
-use tessera_flow::{Flows, Settings};
+use tessera_flow::{ClientMetadataSource, Flows, Settings};
 use tessera_store::Store;
 
 use crate::browser::CookieNames;
@@ -30,9 +30,15 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(config: Config, issuer: String, store: Arc<dyn Store>) -> Self {
+    /// `documents`: where client metadata documents are fetched from, if accepted.
+    pub fn new(
+        config: Config,
+        issuer: String,
+        store: Arc<dyn Store>,
+        documents: Option<Arc<dyn ClientMetadataSource>>,
+    ) -> Self {
         let cookies = CookieNames::new(issuer.starts_with("https://"));
-        let flows = Flows::new(
+        let flows = Flows::with_documents(
             store.clone(),
             Settings {
                 issuer,
@@ -43,6 +49,7 @@ impl AppState {
                 client_cache_ttl: config.client_cache_ttl,
                 registration: config.registration,
             },
+            documents,
         );
         Self(Arc::new(Shared {
             store,

@@ -21,5 +21,11 @@ pub async fn metadata(State(state): State<AppState>) -> Result<impl IntoResponse
         .fold(Scope::default(), |all, c| all.union(&c.scope));
     let scopes = scopes.iter().map(str::to_owned).collect();
     let registration = state.config.registration.is_on();
-    Ok(Json(server_metadata(state.issuer(), scopes, registration)))
+    let documents = state.config.client_metadata_documents;
+    Ok(Json(server_metadata(
+        state.issuer(),
+        scopes,
+        registration,
+        documents,
+    )))
 }
