@@ -780,26 +780,7 @@ async fn issue_25_the_mcp_sdk_signs_in_to_the_demo_and_is_revoked() {
         "{challenge}"
     );
 
-    let run = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/mcp_oauth_client.py"
-        ))
-        .args([&mcp, "demo", "demo-password", "http://127.0.0.1:9/callback"])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = timeout(WHOLE_FLOW, run)
-        .await
-        .expect("the MCP sign-in took too long")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the MCP SDK failed: {}\ndemo: {}",
-        String::from_utf8_lossy(&out.stderr),
-        demo.stderr_so_far()
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = run_mcp_fixture(&demo, &mcp, &[]).await;
     let client_id = result["client_id"].as_str().unwrap();
     assert_eq!(result["is_error"], false, "{result}");
     assert_eq!(result["whoami"]["client_id"], client_id, "{result}");
@@ -821,6 +802,116 @@ async fn issue_25_the_mcp_sdk_signs_in_to_the_demo_and_is_revoked() {
 
     demo.stop().await;
     remove_database(&db_path);
+}
+
+/// Issue 25 item 6: the MCP SDK signs in with a client ID metadata document instead of
+/// registering, since the demo advertises `client_id_metadata_document_supported`. The test
+/// serves the document over https on localhost, under a CA the demo is told to trust.
+#[tokio::test]
+async fn issue_25_the_mcp_sdk_signs_in_with_a_client_metadata_document() {
+    if !python_with_mcp_sdk().await {
+        return;
+    }
+    let documents = crate::client_metadata::DocumentServer::start().await;
+    let client_id = format!("https://localhost:{}/mcp-client.json", documents.port);
+    documents.serve(
+        "/mcp-client.json",
+        crate::client_metadata::Answer::Json(
+            serde_json::json!({
+                "client_id": client_id,
+                "client_name": "MCP SDK fixture",
+                "redirect_uris": ["http://127.0.0.1:9/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+            })
+            .to_string(),
+        ),
+    );
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let ca_file = documents.ca_file.to_string_lossy().into_owned();
+    let demo = Demo::start_with(
+        &database_url,
+        free_ports(),
+        &[
+            "--api-cache-ttl",
+            "0",
+            "--allow-loopback-client-metadata",
+            "--client-metadata-ca-file",
+            &ca_file,
+        ],
+    )
+    .await;
+    let metadata: Value = plain_http()
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            demo.issuer
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["client_id_metadata_document_supported"], true);
+
+    let mcp = format!("{}/mcp", demo.api);
+    let result = run_mcp_fixture(&demo, &mcp, &["--client-metadata-url", client_id.as_str()]).await;
+    assert_eq!(result["client_id"], client_id.as_str(), "{result}");
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(
+        result["whoami"]["client_id"],
+        client_id.as_str(),
+        "{result}"
+    );
+    assert_eq!(result["whoami"]["username"], "demo", "{result}");
+    let consent = result["consent_page"].as_str().unwrap();
+    assert!(consent.contains("MCP SDK fixture (localhost)"), "{consent}");
+    assert!(consent.contains("unverified"), "{consent}");
+    assert_eq!(result["revocation_status"], 200, "{result}");
+    assert_eq!(result["after_revocation_status"], 401, "{result}");
+    assert_eq!(documents.requests("/mcp-client.json"), 1);
+    let clients = tessera_store::connect(&database_url)
+        .await
+        .unwrap()
+        .list_clients()
+        .await
+        .unwrap();
+    assert!(
+        clients
+            .iter()
+            .all(|c| !c.self_registered || c.id == client_id),
+        "the SDK did not register a client as well"
+    );
+
+    demo.stop().await;
+    remove_database(&db_path);
+}
+
+/// Runs tests/fixtures/mcp_oauth_client.py against `mcp` as the demo user, with `extra`
+/// arguments; its JSON result.
+async fn run_mcp_fixture(demo: &Demo, mcp: &str, extra: &[&str]) -> Value {
+    let run = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/mcp_oauth_client.py"
+        ))
+        .args([mcp, "demo", "demo-password", "http://127.0.0.1:9/callback"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = timeout(WHOLE_FLOW, run)
+        .await
+        .expect("the MCP sign-in took too long")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the MCP SDK failed: {}\ndemo: {}",
+        String::from_utf8_lossy(&out.stderr),
+        demo.stderr_so_far()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Whether `python3` has the MCP SDK; outside CI a missing one skips with a message, in CI

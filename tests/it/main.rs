@@ -22,6 +22,8 @@ mod audience;
 mod browser;
 /// The CLI and two `tessera serve` processes sharing one database.
 mod cli;
+/// Issue 25's client metadata documents: https URLs as client ids, and the fetches refused.
+mod client_metadata;
 /// The authorization code flow: login, consent, PKCE, codes, refresh rotation.
 mod code_flow;
 /// SIGKILL in the middle of bursts: nothing acknowledged is lost or resurrected.
