@@ -42,10 +42,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
@@ -338,27 +339,90 @@ async fn serve_connection<S>(
     });
     let service = TowerToHyperService::new(connection_service(app, peer, activity.clone()));
     let mut connection = pin!(http.serve_connection(io, service));
+    let mut watchdog = pin!(watchdog(&activity, limits));
+    let mut stop = pin!(stopping.changed());
     let mut stopped = false;
-    loop {
-        tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(e) = served {
-                    tracing::trace!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
+    // The watchdog and the stop signal are polled only when one of them woke the task
+    // (through `alarm`), not on each of the connection's many wake-ups: a poll of either
+    // costs more than the rest of what a wake-up adds to hyper's own work.
+    let alarm = Arc::new(Alarm::default());
+    let alarm_waker = Waker::from(alarm.clone());
+    let end = std::future::poll_fn(|cx| {
+        alarm.task.register(cx.waker());
+        loop {
+            if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Served(served));
             }
-            phase = watchdog(&activity, limits) => {
-                tracing::debug!(%peer, ?phase, "connection closed: past its phase's deadline");
-                return;
+            if !alarm.rang() {
+                return Poll::Pending;
             }
-            _ = stopping.changed(), if !stopped => {
-                stopped = true;
-                if activity.phase() != Phase::InFlight {
-                    return;
-                }
-                connection.as_mut().graceful_shutdown();
+            let mut alarmed = Context::from_waker(&alarm_waker);
+            if let Poll::Ready(phase) = watchdog.as_mut().poll(&mut alarmed) {
+                return Poll::Ready(Ended::PastDeadline(phase));
             }
+            if stopped || stop.as_mut().poll(&mut alarmed).is_pending() {
+                return Poll::Pending;
+            }
+            stopped = true;
+            if activity.phase() != Phase::InFlight {
+                return Poll::Ready(Ended::Stopped);
+            }
+            // The answer under way is finished first; the connection is polled again, as
+            // it may close at once.
+            connection.as_mut().graceful_shutdown();
         }
+    })
+    .await;
+    match end {
+        Ended::Served(Err(e)) => {
+            tracing::trace!(%peer, error = %e, "connection ended with an error");
+        }
+        Ended::PastDeadline(phase) => {
+            tracing::debug!(%peer, ?phase, "connection closed: past its phase's deadline");
+        }
+        Ended::Served(Ok(())) | Ended::Stopped => {}
+    }
+}
+
+/// Why [`serve_connection`] returned.
+enum Ended {
+    Served(hyper::Result<()>),
+    PastDeadline(Phase),
+    Stopped,
+}
+
+/// Wakes a connection's task for its watchdog or the stop signal, and remembers that it did,
+/// so that the task polls those two only then.
+struct Alarm {
+    rang: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for Alarm {
+    /// Rung: the first poll registers the watchdog's timer and the stop signal.
+    fn default() -> Self {
+        Self {
+            rang: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Alarm {
+    /// Whether it rang since the last call.
+    fn rang(&self) -> bool {
+        self.rang.load(Ordering::Acquire) && self.rang.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rang.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
