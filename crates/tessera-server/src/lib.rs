@@ -113,6 +113,7 @@ impl Server {
     ) -> io::Result<()> {
         let (stop_janitor, janitor_stopped) = tokio::sync::watch::channel(false);
         let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
+        coarse::advance();
         let primer = tokio::spawn(keep_timer_wheel_primed());
         let app = routes::app(self.state);
         serve(self.listener, app, self.limits, shutdown).await;
@@ -440,23 +441,25 @@ enum Phase {
 
 /// A connection's [`Phase`] and when it began, in one word so that the reads, the service
 /// and the watchdog share it without a lock: the phase in the low two bits, above them the
-/// milliseconds from the accept to the phase's start.
+/// phase's start on the [`coarse`] clock.
 #[derive(Debug)]
 struct Activity {
-    accepted: Instant,
     word: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            accepted: Instant::now(),
-            word: AtomicU64::new(Phase::Headers as u64),
+            word: AtomicU64::new((coarse::now() << 2) | Phase::Headers as u64),
         }
     }
 
     fn set(&self, phase: Phase) {
-        let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
+        // A request in flight has no deadline here, so its start is not recorded.
+        let since = match phase {
+            Phase::InFlight => 0,
+            Phase::Headers | Phase::Idle => coarse::now(),
+        };
         self.word
             .store((since << 2) | phase as u64, Ordering::Relaxed);
     }
@@ -465,13 +468,14 @@ impl Activity {
         Self::decode(self.word.load(Ordering::Relaxed)).0
     }
 
-    fn decode(word: u64) -> (Phase, Duration) {
+    /// The phase, and when it began.
+    fn decode(word: u64) -> (Phase, Instant) {
         let phase = match word & 3 {
             0 => Phase::Headers,
             1 => Phase::InFlight,
             _ => Phase::Idle,
         };
-        (phase, Duration::from_millis(word >> 2))
+        (phase, coarse::instant(word >> 2))
     }
 
     /// Bytes arrived: after an answer, they are the start of the next request's headers.
@@ -491,9 +495,10 @@ impl Activity {
 async fn watchdog(activity: &Activity, limits: Limits) -> Phase {
     loop {
         let (phase, since) = Activity::decode(activity.word.load(Ordering::Relaxed));
+        // The start is up to a tick early: a tick more, so that no deadline comes early.
         let deadline = match phase {
-            Phase::Headers => Some(activity.accepted + since + limits.header_read),
-            Phase::Idle => Some(activity.accepted + since + limits.idle),
+            Phase::Headers => Some(since + limits.header_read + coarse::TICK),
+            Phase::Idle => Some(since + limits.idle + coarse::TICK),
             Phase::InFlight => None,
         };
         let now = Instant::now();
@@ -598,7 +603,8 @@ impl AcceptBackoff {
     }
 }
 
-/// Keeps a timer due within a second in the runtime's timer wheel, for as long as it runs.
+/// Keeps a timer due within a [`coarse::TICK`] in the runtime's timer wheel, and the
+/// [`coarse`] clock going, for as long as it runs.
 ///
 /// Every request has a timeout ([`routes::app`]), and tokio wakes its I/O driver (an
 /// `eventfd` write) whenever a new timer is due before anything the wheel held when the
@@ -607,7 +613,40 @@ impl AcceptBackoff {
 /// request's timeout wakes nothing (docs/BENCHMARKS.md, "Bounds").
 async fn keep_timer_wheel_primed() {
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        coarse::advance();
+        tokio::time::sleep(coarse::TICK).await;
+    }
+}
+
+/// The clock of the connections' phases: milliseconds since the first use, advanced every
+/// [`TICK`] by [`keep_timer_wheel_primed`] rather than read from the system on every request,
+/// as each request starts two phases. Reads are up to a tick (and a busy runtime's delay) late.
+mod coarse {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    static MILLIS: AtomicU64 = AtomicU64::new(0);
+
+    /// Now, as of the last tick.
+    pub(crate) fn now() -> u64 {
+        MILLIS.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock to the present (never back: several servers may share it).
+    pub(crate) fn advance() {
+        let millis = u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
+        MILLIS.fetch_max(millis, Ordering::Relaxed);
+    }
+
+    /// The moment `millis` stands for.
+    pub(crate) fn instant(millis: u64) -> Instant {
+        *START + Duration::from_millis(millis)
     }
 }
 
