@@ -50,12 +50,12 @@ use atomic_waker::AtomicWaker;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tessera_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 pub use config::Config;
@@ -217,7 +217,7 @@ async fn serve<S>(
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + Unpin,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(());
@@ -284,37 +284,50 @@ async fn accept_within(
 /// The app as one connection's service: each request carries the peer's address as
 /// [`ConnectInfo`] (as `into_make_service_with_connect_info` did; the login throttle reads
 /// it) and moves the connection's [`Activity`] to in flight, and its answer back to idle.
-fn connection_service<S>(
+///
+/// A hyper service rather than tower's map layers under hyper-util's adapter: hyper calls it
+/// by reference, where the adapter cloned the whole stack, both activity handles with it, for
+/// every request.
+struct ConnectionService<S> {
     app: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
-) -> impl Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = Response,
-    Error = Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ 'static
+}
+
+impl<S> hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ConnectionService<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+    S::Future: Unpin,
 {
-    let answered = activity.clone();
-    app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-        activity.set(Phase::InFlight);
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answered<Oneshot<S, Request>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.activity.set(Phase::InFlight);
         let mut request = request.map(axum::body::Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request
-    })
-    .map_future(move |response| {
-        let answered = answered.clone();
-        async move {
-            let response = response.await;
-            answered.set(Phase::Idle);
-            response
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        Answered {
+            answer: self.app.clone().oneshot(request),
+            activity: self.activity.clone(),
         }
-    })
+    }
+}
+
+/// A request's answer; when it is ready, its connection's [`Activity`] becomes idle.
+struct Answered<F> {
+    answer: F,
+    activity: Arc<Activity>,
+}
+
+impl<F: Future + Unpin> Future for Answered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let answer = std::task::ready!(Pin::new(&mut self.answer).poll(cx));
+        self.activity.set(Phase::Idle);
+        Poll::Ready(answer)
+    }
 }
 
 /// Serves one connection until it ends, its watchdog fires, or the server stops. On stop a
@@ -331,14 +344,18 @@ async fn serve_connection<S>(
     _permit: OwnedSemaphorePermit,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + Unpin,
 {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         io: stream,
         activity: activity.clone(),
     });
-    let service = TowerToHyperService::new(connection_service(app, peer, activity.clone()));
+    let service = ConnectionService {
+        app,
+        peer,
+        activity: activity.clone(),
+    };
     let mut connection = pin!(http.serve_connection(io, service));
     let mut watchdog = pin!(watchdog(&activity, limits));
     let mut stop = pin!(stopping.changed());

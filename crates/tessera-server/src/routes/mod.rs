@@ -39,7 +39,7 @@ pub use metadata::METADATA_PATH;
 /// allocating.
 pub fn app(
     state: AppState,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + Unpin>
 + Clone
 + Send
 + Sync
