@@ -59,8 +59,8 @@ fn acceptable(id: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= LONGEST_ID && bytes.iter().all(u8::is_ascii_graphic)
 }
 
-/// The middleware, around every request ([`crate::routes::app`]); `hsts`: every answer also
-/// carries `Strict-Transport-Security` (the issuer is https).
+/// The middleware, outermost around every request; with `hsts` (the issuer is https) every
+/// answer also carries `Strict-Transport-Security`.
 pub async fn observe(mut request: Request, next: Next, hsts: bool) -> Response {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(sent) if acceptable(sent) => sent.clone(),
