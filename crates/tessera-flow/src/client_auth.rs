@@ -143,6 +143,20 @@ impl ClientAuthenticator {
             check_body_beside_basic(&client.id, form)?;
             return Ok(client);
         }
+        // Boxed: the flows that authenticate hold this future inline otherwise, a kilobyte of
+        // caches' futures moved with each of them on every request, memo hit or not.
+        Box::pin(self.authenticate_presented(authorization, form, allowed, address, now)).await
+    }
+
+    /// [`Self::authenticate`] without the memo: the client's registration, then its secret.
+    async fn authenticate_presented(
+        &self,
+        authorization: Option<&[u8]>,
+        form: &FormParams,
+        allowed: Allowed,
+        address: Option<IpAddr>,
+        now: UnixTime,
+    ) -> Result<Arc<Client>, FlowError> {
         let presented = presented_client(authorization, form)?
             .ok_or_else(|| OAuthError::invalid_client(false))?;
         let basic = presented.used_basic();
@@ -200,6 +214,19 @@ impl ClientAuthenticator {
         if self.verified.contains_key(&key) {
             return Ok(true);
         }
+        // Boxed: the Argon2 run's future (the moka entry, the hashing queue) is larger than
+        // the rest of the authentication, which a request without a memo hit allocates.
+        Box::pin(self.verify_uncached(key, stored, secret, presented)).await
+    }
+
+    /// The Argon2 run for credentials not verified recently, behind the throttle.
+    async fn verify_uncached(
+        &self,
+        key: [u8; 32],
+        stored: &str,
+        secret: &Secret,
+        presented: Presented<'_>,
+    ) -> Result<bool, FlowError> {
         // Concurrent first requests with the same credentials share one Argon2 run, and only
         // that run meets the throttle: a client's own burst of correct requests counts once,
         // while every distinct wrong secret counts. Only a success is cached: a failure is an

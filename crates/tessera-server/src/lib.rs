@@ -44,19 +44,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tessera_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 pub use config::Config;
@@ -123,6 +124,7 @@ impl Server {
     ) -> io::Result<()> {
         let (stop_janitor, janitor_stopped) = tokio::sync::watch::channel(false);
         let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
+        coarse::advance();
         let primer = tokio::spawn(keep_timer_wheel_primed());
         let app = routes::app(self.state);
         serve(self.listener, app, self.limits, shutdown).await;
@@ -226,7 +228,7 @@ async fn serve<S>(
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + Unpin,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(());
@@ -293,37 +295,50 @@ async fn accept_within(
 /// The app as one connection's service: each request carries the peer's address as
 /// [`ConnectInfo`] (as `into_make_service_with_connect_info` did; the login throttle reads
 /// it) and moves the connection's [`Activity`] to in flight, and its answer back to idle.
-fn connection_service<S>(
+///
+/// A hyper service rather than tower's map layers under hyper-util's adapter: hyper calls it
+/// by reference, where the adapter cloned the whole stack, both activity handles with it, for
+/// every request.
+struct ConnectionService<S> {
     app: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
-) -> impl Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = Response,
-    Error = Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ 'static
+}
+
+impl<S> hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ConnectionService<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+    S::Future: Unpin,
 {
-    let answered = activity.clone();
-    app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-        activity.set(Phase::InFlight);
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answered<Oneshot<S, Request>>;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.activity.set(Phase::InFlight);
         let mut request = request.map(axum::body::Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request
-    })
-    .map_future(move |response| {
-        let answered = answered.clone();
-        async move {
-            let response = response.await;
-            answered.set(Phase::Idle);
-            response
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        Answered {
+            answer: self.app.clone().oneshot(request),
+            activity: self.activity.clone(),
         }
-    })
+    }
+}
+
+/// A request's answer; when it is ready, its connection's [`Activity`] becomes idle.
+struct Answered<F> {
+    answer: F,
+    activity: Arc<Activity>,
+}
+
+impl<F: Future + Unpin> Future for Answered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let answer = std::task::ready!(Pin::new(&mut self.answer).poll(cx));
+        self.activity.set(Phase::Idle);
+        Poll::Ready(answer)
+    }
 }
 
 /// Serves one connection until it ends, its watchdog fires, or the server stops. On stop a
@@ -340,36 +355,103 @@ async fn serve_connection<S>(
     _permit: OwnedSemaphorePermit,
 ) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + Unpin,
 {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         io: stream,
         activity: activity.clone(),
     });
-    let service = TowerToHyperService::new(connection_service(app, peer, activity.clone()));
+    let service = ConnectionService {
+        app,
+        peer,
+        activity: activity.clone(),
+    };
     let mut connection = pin!(http.serve_connection(io, service));
+    let mut watchdog = pin!(watchdog(&activity, limits));
+    let mut stop = pin!(stopping.changed());
     let mut stopped = false;
-    loop {
-        tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(e) = served {
-                    tracing::trace!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
+    // The watchdog and the stop signal are polled only when one of them woke the task
+    // (through `alarm`), not on each of the connection's many wake-ups: a poll of either
+    // costs more than the rest of what a wake-up adds to hyper's own work.
+    let alarm = Arc::new(Alarm::default());
+    let alarm_waker = Waker::from(alarm.clone());
+    let end = std::future::poll_fn(|cx| {
+        alarm.task.register(cx.waker());
+        loop {
+            if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Served(served));
             }
-            phase = watchdog(&activity, limits) => {
-                tracing::debug!(%peer, ?phase, "connection closed: past its phase's deadline");
-                return;
+            if !alarm.rang() {
+                return Poll::Pending;
             }
-            _ = stopping.changed(), if !stopped => {
-                stopped = true;
-                if activity.phase() != Phase::InFlight {
-                    return;
-                }
-                connection.as_mut().graceful_shutdown();
+            let mut alarmed = Context::from_waker(&alarm_waker);
+            if let Poll::Ready(phase) = watchdog.as_mut().poll(&mut alarmed) {
+                return Poll::Ready(Ended::PastDeadline(phase));
             }
+            if stopped || stop.as_mut().poll(&mut alarmed).is_pending() {
+                return Poll::Pending;
+            }
+            stopped = true;
+            if activity.phase() != Phase::InFlight {
+                return Poll::Ready(Ended::Stopped);
+            }
+            // The answer under way is finished first; the connection is polled again, as
+            // it may close at once.
+            connection.as_mut().graceful_shutdown();
         }
+    })
+    .await;
+    match end {
+        Ended::Served(Err(e)) => {
+            tracing::trace!(%peer, error = %e, "connection ended with an error");
+        }
+        Ended::PastDeadline(phase) => {
+            tracing::debug!(%peer, ?phase, "connection closed: past its phase's deadline");
+        }
+        Ended::Served(Ok(())) | Ended::Stopped => {}
+    }
+}
+
+/// Why [`serve_connection`] returned.
+enum Ended {
+    Served(hyper::Result<()>),
+    PastDeadline(Phase),
+    Stopped,
+}
+
+/// Wakes a connection's task for its watchdog or the stop signal, and remembers that it did,
+/// so that the task polls those two only then.
+struct Alarm {
+    rang: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for Alarm {
+    /// Rung: the first poll registers the watchdog's timer and the stop signal.
+    fn default() -> Self {
+        Self {
+            rang: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Alarm {
+    /// Whether it rang since the last call.
+    fn rang(&self) -> bool {
+        self.rang.load(Ordering::Acquire) && self.rang.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rang.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
@@ -387,23 +469,25 @@ enum Phase {
 
 /// A connection's [`Phase`] and when it began, in one word so that the reads, the service
 /// and the watchdog share it without a lock: the phase in the low two bits, above them the
-/// milliseconds from the accept to the phase's start.
+/// phase's start on the [`coarse`] clock.
 #[derive(Debug)]
 struct Activity {
-    accepted: Instant,
     word: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            accepted: Instant::now(),
-            word: AtomicU64::new(Phase::Headers as u64),
+            word: AtomicU64::new((coarse::now() << 2) | Phase::Headers as u64),
         }
     }
 
     fn set(&self, phase: Phase) {
-        let since = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
+        // A request in flight has no deadline here, so its start is not recorded.
+        let since = match phase {
+            Phase::InFlight => 0,
+            Phase::Headers | Phase::Idle => coarse::now(),
+        };
         self.word
             .store((since << 2) | phase as u64, Ordering::Relaxed);
     }
@@ -412,13 +496,14 @@ impl Activity {
         Self::decode(self.word.load(Ordering::Relaxed)).0
     }
 
-    fn decode(word: u64) -> (Phase, Duration) {
+    /// The phase, and when it began.
+    fn decode(word: u64) -> (Phase, Instant) {
         let phase = match word & 3 {
             0 => Phase::Headers,
             1 => Phase::InFlight,
             _ => Phase::Idle,
         };
-        (phase, Duration::from_millis(word >> 2))
+        (phase, coarse::instant(word >> 2))
     }
 
     /// Bytes arrived: after an answer, they are the start of the next request's headers.
@@ -438,9 +523,10 @@ impl Activity {
 async fn watchdog(activity: &Activity, limits: Limits) -> Phase {
     loop {
         let (phase, since) = Activity::decode(activity.word.load(Ordering::Relaxed));
+        // The start is up to a tick early: a tick more, so that no deadline comes early.
         let deadline = match phase {
-            Phase::Headers => Some(activity.accepted + since + limits.header_read),
-            Phase::Idle => Some(activity.accepted + since + limits.idle),
+            Phase::Headers => Some(since + limits.header_read + coarse::TICK),
+            Phase::Idle => Some(since + limits.idle + coarse::TICK),
             Phase::InFlight => None,
         };
         let now = Instant::now();
@@ -545,7 +631,8 @@ impl AcceptBackoff {
     }
 }
 
-/// Keeps a timer due within a second in the runtime's timer wheel, for as long as it runs.
+/// Keeps a timer due within a [`coarse::TICK`] in the runtime's timer wheel, and the
+/// [`coarse`] clock going, for as long as it runs.
 ///
 /// Every request has a timeout ([`routes::app`]), and tokio wakes its I/O driver (an
 /// `eventfd` write) whenever a new timer is due before anything the wheel held when the
@@ -554,7 +641,40 @@ impl AcceptBackoff {
 /// request's timeout wakes nothing (docs/BENCHMARKS.md, "Bounds").
 async fn keep_timer_wheel_primed() {
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        coarse::advance();
+        tokio::time::sleep(coarse::TICK).await;
+    }
+}
+
+/// The clock of the connections' phases: milliseconds since the first use, advanced every
+/// [`TICK`] by [`keep_timer_wheel_primed`] rather than read from the system on every request,
+/// as each request starts two phases. Reads are up to a tick (and a busy runtime's delay) late.
+mod coarse {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    static MILLIS: AtomicU64 = AtomicU64::new(0);
+
+    /// Now, as of the last tick.
+    pub(crate) fn now() -> u64 {
+        MILLIS.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock to the present (never back: several servers may share it).
+    pub(crate) fn advance() {
+        let millis = u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX >> 2);
+        MILLIS.fetch_max(millis, Ordering::Relaxed);
+    }
+
+    /// The moment `millis` stands for.
+    pub(crate) fn instant(millis: u64) -> Instant {
+        *START + Duration::from_millis(millis)
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -59,8 +59,9 @@ fn acceptable(id: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= LONGEST_ID && bytes.iter().all(u8::is_ascii_graphic)
 }
 
-/// The middleware: `axum::middleware::from_fn(observe)`.
-pub async fn observe(mut request: Request, next: Next) -> Response {
+/// The middleware, outermost around every request; with `hsts` (the issuer is https) every
+/// answer also carries `Strict-Transport-Security`.
+pub async fn observe(mut request: Request, next: Next, hsts: bool) -> Response {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(sent) if acceptable(sent) => sent.clone(),
         _ => {
@@ -84,7 +85,14 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     } else {
         tracing::debug!(%method, path = uri.path(), id = %id_text, status, micros, "request");
     }
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    let headers = response.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), id);
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     response
 }
 

@@ -14,14 +14,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::util::option_layer;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use tessera_core::registration::REGISTRATION_PATH;
@@ -41,24 +39,23 @@ pub use metadata::METADATA_PATH;
 /// allocating.
 pub fn app(
     state: AppState,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + Unpin>
 + Clone
 + Send
 + Sync
 + 'static {
     // Over https, every answer tells browsers to use nothing else (RFC 6797), so a first
-    // visit by plain http cannot be downgraded again.
-    let hsts = state.issuer().starts_with("https://").then(|| {
-        SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        )
-    });
+    // visit by plain http cannot be downgraded again. The request's middleware adds the
+    // header, rather than a layer of its own that every request's future would pass through.
+    let hsts = state.issuer().starts_with("https://");
     // Top to bottom, outermost first: the request id and its log line also cover a timeout,
     // and a panic anywhere becomes a bare 500.
     ServiceBuilder::new()
-        .layer(option_layer(hsts))
-        .layer(axum::middleware::from_fn(crate::observe::observe))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: axum::middleware::Next| {
+                crate::observe::observe(request, next, hsts)
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
