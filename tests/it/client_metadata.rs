@@ -20,7 +20,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, TestClient, spawn_app_with};
-use crate::person::{PASSWORD, Person, VERIFIER, authorize_url, query_of};
+use crate::person::{PASSWORD, Page, Person, VERIFIER, authorize_url, query_of};
 
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
 
@@ -30,6 +30,7 @@ both_backends!(
     a_slow_document_is_an_error_page_within_the_timeout,
     without_the_loopback_flag_no_loopback_address_is_reached,
     documents_off_fetches_nothing_and_advertises_nothing,
+    a_flood_naming_one_url_fetches_it_once_and_a_deleted_client_is_read_again,
 );
 
 /// What the test's https server answers on a path.
@@ -539,4 +540,57 @@ async fn documents_off_fetches_nothing_and_advertises_nothing(backend: Backend) 
     )
     .await;
     assert_eq!(documents.all_requests(), 0);
+}
+
+/// 60 simultaneous authorization requests from distinct callers naming one URL.
+async fn flood(app: &TestApp, client_id: &str) -> Vec<Page> {
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..60u8 {
+        let person = Person::from_address(app, std::net::IpAddr::from([127, 0, 1, i + 1]));
+        let url = authorize_url(app, client_id, CALLBACK, &[]);
+        burst.spawn(async move { person.get(&url).await });
+    }
+    burst.join_all().await
+}
+
+async fn a_flood_naming_one_url_fetches_it_once_and_a_deleted_client_is_read_again(
+    backend: Backend,
+) {
+    let documents = DocumentServer::start().await;
+    let Some(app) = app_trusting(backend, &documents, true).await else {
+        return;
+    };
+    let _ = app.resource_server("api").await;
+    let client_id = documents.url("/apps/flood.json");
+    documents.serve_document("/apps/flood.json", &client_id, "Flood", CALLBACK);
+    for page in flood(&app, &client_id).await {
+        assert!(page.is_login(), "{} {}", page.status, page.body);
+    }
+    assert_eq!(
+        documents.requests("/apps/flood.json"),
+        1,
+        "one shared fetch"
+    );
+
+    let absent = documents.url("/apps/absent.json");
+    for page in flood(&app, &absent).await {
+        assert_eq!(page.status, 400, "{}", page.body);
+        assert!(page.body.contains("HTTP status 404"), "{}", page.body);
+    }
+    assert_eq!(
+        documents.requests("/apps/absent.json"),
+        1,
+        "one shared refusal"
+    );
+
+    // `client delete` removes the row; once the node's client cache lets go of it, the next
+    // request reads the document again instead of using a client the store no longer has.
+    assert!(app.store.delete_client(&client_id).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let page = Person::new(&app)
+        .get(&authorize_url(&app, &client_id, CALLBACK, &[]))
+        .await;
+    assert!(page.is_login(), "{} {}", page.status, page.body);
+    assert_eq!(documents.requests("/apps/flood.json"), 2);
+    assert!(app.store.get_client(&client_id).await.unwrap().is_some());
 }

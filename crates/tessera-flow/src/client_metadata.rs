@@ -154,7 +154,10 @@ impl Flows {
     ) -> Result<Resolved, FlowError> {
         documents
             .resolved
-            .try_get_with(url.as_str().to_owned(), self.resolve_document(documents, url))
+            .try_get_with(
+                url.as_str().to_owned(),
+                self.resolve_document(documents, url),
+            )
             .await
             .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(FlowError::internal))
     }
