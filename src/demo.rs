@@ -180,8 +180,8 @@ async fn ensure_resource(store: &dyn Store, api_url: &str) -> Result<()> {
         return Ok(());
     }
     // Another address, or a store from before resources: start the demo API's afresh.
-    store.delete_client(API_CLIENT_ID).await?;
-    store.delete_resource(&wanted.resource.uri).await?;
+    store.delete_client(API_CLIENT_ID, now).await?;
+    store.delete_resource(&wanted.resource.uri, now).await?;
     wanted.client.secret_hash = Some(hash_secret(&Secret::new(API_CLIENT_SECRET))?);
     match store
         .create_resource(&wanted.resource, &wanted.client)
@@ -212,7 +212,7 @@ async fn ensure_client(
         if same {
             return Ok(());
         }
-        store.delete_client(id).await?;
+        store.delete_client(id, Clock::system().now()).await?;
     }
     wanted.secret_hash = Some(hash_secret(&Secret::new(secret))?);
     match store.create_client(&wanted).await {

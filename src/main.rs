@@ -122,6 +122,8 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Revoke every token issued for a user; their sign-in sessions stay.
+    RevokeTokens { username: String },
 }
 
 #[derive(Args)]
@@ -155,6 +157,15 @@ struct ServeArgs {
     /// Seconds between purges of expired and revoked tokens.
     #[arg(long, env = "TESSERA_JANITOR_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     janitor_interval: u64,
+    /// Seconds a revocation event is kept for resource servers to catch up on; one that
+    /// reconnects after a longer gap is told to empty its cache.
+    #[arg(
+        long,
+        env = "TESSERA_REVOCATION_EVENT_RETENTION",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    revocation_event_retention: u64,
     /// A proxy (address or CIDR range) whose X-Forwarded-For names the caller, for the
     /// sign-in and client-authentication throttles; repeat for several (the variable takes a
     /// comma-separated list). From anyone else the header is ignored.
@@ -293,6 +304,11 @@ enum ClientCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
+    /// Revoke every token issued to a client; the client stays.
+    RevokeTokens {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 /// mimalloc instead of the system allocator: glibc's malloc and free weigh on every request,
@@ -375,7 +391,7 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
             Ok(())
         }
         UserCommand::Delete { username } => {
-            if store.delete_user(&username).await? {
+            if store.delete_user(&username, Clock::system().now()).await? {
                 eprintln!("deleted user {username}, their tokens and sessions");
                 Ok(())
             } else {
@@ -392,6 +408,18 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
                 Ok(())
             } else {
                 bail!("no user named {username}")
+            }
+        }
+        UserCommand::RevokeTokens { username } => {
+            match store
+                .revoke_user_tokens(&username, Clock::system().now())
+                .await?
+            {
+                Some(revoked) => {
+                    eprintln!("revoked {revoked} tokens of {username}");
+                    Ok(())
+                }
+                None => bail!("no user named {username}"),
             }
         }
     }
@@ -454,6 +482,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
             refresh_grace: args.refresh_grace,
         },
         janitor_interval: Duration::from_secs(args.janitor_interval),
+        revocation_event_retention: Duration::from_secs(args.revocation_event_retention),
         clock: Clock::system(),
         pkce: PkcePolicy {
             require_for_confidential: !args.pkce_optional_for_confidential,
@@ -561,7 +590,10 @@ async fn resource(store: &dyn Store, cmd: ResourceCommand) -> Result<()> {
         }
         ResourceCommand::Delete { uri } => {
             let parsed = ResourceUri::parse(&uri)?;
-            if store.delete_resource(&parsed).await? {
+            if store
+                .delete_resource(&parsed, Clock::system().now())
+                .await?
+            {
                 eprintln!("deleted resource {parsed} and its credentials");
                 Ok(())
             } else {
@@ -657,11 +689,26 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
             Ok(())
         }
         ClientCommand::Delete { client_id } => {
-            if store.delete_client(&client_id).await? {
+            if store
+                .delete_client(&client_id, Clock::system().now())
+                .await?
+            {
                 eprintln!("deleted client {client_id} and its tokens");
                 Ok(())
             } else {
                 bail!("no client with id {client_id}")
+            }
+        }
+        ClientCommand::RevokeTokens { client_id } => {
+            match store
+                .revoke_client_tokens(&client_id, Clock::system().now())
+                .await?
+            {
+                Some(revoked) => {
+                    eprintln!("revoked {revoked} tokens of client {client_id}");
+                    Ok(())
+                }
+                None => bail!("no client with id {client_id}"),
             }
         }
     }

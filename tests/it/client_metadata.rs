@@ -585,7 +585,12 @@ async fn a_flood_naming_one_url_fetches_it_once_and_a_deleted_client_is_read_aga
 
     // `client delete` removes the row; once the node's client cache lets go of it, the next
     // request reads the document again instead of using a client the store no longer has.
-    assert!(app.store.delete_client(&client_id).await.unwrap());
+    assert!(
+        app.store
+            .delete_client(&client_id, app.clock.now())
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let page = Person::new(&app)
         .get(&authorize_url(&app, &client_id, CALLBACK, &[]))

@@ -251,7 +251,12 @@ async fn a_deleted_caller_is_refused_within_the_client_cache_lifetime(backend: B
         .await;
     assert_eq!(same.status, 200, "{:?}", same.body);
 
-    assert!(app.store.delete_client(&rs.id).await.unwrap());
+    assert!(
+        app.store
+            .delete_client(&rs.id, app.clock.now())
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(lifetime + std::time::Duration::from_millis(100)).await;
     let refused = app
         .post_basic("/introspect", &rs, &[("token", &token)])

@@ -16,7 +16,8 @@
 //! - [`scope`]: the scope grammar of RFC 6749 §3.3 and subset checks.
 //! - [`token`]: opaque token generation, the key kept at rest, and the token texts that redact.
 //! - [`resource`]: resource servers (RFC 8707) and the audience of a token.
-//! - [`revocation`]: what revoking a token reaches (its family, or itself).
+//! - [`revocation`]: what revoking a token reaches (its family, or itself), and the stream
+//!   that tells resource servers.
 //! - [`secret`]: client-secret generation and hashing.
 //! - [`authorize`]: the authorization endpoint's request, checked in the safe order.
 //! - [`pkce`]: RFC 7636 with S256 only.

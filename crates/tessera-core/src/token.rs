@@ -134,6 +134,12 @@ impl TokenKey {
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         <[u8; 32]>::try_from(bytes).ok().map(Self)
     }
+
+    /// The key as resource servers are told it: its 32 bytes in base64url without padding
+    /// (43 characters).
+    pub fn to_base64url(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
 }
 
 impl fmt::Debug for TokenKey {

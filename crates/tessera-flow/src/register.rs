@@ -126,7 +126,7 @@ impl Flows {
     ) -> Result<(), FlowError> {
         let (registration, _) = self.managed(client_id, authorization).await?;
         self.store
-            .delete_client(registration.client.id.as_str())
+            .delete_client(registration.client.id.as_str(), self.now())
             .await?;
         self.clients.forget(client_id).await;
         tracing::info!(event = "client_registration_deleted", client_id = %registration.client.id);

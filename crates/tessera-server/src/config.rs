@@ -17,6 +17,10 @@ pub struct Config {
     pub lifetimes: Lifetimes,
     /// How often the janitor purges expired and revoked tokens.
     pub janitor_interval: Duration,
+    /// How long revocation events are kept; the janitor purges older ones.
+    pub revocation_event_retention: Duration,
+    /// How often an idle revocation stream sends a comment, so that proxies keep it open.
+    pub revocation_heartbeat: Duration,
     pub clock: Clock,
     /// Whether confidential clients must use PKCE too (public clients always must).
     pub pkce: PkcePolicy,
@@ -55,6 +59,8 @@ impl Default for Config {
             issuer: None,
             lifetimes: Lifetimes::default(),
             janitor_interval: Duration::from_secs(60),
+            revocation_event_retention: Duration::from_secs(3600),
+            revocation_heartbeat: Duration::from_secs(15),
             clock: Clock::system(),
             pkce: PkcePolicy::default(),
             session_ttl: 8 * 3600,

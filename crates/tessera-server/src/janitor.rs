@@ -1,4 +1,5 @@
-//! Background purge of expired and revoked tokens.
+//! Background purge of expired and revoked tokens, and of revocation events past their
+//! retention.
 //!
 //! Deleting in batches of [`BATCH`] keeps every transaction short, and the table stays
 //! bounded under constant load. On PostgreSQL the batch is chosen with `SKIP LOCKED`, so
@@ -16,6 +17,9 @@ use tokio::sync::watch;
 use crate::state::AppState;
 
 pub const BATCH: u32 = 100;
+/// Revocation events are purged from the start of their key's range, which costs little
+/// per row, and come in hundreds a second under load: larger batches keep up.
+pub const EVENT_BATCH: u32 = 1000;
 
 /// Runs until `stop` turns true.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
@@ -29,6 +33,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "janitor purged tokens"),
             Err(e) => tracing::warn!(error = %e, "janitor failed; will retry"),
+        }
+        match purge_revocation_events(&state, &stop).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "janitor purged revocation events"),
+            Err(e) => tracing::warn!(error = %e, "janitor failed on revocation events; will retry"),
         }
     }
 }
@@ -44,6 +53,30 @@ pub async fn purge_all(
         let n = state.store.purge_expired(state.now(), BATCH).await?;
         total += n;
         if n < u64::from(BATCH) || *stop.borrow() {
+            return Ok(total);
+        }
+        tokio::time::sleep(started.elapsed()).await;
+    }
+}
+
+/// Purges the revocation events older than the retention, batch after batch, as
+/// [`purge_all`] does tokens.
+pub async fn purge_revocation_events(
+    state: &AppState,
+    stop: &watch::Receiver<bool>,
+) -> Result<u64, tessera_store::StoreError> {
+    let retention =
+        i64::try_from(state.config.revocation_event_retention.as_secs()).unwrap_or(i64::MAX);
+    let mut total = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        let older_than = state.now().saturating_add(-retention);
+        let n = state
+            .store
+            .purge_revocation_events(older_than, EVENT_BATCH)
+            .await?;
+        total += n;
+        if n < u64::from(EVENT_BATCH) || *stop.borrow() {
             return Ok(total);
         }
         tokio::time::sleep(started.elapsed()).await;

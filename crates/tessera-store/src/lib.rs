@@ -15,8 +15,12 @@
 //!   power loss).
 //! - [`postgres`]: for several nodes on one database; migrations take an advisory lock.
 //! - [`testing`]: fresh throw-away databases for tests and benchmarks.
+//! - [`RevocationEvent`]s: each revocation of a live access token, appended in the
+//!   revocation's own transaction, in one order across nodes, for the resource servers that
+//!   cache tokens; `feed` wakes their readers.
 
 mod error;
+mod feed;
 mod migrations;
 pub mod postgres;
 mod rows;
@@ -31,10 +35,11 @@ use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::ids::UserId;
 use tessera_core::registration::{InitialAccessTokenRecord, Registration};
-use tessera_core::resource::{Resource, ResourceUri};
+use tessera_core::resource::{Audience, Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
+use tokio::sync::watch;
 
 pub use error::StoreError;
 
@@ -53,8 +58,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
     /// All clients, oldest first.
     async fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
-    /// Deletes a client and, with it, every token, code and consent of it.
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Deletes a client and, with it, every token, code and consent of it. The access tokens
+    /// still live at `now` get revocation events.
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StoreError>;
+    /// Revokes every live token issued to the client, at `now`. Returns how many, or `None`
+    /// if there is no such client.
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Stores a self-registered client (RFC 7591) with the key of its registration access
     /// token; [`StoreError::Conflict`] if the id exists.
@@ -88,15 +101,23 @@ pub trait Store: Send + Sync + 'static {
     -> Result<(), StoreError>;
     /// All resource servers, oldest first.
     async fn list_resources(&self) -> Result<Vec<Resource>, StoreError>;
-    /// Deletes a resource server and its client. Tokens for it stay, useless to anyone but
-    /// the clients they were issued to, until they expire.
-    async fn delete_resource(&self, uri: &ResourceUri) -> Result<bool, StoreError>;
+    /// Deletes a resource server and its client (as [`Store::delete_client`]). Tokens for it
+    /// stay, useless to anyone but the clients they were issued to, until they expire.
+    async fn delete_resource(&self, uri: &ResourceUri, now: UnixTime) -> Result<bool, StoreError>;
 
     /// Stores a new user; [`StoreError::Conflict`] if the username is taken.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
     async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
-    /// Deletes a user with their tokens, codes, sessions and consents.
-    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Deletes a user with their tokens, codes, sessions and consents. The access tokens
+    /// still live at `now` get revocation events.
+    async fn delete_user(&self, username: &str, now: UnixTime) -> Result<bool, StoreError>;
+    /// Revokes every live token issued for the user, at `now`; their sessions stay. Returns
+    /// how many, or `None` if there is no such user.
+    async fn revoke_user_tokens(
+        &self,
+        username: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError>;
     /// Replaces a password hash, ends the user's sessions and revokes every token issued for
     /// the user at `now`: a password change is how an operator throws a thief out.
     async fn set_password(
@@ -167,6 +188,59 @@ pub trait Store: Send + Sync + 'static {
     /// largest count of one kind, so a caller repeats while it equals `batch`. Small batches
     /// keep transactions short.
     async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError>;
+
+    /// Up to `limit` revocation events numbered after `after`, in order. Every method that
+    /// revokes or deletes a live access token appends its event in the same transaction.
+    async fn revocation_events_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError>;
+    /// Which events are still kept. Asked after [`Store::revocation_events_after`], it tells
+    /// whether what that returned may lack purged events (see [`RevocationWindow`]).
+    async fn revocation_window(&self) -> Result<RevocationWindow, StoreError>;
+    /// Deletes up to `batch` of the oldest events, all created at or before `older_than`,
+    /// and moves the horizon past them. Returns how many went.
+    async fn purge_revocation_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
+    /// The number of the last revocation event this node knows of, changed whenever events
+    /// are appended: by this node at once, by other processes within about a second. A wake-up
+    /// only: readers read what is new with [`Store::revocation_events_after`].
+    fn subscribe_revocations(&self) -> watch::Receiver<u64>;
+}
+
+/// A live access token's revocation, as the resource servers caching it learn of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Its place in the one order of all events: a later commit has a larger number, though
+    /// numbers may skip.
+    pub seq: u64,
+    /// The token's key, which a holder of the token computes with `TokenKey::of`.
+    pub token_key: TokenKey,
+    /// The resources the token was for.
+    pub audience: Audience,
+    pub created_at: UnixTime,
+}
+
+/// The revocation events still kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevocationWindow {
+    /// The last event purged (0 before any): a reader that has seen only events before it
+    /// may have missed some.
+    pub horizon: u64,
+    /// The last event appended, or the horizon if none is kept.
+    pub latest: u64,
+}
+
+impl RevocationWindow {
+    /// Whether a reader that has seen every event up to `seen` misses nothing by reading on
+    /// after it.
+    pub fn can_resume_after(&self, seen: u64) -> bool {
+        tessera_core::revocation::can_resume(seen, self.horizon, self.latest)
+    }
 }
 
 /// The outcome of [`Store::redeem_code`].

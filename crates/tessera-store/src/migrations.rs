@@ -33,6 +33,7 @@ pub fn sqlite() -> Migrator {
         4 "tokens clustered on time ordered keys" "0004_tokens_clustered_on_time_ordered_keys.sql",
         5 "resources and audiences" "0005_resources_and_audiences.sql",
         6 "self registration" "0006_self_registration.sql",
+        7 "revocation events" "0007_revocation_events.sql",
     )
 }
 
@@ -45,6 +46,7 @@ pub fn postgres() -> Migrator {
         5 "subject index only for people" "0005_subject_index_only_for_people.sql",
         6 "resources and audiences" "0006_resources_and_audiences.sql",
         7 "self registration" "0007_self_registration.sql",
+        8 "revocation events" "0008_revocation_events.sql",
     )
 }
 

@@ -12,7 +12,7 @@ use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
 use tessera_core::user::{User, Username};
 
-use crate::StoreError;
+use crate::{RevocationEvent, RevocationWindow, StoreError};
 
 pub const INSERT_CLIENT: &str = "INSERT INTO clients \
     (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, \
@@ -68,12 +68,15 @@ pub const INSERT_USER: &str =
     "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)";
 pub const SELECT_USER_BY_NAME: &str =
     "SELECT id, username, password_hash, created_at FROM users WHERE username = $1";
-pub const DELETE_USER_TOKENS: &str =
-    "DELETE FROM tokens WHERE subject = (SELECT id FROM users WHERE username = $1)";
+pub const DELETE_USER_TOKENS: &str = "DELETE FROM tokens \
+    WHERE subject = (SELECT id FROM users WHERE username = $1) \
+    RETURNING hash, audience, kind = 0 AND revoked_at IS NULL AND expires_at > $2 AS live";
 pub const DELETE_USER: &str = "DELETE FROM users WHERE username = $1";
 pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE username = $1";
 pub const REVOKE_USER_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
-    WHERE subject = (SELECT id FROM users WHERE username = $1) AND revoked_at IS NULL";
+    WHERE subject = (SELECT id FROM users WHERE username = $1) AND revoked_at IS NULL \
+    RETURNING hash, audience, kind = 0 AND expires_at > $2 AS live";
+pub const USER_EXISTS: &str = "SELECT COUNT(*) FROM users WHERE username = $1";
 pub const DELETE_USER_SESSIONS: &str =
     "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)";
 pub const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, client_id, user_id, \
@@ -94,10 +97,35 @@ pub const SELECT_CONSENT: &str = "SELECT scope FROM consents WHERE user_id = $1 
 pub const UPSERT_CONSENT: &str = "INSERT INTO consents (user_id, client_id, scope, granted_at) \
     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, client_id) \
     DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at";
-pub const REVOKE_TOKEN: &str =
-    "UPDATE tokens SET revoked_at = $2 WHERE hash = $1 AND revoked_at IS NULL";
-pub const REVOKE_FAMILY: &str =
-    "UPDATE tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL";
+
+// Every statement that ends tokens has the key as `$1`, the time as `$2`, and returns each
+// token's key and audience and whether it was a live access token: the tokens a resource
+// server may hold in its cache, so the ones that get a revocation event.
+pub const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = $2 \
+    WHERE hash = $1 AND revoked_at IS NULL \
+    RETURNING hash, audience, kind = 0 AND expires_at > $2 AS live";
+pub const REVOKE_FAMILY: &str = "UPDATE tokens SET revoked_at = $2 \
+    WHERE family_id = $1 AND revoked_at IS NULL \
+    RETURNING hash, audience, kind = 0 AND expires_at > $2 AS live";
+pub const REVOKE_CLIENT_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
+    WHERE client_id = $1 AND revoked_at IS NULL \
+    RETURNING hash, audience, kind = 0 AND expires_at > $2 AS live";
+pub const DELETE_CLIENT_TOKENS: &str = "DELETE FROM tokens WHERE client_id = $1 \
+    RETURNING hash, audience, kind = 0 AND revoked_at IS NULL AND expires_at > $2 AS live";
+pub const CLIENT_EXISTS: &str = "SELECT COUNT(*) FROM clients WHERE client_id = $1";
+
+pub const REVOCATION_EVENTS_AFTER: &str = "SELECT seq, token_key, audience, created_at \
+    FROM revocation_events WHERE seq > $1 ORDER BY seq LIMIT $2";
+/// The horizon and the last event, read in one statement so that they agree.
+pub const REVOCATION_WINDOW: &str = "SELECT h.purged_through, \
+    (SELECT COALESCE(MAX(seq), 0) FROM revocation_events) FROM revocation_event_horizon h";
+/// The last event of the next batch to purge: the oldest events, in the order of their
+/// numbers, so that what stays is always every event after the horizon.
+pub const LAST_PURGEABLE_EVENT: &str = "SELECT MAX(seq) FROM (SELECT seq FROM revocation_events \
+    WHERE created_at <= $1 ORDER BY seq LIMIT $2) AS oldest";
+pub const PURGE_REVOCATION_EVENTS: &str = "DELETE FROM revocation_events WHERE seq <= $1";
+pub const RAISE_REVOCATION_HORIZON: &str =
+    "UPDATE revocation_event_horizon SET purged_through = $1 WHERE purged_through < $1";
 
 /// A registration read back: the client and its token key.
 pub fn registration(client: ClientRow, token: &[u8]) -> Result<Registration, StoreError> {
@@ -241,6 +269,55 @@ impl TryFrom<TokenRow> for TokenRecord {
     }
 }
 
+/// What a statement that ends tokens did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ended {
+    /// Tokens revoked or deleted.
+    pub count: u64,
+    /// The last revocation event appended, if any.
+    pub latest_event: Option<u64>,
+}
+
+/// The window as `REVOCATION_WINDOW` reads it.
+pub fn window(horizon: i64, latest: i64) -> RevocationWindow {
+    let horizon = seq_of(horizon);
+    RevocationWindow {
+        horizon,
+        latest: seq_of(latest).max(horizon),
+    }
+}
+
+pub struct RevocationEventRow {
+    pub seq: i64,
+    pub token_key: Vec<u8>,
+    pub audience: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<RevocationEventRow> for RevocationEvent {
+    type Error = StoreError;
+
+    fn try_from(row: RevocationEventRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("revocation event: {what}"));
+        Ok(RevocationEvent {
+            seq: u64::try_from(row.seq).map_err(|_| corrupt("number"))?,
+            token_key: TokenKey::from_slice(&row.token_key).ok_or_else(|| corrupt("key length"))?,
+            audience: Audience::stored(&row.audience),
+            created_at: UnixTime::from_secs(row.created_at),
+        })
+    }
+}
+
+/// An event number as stored: they start at 1 and never reach `i64::MAX`.
+pub fn seq_of(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
+}
+
+/// An event number as a bound in a query.
+pub fn stored_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
 pub struct ResourceRow {
     pub uri: String,
     pub client_id: String,
@@ -327,7 +404,7 @@ mod from_postgres {
     use sqlx::postgres::PgRow;
     use sqlx::{FromRow, Row};
 
-    use super::{ClientRow, CodeRow, ResourceRow, TokenRow, UserRow};
+    use super::{ClientRow, CodeRow, ResourceRow, RevocationEventRow, TokenRow, UserRow};
 
     /// `FromRow` for each row type, every field read from the column of its own name.
     macro_rules! from_columns {
@@ -350,6 +427,7 @@ mod from_postgres {
             rotated_at, family_id, audience, username,
         }
         ResourceRow { uri, client_id, name, scope, created_at }
+        RevocationEventRow { seq, token_key, audience, created_at }
         UserRow { id, username, password_hash, created_at }
         CodeRow {
             hash, client_id, user_id, redirect_uri, redirect_uri_given, scope, code_challenge,

@@ -5,16 +5,18 @@
 //! is seen everywhere on the next lookup. Migrations take PostgreSQL's advisory lock (sqlx's
 //! migrator does), so nodes started together apply them once. The janitor's deletes use
 //! `FOR UPDATE SKIP LOCKED`, so janitors on several nodes never wait on each other.
+//! Revocation events are appended by `append_revocation_events` (migration 0008), in commit
+//! order, and announced with `NOTIFY`, which every node's watcher `LISTEN`s for.
 
 mod batch;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::PoisonError;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, FromRow, PgConnection, PgExecutor, PgPool, Postgres, Row};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
@@ -24,9 +26,11 @@ use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
+use tokio::sync::watch;
 
-use crate::rows::{self, TokenRow};
-use crate::{Redemption, Session, StoreError};
+use crate::feed::{self, Feed};
+use crate::rows::{self, Ended, TokenRow, seq_of, stored_seq};
+use crate::{Redemption, RevocationEvent, RevocationWindow, Session, StoreError};
 use batch::{BatchFn, Batcher};
 
 /// Batched statements in flight at once, per kind. One: the next batch fills while it runs,
@@ -69,15 +73,46 @@ const INSERT_TOKENS: &str = "WITH new AS (SELECT * FROM unnest($1::bytea[], $2::
     revoked_at, rotated_at, family_id, audience) \
     SELECT * FROM new WHERE NOT EXISTS \
     (SELECT 1 FROM new n WHERE n.client_id NOT IN (SELECT client_id FROM owners))";
-/// Deletes a client's tokens; run after the client's row is gone (see `delete_client`).
-const DELETE_CLIENT_TOKENS: &str = "DELETE FROM tokens WHERE client_id = $1";
 const SELECT_TOKENS: &str = "SELECT t.hash, t.kind, t.client_id, t.subject, t.scope, \
     t.issued_at, t.expires_at, t.revoked_at, t.rotated_at, t.family_id, t.audience, \
     u.username FROM tokens t LEFT JOIN users u ON u.id = t.subject WHERE t.hash = ANY($1)";
 /// One revocation time for the batch (the latest of its requests, all within the same
 /// moment): an index scan by `ANY`, where a join with `unnest` may be planned as a scan.
-const REVOKE_TOKENS: &str = "UPDATE tokens SET revoked_at = $2 \
-    WHERE hash = ANY($1) AND revoked_at IS NULL RETURNING hash";
+/// Returns the keys revoked and the last event appended (see [`appending`]).
+const REVOKE_TOKENS: &str = "WITH ended AS (UPDATE tokens SET revoked_at = $2 \
+    WHERE hash = ANY($1) AND revoked_at IS NULL \
+    RETURNING hash, audience, kind = 0 AND expires_at > $2 AS live) \
+    SELECT COALESCE(array_agg(hash), '{}'), append_revocation_events(\
+    array_agg(hash) FILTER (WHERE live), array_agg(audience) FILTER (WHERE live), $2) FROM ended";
+
+/// `ending`, a statement that ends tokens (see `rows::REVOKE_TOKEN`), made to append a
+/// revocation event for each live access token it ends, in the same statement; it returns
+/// how many tokens it ended and the last event appended. The events are appended once the
+/// tokens are ended, and a statement of its own commits at once: the lock that appending
+/// takes (migration 0008) is held for the commit only.
+fn appending(ending: &str) -> String {
+    format!(
+        "WITH ended AS ({ending}) SELECT COUNT(*), append_revocation_events(\
+         array_agg(hash) FILTER (WHERE live), array_agg(audience) FILTER (WHERE live), $2) \
+         FROM ended"
+    )
+}
+
+static REVOKE_FAMILY: LazyLock<String> = LazyLock::new(|| appending(rows::REVOKE_FAMILY));
+static REVOKE_USER_TOKENS: LazyLock<String> = LazyLock::new(|| appending(rows::REVOKE_USER_TOKENS));
+static REVOKE_CLIENT_TOKENS: LazyLock<String> =
+    LazyLock::new(|| appending(rows::REVOKE_CLIENT_TOKENS));
+static DELETE_USER_TOKENS: LazyLock<String> = LazyLock::new(|| appending(rows::DELETE_USER_TOKENS));
+/// Run after the client's row is gone (see `delete_client`).
+static DELETE_CLIENT_TOKENS: LazyLock<String> =
+    LazyLock::new(|| appending(rows::DELETE_CLIENT_TOKENS));
+
+/// The channel `append_revocation_events` notifies (migration 0008).
+const REVOCATIONS_CHANNEL: &str = "tessera_revocations";
+/// How often the watcher reads the last event while it cannot listen.
+const REVOCATIONS_POLL: Duration = Duration::from_secs(1);
+/// How many polls before the watcher tries to listen again.
+const POLLS_BETWEEN_LISTENS: u32 = 10;
 
 /// The statements this dialect spells its own way.
 mod dialect {
@@ -106,6 +141,7 @@ pub struct PgStore {
     lookups: Batcher<TokenKey, Option<TokenRecord>>,
     inserts: Batcher<Vec<TokenRecord>, ()>,
     revocations: Batcher<(TokenKey, UnixTime), bool>,
+    feed: Arc<Feed>,
 }
 
 impl PgStore {
@@ -114,12 +150,14 @@ impl PgStore {
         let batch_pool = batch_pool(url)?;
         // One connection per lane: a lane runs one statement at a time.
         let held = || HeldConnections::new(batch_pool.clone(), 1);
+        let feed = Arc::new(Feed::new());
         Ok(Self {
             lookups: Batcher::start(BATCH_LANES, find_batch(held())),
             inserts: Batcher::start(BATCH_LANES, insert_batch(held())),
-            revocations: Batcher::start(BATCH_LANES, revoke_batch(held())),
+            revocations: Batcher::start(BATCH_LANES, revoke_batch(held(), feed.clone())),
             general: HeldConnections::new(pool.clone(), POOL_SIZE as usize),
             pool,
+            feed,
         })
     }
 
@@ -270,31 +308,118 @@ fn pool_options(size: u32) -> PgPoolOptions {
 }
 
 impl PgStore {
-    /// Runs each statement with `key` as `$1`, in order, in one transaction; returns each
-    /// one's row count.
-    async fn execute_on_key<const N: usize>(
+    /// Runs `ending` (see [`appending`]) with `key` and `now` on its own; once it has
+    /// committed, wakes this node's readers of revocation events if it appended any.
+    async fn end_tokens(
         &self,
-        statements: [&'static str; N],
+        ending: &'static str,
         key: &str,
-    ) -> Result<[u64; N], StoreError> {
-        let (general, key) = (self.general.clone(), key.to_owned());
-        detached(async move {
-            let mut conn = general.lease().await?;
-            let mut tx = conn.begin().await?;
-            let mut counts = [0; N];
-            for (sql, count) in statements.into_iter().zip(&mut counts) {
-                *count = sqlx::query(sql)
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-            conn.keep();
-            Ok(counts)
-        })
-        .await
+        now: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let ended = end(&mut *conn, ending, key, now).await?;
+        conn.keep();
+        self.feed.advance(ended.latest_event);
+        Ok(ended.count)
     }
+
+    /// Whether a `SELECT COUNT(*)` of one key finds any row.
+    async fn exists(&self, statement: &'static str, key: &str) -> Result<bool, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let count: i64 = sqlx::query_scalar(statement)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(count > 0)
+    }
+}
+
+/// Runs `ending` (see [`appending`]) with `key` and `now`.
+async fn end<'e>(
+    executor: impl PgExecutor<'e>,
+    ending: &'static str,
+    key: &str,
+    now: UnixTime,
+) -> Result<Ended, StoreError> {
+    let (count, latest): (i64, Option<i64>) = sqlx::query_as(ending)
+        .bind(key)
+        .bind(now.as_secs())
+        .fetch_one(executor)
+        .await?;
+    Ok(Ended {
+        count: u64::try_from(count).unwrap_or(0),
+        latest_event: latest.map(seq_of),
+    })
+}
+
+/// The window of revocation events.
+async fn read_window(general: &Arc<HeldConnections>) -> Result<RevocationWindow, StoreError> {
+    let mut conn = general.lease().await?;
+    let (horizon, latest) = sqlx::query_as(rows::REVOCATION_WINDOW)
+        .fetch_one(&mut *conn)
+        .await?;
+    conn.keep();
+    Ok(rows::window(horizon, latest))
+}
+
+/// Advances `latest` with every event appended by any node, until the store is dropped:
+/// from the notifications of `append_revocation_events`, or, while they cannot be received,
+/// by reading the last event every [`REVOCATIONS_POLL`].
+async fn watch_revocations(
+    options: PgConnectOptions,
+    general: Arc<HeldConnections>,
+    latest: watch::Sender<u64>,
+) {
+    // A connection of its own, held while listening and made again when lost.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(options);
+    loop {
+        match listen(&pool).await {
+            Ok(mut listener) => {
+                // Events appended before the `LISTEN` took effect were announced to no one here.
+                catch_up(&general, &latest).await;
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => match notification.payload().parse() {
+                            Ok(seq) => feed::advance(&latest, seq),
+                            Err(_) => catch_up(&general, &latest).await,
+                        },
+                        // The connection was lost and made again: what was sent meanwhile is lost.
+                        Ok(None) => catch_up(&general, &latest).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the revocation notifications; polling");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for revocation notifications; polling")
+            }
+        }
+        for _ in 0..POLLS_BETWEEN_LISTENS {
+            tokio::time::sleep(REVOCATIONS_POLL).await;
+            catch_up(&general, &latest).await;
+        }
+    }
+}
+
+/// Advances `latest` to the last event appended.
+async fn catch_up(general: &Arc<HeldConnections>, latest: &watch::Sender<u64>) {
+    match read_window(general).await {
+        Ok(window) => feed::advance(latest, window.latest),
+        Err(e) => tracing::debug!(error = %e, "revocation events not read"),
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(REVOCATIONS_CHANNEL).await?;
+    Ok(listener)
 }
 
 /// Runs a transaction in a task of its own, which a caller that goes away cannot cancel.
@@ -452,7 +577,7 @@ impl crate::Store for PgStore {
         found.into_iter().map(Client::try_from).collect()
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StoreError> {
         if !rows::storable(client_id) {
             return Ok(false);
         }
@@ -460,10 +585,37 @@ impl crate::Store for PgStore {
         // after the client: deleting its row waits for any insert that holds the client's
         // key-share lock to commit, and under READ COMMITTED the second statement's snapshot
         // then holds those tokens too. The other order could miss them.
-        let [clients, _tokens] = self
-            .execute_on_key([rows::DELETE_CLIENT, DELETE_CLIENT_TOKENS], client_id)
+        let (general, client_id) = (self.general.clone(), client_id.to_owned());
+        let (deleted, ended) = detached(async move {
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
+            let deleted = sqlx::query(rows::DELETE_CLIENT)
+                .bind(&client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let ended = end(&mut *tx, &DELETE_CLIENT_TOKENS, &client_id, now).await?;
+            tx.commit().await?;
+            conn.keep();
+            Ok((deleted > 0, ended))
+        })
+        .await?;
+        self.feed.advance(ended.latest_event);
+        Ok(deleted)
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        if !rows::storable(client_id) || !self.exists(rows::CLIENT_EXISTS, client_id).await? {
+            return Ok(None);
+        }
+        let revoked = self
+            .end_tokens(&REVOKE_CLIENT_TOKENS, client_id, now)
             .await?;
-        Ok(clients > 0)
+        Ok(Some(revoked))
     }
 
     async fn create_resource(
@@ -496,7 +648,7 @@ impl crate::Store for PgStore {
         found.into_iter().map(Resource::try_from).collect()
     }
 
-    async fn delete_resource(&self, uri: &ResourceUri) -> Result<bool, StoreError> {
+    async fn delete_resource(&self, uri: &ResourceUri, now: UnixTime) -> Result<bool, StoreError> {
         let mut conn = self.general.lease().await?;
         let client_id: Option<String> = sqlx::query_scalar(rows::RESOURCE_CLIENT)
             .bind(uri.as_str())
@@ -504,7 +656,7 @@ impl crate::Store for PgStore {
             .await?;
         conn.keep();
         match client_id {
-            Some(client_id) => self.delete_client(&client_id).await,
+            Some(client_id) => self.delete_client(&client_id, now).await,
             None => Ok(false),
         }
     }
@@ -535,16 +687,47 @@ impl crate::Store for PgStore {
         found.map(User::try_from).transpose()
     }
 
-    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+    async fn delete_user(&self, username: &str, now: UnixTime) -> Result<bool, StoreError> {
         if !rows::storable(username) {
             return Ok(false);
         }
         // Tokens name their user in `subject` without a foreign key (client tokens
         // have none), so they go explicitly; the rest cascades.
-        let [_tokens, users] = self
-            .execute_on_key([rows::DELETE_USER_TOKENS, rows::DELETE_USER], username)
-            .await?;
-        Ok(users > 0)
+        let (general, username) = (self.general.clone(), username.to_owned());
+        let (deleted, ended) = detached(async move {
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
+            // The user's row first, as `set_password` takes it: two changes of one user then
+            // wait for each other there, never for each other's tokens and the events' lock.
+            sqlx::query("SELECT 1 FROM users WHERE username = $1 FOR UPDATE")
+                .bind(&username)
+                .execute(&mut *tx)
+                .await?;
+            let ended = end(&mut *tx, &DELETE_USER_TOKENS, &username, now).await?;
+            let deleted = sqlx::query(rows::DELETE_USER)
+                .bind(&username)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            conn.keep();
+            Ok((deleted > 0, ended))
+        })
+        .await?;
+        self.feed.advance(ended.latest_event);
+        Ok(deleted)
+    }
+
+    async fn revoke_user_tokens(
+        &self,
+        username: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        if !rows::storable(username) || !self.exists(rows::USER_EXISTS, username).await? {
+            return Ok(None);
+        }
+        let revoked = self.end_tokens(&REVOKE_USER_TOKENS, username, now).await?;
+        Ok(Some(revoked))
     }
 
     async fn set_password(
@@ -561,7 +744,7 @@ impl crate::Store for PgStore {
             username.to_owned(),
             password_hash.to_owned(),
         );
-        detached(async move {
+        let (changed, ended) = detached(async move {
             let mut conn = general.lease().await?;
             let mut tx = conn.begin().await?;
             let done = sqlx::query(rows::SET_PASSWORD)
@@ -573,16 +756,15 @@ impl crate::Store for PgStore {
                 .bind(&username)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(rows::REVOKE_USER_TOKENS)
-                .bind(&username)
-                .bind(now.as_secs())
-                .execute(&mut *tx)
-                .await?;
+            // Last: appending events holds a lock until the commit.
+            let ended = end(&mut *tx, &REVOKE_USER_TOKENS, &username, now).await?;
             tx.commit().await?;
             conn.keep();
-            Ok(done.rows_affected() > 0)
+            Ok((done.rows_affected() > 0, ended))
         })
-        .await
+        .await?;
+        self.feed.advance(ended.latest_event);
+        Ok(changed)
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
@@ -598,14 +780,7 @@ impl crate::Store for PgStore {
     }
 
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError> {
-        let mut conn = self.general.lease().await?;
-        let done = sqlx::query(rows::REVOKE_FAMILY)
-            .bind(family_id)
-            .bind(now.as_secs())
-            .execute(&mut *conn)
-            .await?;
-        conn.keep();
-        Ok(done.rows_affected())
+        self.end_tokens(&REVOKE_FAMILY, family_id, now).await
     }
 
     async fn rotate_refresh_token(
@@ -804,6 +979,67 @@ impl crate::Store for PgStore {
         conn.keep();
         Ok(most)
     }
+
+    async fn revocation_events_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::RevocationEventRow>(rows::REVOCATION_EVENTS_AFTER)
+            .bind(stored_seq(after))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(RevocationEvent::try_from).collect()
+    }
+
+    async fn revocation_window(&self) -> Result<RevocationWindow, StoreError> {
+        read_window(&self.general).await
+    }
+
+    async fn purge_revocation_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let general = self.general.clone();
+        // The events and the horizon move together: a reader must never find events gone
+        // that the horizon does not yet cover.
+        detached(async move {
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
+            let last: Option<i64> = sqlx::query_scalar(rows::LAST_PURGEABLE_EVENT)
+                .bind(older_than.as_secs())
+                .bind(i64::from(batch))
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut purged = 0;
+            if let Some(last) = last {
+                purged = sqlx::query(rows::PURGE_REVOCATION_EVENTS)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query(rows::RAISE_REVOCATION_HORIZON)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            conn.keep();
+            Ok(purged)
+        })
+        .await
+    }
+
+    fn subscribe_revocations(&self) -> watch::Receiver<u64> {
+        let options = (*self.pool.connect_options()).clone();
+        let general = self.general.clone();
+        self.feed
+            .subscribe(|latest| watch_revocations(options, general, latest))
+    }
 }
 
 /// Inserts a client; `registration_token` is the key of a self-registered client's token.
@@ -931,9 +1167,12 @@ fn insert_batch(held: Arc<HeldConnections>) -> BatchFn<Vec<TokenRecord>, ()> {
     })
 }
 
-fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenKey, UnixTime), bool> {
+fn revoke_batch(
+    held: Arc<HeldConnections>,
+    feed: Arc<Feed>,
+) -> BatchFn<(TokenKey, UnixTime), bool> {
     Arc::new(move |requests: Vec<(TokenKey, UnixTime)>| {
-        let held = held.clone();
+        let (held, feed) = (held.clone(), feed.clone());
         Box::pin(async move {
             let hashes: Vec<Vec<u8>> = requests
                 .iter()
@@ -945,12 +1184,13 @@ fn revoke_batch(held: Arc<HeldConnections>) -> BatchFn<(TokenKey, UnixTime), boo
                 .max()
                 .unwrap_or_default();
             let mut conn = held.lease().await?;
-            let changed = sqlx::query_scalar::<_, Vec<u8>>(REVOKE_TOKENS)
+            let (changed, latest): (Vec<Vec<u8>>, Option<i64>) = sqlx::query_as(REVOKE_TOKENS)
                 .bind(hashes)
                 .bind(now.as_secs())
-                .fetch_all(&mut *conn)
+                .fetch_one(&mut *conn)
                 .await?;
             conn.keep();
+            feed.advance(latest.map(seq_of));
             let mut changed: std::collections::HashSet<Vec<u8>> = changed.into_iter().collect();
             // A token revoked twice in one batch changed once: the first request gets `true`.
             Ok(requests

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
@@ -32,10 +32,12 @@ use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
 
+use crate::feed::{self, Feed};
 use crate::rows::{
-    self, ClientColumns, ClientRow, CodeRow, ResourceRow, TokenRow, UserRow, storable,
+    self, ClientColumns, ClientRow, CodeRow, Ended, ResourceRow, RevocationEventRow, TokenRow,
+    UserRow, seq_of, storable, stored_seq,
 };
-use crate::{Redemption, Session, StoreError};
+use crate::{Redemption, RevocationEvent, RevocationWindow, Session, StoreError};
 use checkpointer::{Checkpointer, RestartRequest};
 use readers::{Commits, Readers};
 use writer::Writer;
@@ -65,12 +67,19 @@ const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE hash IN (SELECT hash \
     FROM sessions WHERE expires_at <= ?1 LIMIT ?2)";
 const PURGE_INITIAL_ACCESS_TOKENS: &str = "DELETE FROM initial_access_tokens WHERE hash IN \
     (SELECT hash FROM initial_access_tokens WHERE expires_at <= ?1 LIMIT ?2)";
+const APPEND_REVOCATION_EVENT: &str =
+    "INSERT INTO revocation_events (token_key, audience, created_at) VALUES (?1, ?2, ?3)";
+
+/// How often a subscribed store looks for events that other processes (the command line)
+/// appended; its own are announced at once.
+const OTHER_WRITERS_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
     readers: Arc<Readers>,
     writer: Writer,
+    feed: Feed,
     _checkpointer: Checkpointer,
 }
 
@@ -117,6 +126,7 @@ impl SqliteStore {
             )?,
             writer: Writer::start(writer_conn, restart, commits, readers.clone())?,
             readers,
+            feed: Feed::new(),
             path,
         })
     }
@@ -126,6 +136,63 @@ impl SqliteStore {
         read: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.readers.read(read)
+    }
+
+    /// Runs `op`, which ends tokens, in the writer's next transaction; once that is committed,
+    /// wakes the readers of revocation events if `op` appended any.
+    async fn end_tokens<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<(T, Ended), StoreError> + Send + 'static,
+    {
+        let (answer, ended) = self.writer.write(op).await?;
+        self.feed.advance(ended.latest_event);
+        Ok(answer)
+    }
+}
+
+/// Runs `statement`, one of those that end tokens (see `rows::REVOKE_TOKEN`), with `key` and
+/// `now`, and appends a revocation event for each live access token it ended.
+fn end(
+    conn: &Connection,
+    statement: &str,
+    key: &dyn ToSql,
+    now: UnixTime,
+) -> Result<Ended, StoreError> {
+    let ended: Vec<(Vec<u8>, String, bool)> = conn
+        .prepare_cached(statement)?
+        .query_map(params![key, now.as_secs()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut append = conn.prepare_cached(APPEND_REVOCATION_EVENT)?;
+    let mut done = Ended::default();
+    for (hash, audience, live) in ended {
+        done.count += 1;
+        if live {
+            append.execute(params![hash, audience, now.as_secs()])?;
+            done.latest_event = Some(seq_of(conn.last_insert_rowid()));
+        }
+    }
+    Ok(done)
+}
+
+/// Reads the revocation window.
+fn window(conn: &Connection) -> Result<RevocationWindow, StoreError> {
+    let (horizon, latest) = conn
+        .prepare_cached(&sql(rows::REVOCATION_WINDOW))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows::window(horizon, latest))
+}
+
+/// Advances `latest` with what other processes appended, until the store is dropped.
+async fn watch_other_writers(readers: Arc<Readers>, latest: tokio::sync::watch::Sender<u64>) {
+    loop {
+        match readers.read(window) {
+            Ok(window) => feed::advance(&latest, window.latest),
+            Err(e) => tracing::debug!(error = %e, "revocation events not read"),
+        }
+        tokio::time::sleep(OTHER_WRITERS_POLL).await;
     }
 }
 
@@ -286,6 +353,14 @@ fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), St
         ])?;
     }
     Ok(())
+}
+
+/// Whether a `SELECT COUNT(*)` of one key finds any row.
+fn exists(conn: &Connection, statement: &str, key: &str) -> Result<bool, StoreError> {
+    let count: i64 = conn
+        .prepare_cached(&sql(statement))?
+        .query_row([key], |r| r.get(0))?;
+    Ok(count > 0)
 }
 
 /// Runs each statement with `username` as `$1`; returns the last one's row count.
@@ -470,14 +545,14 @@ impl crate::Store for SqliteStore {
         })
     }
 
-    async fn delete_resource(&self, uri: &ResourceUri) -> Result<bool, StoreError> {
+    async fn delete_resource(&self, uri: &ResourceUri, now: UnixTime) -> Result<bool, StoreError> {
         let client_id: Option<String> = self.read(|c| {
             Ok(c.prepare_cached(&sql(rows::RESOURCE_CLIENT))?
                 .query_row([uri.as_str()], |r| r.get(0))
                 .optional()?)
         })?;
         match client_id {
-            Some(client_id) => self.delete_client(&client_id).await,
+            Some(client_id) => self.delete_client(&client_id, now).await,
             None => Ok(false),
         }
     }
@@ -503,14 +578,37 @@ impl crate::Store for SqliteStore {
         })
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StoreError> {
         if !storable(client_id) {
             return Ok(false);
         }
         let client_id = client_id.to_owned();
-        self.writer
-            .write(move |c| changed_any(c, rows::DELETE_CLIENT, &client_id))
-            .await
+        // The tokens would go with the client (a foreign key), but unseen: first, for their
+        // events.
+        self.end_tokens(move |c| {
+            let ended = end(c, &sql(rows::DELETE_CLIENT_TOKENS), &client_id, now)?;
+            Ok((changed_any(c, rows::DELETE_CLIENT, &client_id)?, ended))
+        })
+        .await
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
+        let client_id = client_id.to_owned();
+        self.end_tokens(move |c| {
+            if !exists(c, rows::CLIENT_EXISTS, &client_id)? {
+                return Ok((None, Ended::default()));
+            }
+            let ended = end(c, &sql(rows::REVOKE_CLIENT_TOKENS), &client_id, now)?;
+            Ok((Some(ended.count), ended))
+        })
+        .await
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
@@ -541,20 +639,38 @@ impl crate::Store for SqliteStore {
         })
     }
 
-    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
+    async fn delete_user(&self, username: &str, now: UnixTime) -> Result<bool, StoreError> {
         if !storable(username) {
             return Ok(false);
         }
         let username = username.to_owned();
         // Tokens name their user in `subject` without a foreign key (client tokens have
         // none), so they go explicitly; the rest cascades.
-        let deleted = self
-            .writer
-            .write(move |c| {
-                execute_on_username(c, &[rows::DELETE_USER_TOKENS, rows::DELETE_USER], &username)
-            })
-            .await?;
-        Ok(deleted > 0)
+        self.end_tokens(move |c| {
+            let ended = end(c, &sql(rows::DELETE_USER_TOKENS), &username, now)?;
+            let deleted = execute_on_username(c, &[rows::DELETE_USER], &username)?;
+            Ok((deleted > 0, ended))
+        })
+        .await
+    }
+
+    async fn revoke_user_tokens(
+        &self,
+        username: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        if !storable(username) {
+            return Ok(None);
+        }
+        let username = username.to_owned();
+        self.end_tokens(move |c| {
+            if !exists(c, rows::USER_EXISTS, &username)? {
+                return Ok((None, Ended::default()));
+            }
+            let ended = end(c, &sql(rows::REVOKE_USER_TOKENS), &username, now)?;
+            Ok((Some(ended.count), ended))
+        })
+        .await
     }
 
     async fn set_password(
@@ -567,17 +683,15 @@ impl crate::Store for SqliteStore {
             return Ok(false);
         }
         let (username, password_hash) = (username.to_owned(), password_hash.to_owned());
-        self.writer
-            .write(move |c| {
-                let changed = c
-                    .prepare_cached(&sql(rows::SET_PASSWORD))?
-                    .execute([&username, &password_hash])?;
-                execute_on_username(c, &[rows::DELETE_USER_SESSIONS], &username)?;
-                c.prepare_cached(&sql(rows::REVOKE_USER_TOKENS))?
-                    .execute(params![username, now.as_secs()])?;
-                Ok(changed > 0)
-            })
-            .await
+        self.end_tokens(move |c| {
+            let changed = c
+                .prepare_cached(&sql(rows::SET_PASSWORD))?
+                .execute([&username, &password_hash])?;
+            execute_on_username(c, &[rows::DELETE_USER_SESSIONS], &username)?;
+            let ended = end(c, &sql(rows::REVOKE_USER_TOKENS), &username, now)?;
+            Ok((changed > 0, ended))
+        })
+        .await
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
@@ -602,26 +716,20 @@ impl crate::Store for SqliteStore {
 
     async fn revoke_token(&self, hash: &TokenKey, now: UnixTime) -> Result<bool, StoreError> {
         let hash = *hash;
-        self.writer
-            .write(move |c| {
-                let changed = c
-                    .prepare_cached(&REVOKE_TOKEN)?
-                    .execute(params![hash.as_bytes().as_slice(), now.as_secs()])?;
-                Ok(changed > 0)
-            })
-            .await
+        self.end_tokens(move |c| {
+            let ended = end(c, &REVOKE_TOKEN, &hash.as_bytes().as_slice(), now)?;
+            Ok((ended.count > 0, ended))
+        })
+        .await
     }
 
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError> {
         let family_id = family_id.to_owned();
-        self.writer
-            .write(move |c| {
-                let changed = c
-                    .prepare_cached(&sql(rows::REVOKE_FAMILY))?
-                    .execute(params![family_id, now.as_secs()])?;
-                Ok(changed as u64)
-            })
-            .await
+        self.end_tokens(move |c| {
+            let ended = end(c, &sql(rows::REVOKE_FAMILY), &family_id, now)?;
+            Ok((ended.count, ended))
+        })
+        .await
     }
 
     async fn rotate_refresh_token(
@@ -803,6 +911,58 @@ impl crate::Store for SqliteStore {
                 Ok(most)
             })
             .await
+    }
+
+    async fn revocation_events_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::REVOCATION_EVENTS_AFTER))?;
+            let rows = statement.query_map(params![stored_seq(after), limit], |r| {
+                Ok(RevocationEventRow {
+                    seq: r.get(0)?,
+                    token_key: r.get(1)?,
+                    audience: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })?;
+            rows.map(|row| RevocationEvent::try_from(row?)).collect()
+        })
+    }
+
+    async fn revocation_window(&self) -> Result<RevocationWindow, StoreError> {
+        self.read(window)
+    }
+
+    async fn purge_revocation_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| {
+                let last: Option<i64> = c
+                    .prepare_cached(&sql(rows::LAST_PURGEABLE_EVENT))?
+                    .query_row(params![older_than.as_secs(), batch], |r| r.get(0))?;
+                let Some(last) = last else {
+                    return Ok(0);
+                };
+                let purged = c
+                    .prepare_cached(&sql(rows::PURGE_REVOCATION_EVENTS))?
+                    .execute([last])?;
+                c.prepare_cached(&sql(rows::RAISE_REVOCATION_HORIZON))?
+                    .execute([last])?;
+                Ok(purged as u64)
+            })
+            .await
+    }
+
+    fn subscribe_revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        let readers = self.readers.clone();
+        self.feed
+            .subscribe(|latest| watch_other_writers(readers, latest))
     }
 }
 

@@ -47,16 +47,19 @@ macro_rules! conformance {
             mod $name {
                 #[tokio::test]
                 async fn sqlite() {
-                    if let Some(s) = super::store(false).await { super::$name(s).await }
+                    if let Some(s) = crate::store(false).await { super::$name(s).await }
                 }
                 #[tokio::test]
                 async fn postgres() {
-                    if let Some(s) = super::store(true).await { super::$name(s).await }
+                    if let Some(s) = crate::store(true).await { super::$name(s).await }
                 }
             }
         )*
     };
 }
+
+/// Issue 26: revocation events, their order, window and wake-ups.
+mod revocation_events;
 
 conformance!(
     clients_round_trip,
@@ -144,8 +147,18 @@ async fn clients_round_trip(store: Arc<dyn Store>) {
     let all = store.list_clients().await.unwrap();
     assert_eq!(all.len(), 2);
     assert!(all.contains(&m2m));
-    assert!(store.delete_client(&m2m.id).await.unwrap());
-    assert!(!store.delete_client(&m2m.id).await.unwrap());
+    assert!(
+        store
+            .delete_client(&m2m.id, UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_client(&m2m.id, UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.list_clients().await.unwrap(), vec![web]);
 }
 
@@ -181,8 +194,18 @@ async fn resources_are_registered_with_their_clients(store: Arc<dyn Store>) {
     assert_eq!(store.get_client(&again.client.id).await.unwrap(), None);
     assert_eq!(store.list_clients().await.unwrap().len(), 1);
 
-    assert!(store.delete_resource(&api.resource.uri).await.unwrap());
-    assert!(!store.delete_resource(&api.resource.uri).await.unwrap());
+    assert!(
+        store
+            .delete_resource(&api.resource.uri, UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_resource(&api.resource.uri, UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
     assert!(store.list_resources().await.unwrap().is_empty());
     assert_eq!(store.get_client(&api.client.id).await.unwrap(), None);
 }
@@ -359,7 +382,10 @@ async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
     store.create_client(&c).await.unwrap();
     let (raw, record) = token(&c, TokenKind::Access, "f", 9000);
     store.insert_tokens(&[record]).await.unwrap();
-    store.delete_client(&c.id).await.unwrap();
+    store
+        .delete_client(&c.id, UnixTime::from_secs(1500))
+        .await
+        .unwrap();
     assert_eq!(store.find_token(&raw.key()).await.unwrap(), None);
 }
 
@@ -380,7 +406,12 @@ async fn deleting_a_user_deletes_only_their_tokens(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    assert!(store.delete_user("alice").await.unwrap());
+    assert!(
+        store
+            .delete_user("alice", UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.find_token(&alices.key()).await.unwrap(), None);
     let bobs = store.find_token(&bobs.key()).await.unwrap().unwrap();
     assert_eq!(bobs.username.as_deref(), Some("bob"));
@@ -619,7 +650,10 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
 async fn missing_client_reference_is_reported(store: Arc<dyn Store>) {
     let c = client("gone", &[]);
     store.create_client(&c).await.unwrap();
-    store.delete_client(&c.id).await.unwrap();
+    store
+        .delete_client(&c.id, UnixTime::from_secs(1500))
+        .await
+        .unwrap();
     let (_, record) = token(&c, TokenKind::Access, "f", 9000);
     assert!(matches!(
         store.insert_tokens(&[record]).await,
@@ -647,7 +681,7 @@ async fn a_client_deleted_while_issuing_leaves_no_token(store: Arc<dyn Store>) {
                 // As an operator would: again, if the database rolled it back.
                 tasks.spawn(async move {
                     loop {
-                        match store.delete_client(&id).await {
+                        match store.delete_client(&id, UnixTime::from_secs(1500)).await {
                             Err(e) if e.is_unavailable() => continue,
                             done => return done.map(|_| ()),
                         }
@@ -850,7 +884,12 @@ async fn self_registered_clients_are_found_updated_and_deleted_with_their_token(
     assert_eq!(found.access_token, registration.access_token);
     assert_eq!(found.client.secret_hash, registration.client.secret_hash);
 
-    assert!(store.delete_client(&id).await.unwrap());
+    assert!(
+        store
+            .delete_client(&id, UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.find_registration(&id).await.unwrap(), None);
 }
 
@@ -910,7 +949,12 @@ async fn document_clients_are_stored_then_refreshed_never_over_another_client(
         store.get_client(&operated.id).await.unwrap().as_ref(),
         Some(&operated)
     );
-    assert!(store.delete_client(url).await.unwrap());
+    assert!(
+        store
+            .delete_client(url, UnixTime::from_secs(1500))
+            .await
+            .unwrap()
+    );
 }
 
 async fn initial_access_tokens_live_until_they_expire_then_are_purged(store: Arc<dyn Store>) {
