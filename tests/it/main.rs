@@ -60,6 +60,8 @@ mod person;
 mod registration;
 /// Every rejection of the token, introspection and revocation endpoints, table-driven.
 mod rejections;
+/// Issue 26's revocations pushed to resource servers: the commands and the events they leave.
+mod revocations;
 /// Revocation (RFC 7009): ownership, unknown tokens, families.
 mod revoke;
 /// The token endpoint's happy paths (RFC 6749 §4.4, §5.1).

@@ -29,6 +29,7 @@ async fn discovery_document_names_every_endpoint(backend: Backend) {
         assert_eq!(doc["token_endpoint"], app.url("/token"));
         assert_eq!(doc["introspection_endpoint"], app.url("/introspect"));
         assert_eq!(doc["revocation_endpoint"], app.url("/revoke"));
+        assert_eq!(doc["revocation_stream_endpoint"], app.url("/revocations"));
         assert_eq!(doc["authorization_endpoint"], app.url("/authorize"));
         assert_eq!(
             doc["grant_types_supported"],

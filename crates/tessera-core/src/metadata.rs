@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::client::GrantType;
 use crate::registration::REGISTRATION_PATH;
+use crate::revocation::REVOCATION_STREAM_PATH;
 
 /// The discovery document served at `/.well-known/oauth-authorization-server`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub struct ServerMetadata {
     /// the client's metadata document. Absent (false) when not accepted.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub client_id_metadata_document_supported: bool,
+    /// A Tessera extension: where registered resource servers follow the revocations of the
+    /// access tokens for them, as Server-Sent Events (see `crate::revocation`).
+    pub revocation_stream_endpoint: String,
 }
 
 /// Builds the metadata for an issuer. The issuer has no trailing slash, so endpoint URLs are
@@ -59,5 +63,6 @@ pub fn server_metadata(
         authorization_response_iss_parameter_supported: true,
         registration_endpoint: registration.then(|| format!("{issuer}{REGISTRATION_PATH}")),
         client_id_metadata_document_supported: client_metadata_documents,
+        revocation_stream_endpoint: format!("{issuer}{REVOCATION_STREAM_PATH}"),
     }
 }

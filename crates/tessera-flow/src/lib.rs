@@ -16,6 +16,7 @@
 //! - [`resources`]: the registered resource servers, and the audience of a new grant.
 //! - [`revoke`]: RFC 7009 revocation, its reach decided by `tessera_core::revocation`.
 //! - [`introspect`]: RFC 7662 introspection.
+//! - [`revocation_stream`]: revocations pushed to the resource servers that cache tokens.
 //! - [`authorize`]: the authorization request, consent and code issuance.
 //! - [`login`]: signing a person in and out, with [`throttle`] against guessing.
 //! - [`register`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
@@ -32,6 +33,7 @@ pub mod logged;
 pub mod login;
 pub mod register;
 pub mod resources;
+pub mod revocation_stream;
 pub mod revoke;
 pub mod throttle;
 pub mod token;
@@ -77,6 +79,7 @@ pub struct Shared {
     pub throttle: throttle::Throttle,
     /// Client metadata documents, when this node accepts them.
     pub documents: Option<client_metadata::ClientMetadataDocuments>,
+    pub revocation_streams: revocation_stream::RevocationStreams,
 }
 
 impl std::ops::Deref for Flows {
@@ -108,6 +111,7 @@ impl Flows {
                 throttle.clone(),
             ),
             resources: resources::Resources::new(store.clone(), settings.client_cache_ttl),
+            revocation_streams: revocation_stream::RevocationStreams::new(store.clone()),
             store,
             settings,
             throttle,

@@ -130,3 +130,30 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthorizationHeader {
         Ok(Self(first))
     }
 }
+
+/// Where a revocation stream resumes (`tessera_core::revocation`): the `Last-Event-ID`
+/// header an `EventSource` sends when it reconnects, or else a `last_event_id` query
+/// parameter, for clients that cannot set the header on their first request.
+pub struct LastEventId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, WebError> {
+        let mut values = parts.headers.get_all("last-event-id").iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(OAuthError::invalid_request("more than one Last-Event-ID header").into());
+        }
+        if let Some(value) = first {
+            let id = value
+                .to_str()
+                .map_err(|_| OAuthError::invalid_request("Last-Event-ID is not text"))?;
+            return Ok(Self(Some(id.to_owned())));
+        }
+        let query = parts.uri.query().unwrap_or_default();
+        let params = FormParams::parse(query.as_bytes())
+            .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+        Ok(Self(params.get("last_event_id").map(str::to_owned)))
+    }
+}

@@ -63,6 +63,13 @@ use tower::{Service, ServiceExt};
 pub use config::Config;
 pub use state::AppState;
 
+/// Marks a response whose body streams for as long as its client listens (the revocation
+/// stream). Its connection stays in flight, free of the idle deadline, until it closes: the
+/// response must close it when it ends (`Connection: close`). The stop of the server ends
+/// such bodies through their flow.
+#[derive(Debug, Clone, Copy)]
+pub struct LongLived;
+
 /// A bound, ready-to-run authorization server.
 pub struct Server {
     listener: NoDelayListener,
@@ -126,6 +133,12 @@ impl Server {
         let janitor = tokio::spawn(janitor::run(self.state.clone(), janitor_stopped));
         coarse::advance();
         let primer = tokio::spawn(keep_timer_wheel_primed());
+        let flows = self.state.flows.clone();
+        // Before the connections are told: a stream must end for its connection to close.
+        let shutdown = async move {
+            shutdown.await;
+            flows.stop_revocation_streams();
+        };
         let app = routes::app(self.state);
         serve(self.listener, app, self.limits, shutdown).await;
         let _ = stop_janitor.send(true);
@@ -325,18 +338,25 @@ where
     }
 }
 
-/// A request's answer; when it is ready, its connection's [`Activity`] becomes idle.
+/// A request's answer; when it is ready, its connection's [`Activity`] becomes idle, unless
+/// the answer is [`LongLived`].
 struct Answered<F> {
     answer: F,
     activity: Arc<Activity>,
 }
 
-impl<F: Future + Unpin> Future for Answered<F> {
+impl<F> Future for Answered<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let answer = std::task::ready!(Pin::new(&mut self.answer).poll(cx));
-        self.activity.set(Phase::Idle);
+        let long_lived = matches!(&answer, Ok(r) if r.extensions().get::<LongLived>().is_some());
+        if !long_lived {
+            self.activity.set(Phase::Idle);
+        }
         Poll::Ready(answer)
     }
 }

@@ -87,6 +87,8 @@ both_backends!(
     an_unknown_client_is_refused_without_a_redirect,
     issue_24_a_burst_of_correct_first_authentications_is_not_throttled,
     issue_24_wrong_client_secrets_are_throttled_without_hashing,
+    issue_26_a_replayed_code_and_a_reused_refresh_token_append_revocation_events,
+    issue_26_a_resource_server_streams_the_revocations_for_it_alone,
 );
 
 /// A registered client and its Basic header (or `None` for a public client).
@@ -575,4 +577,125 @@ async fn issue_24_wrong_client_secrets_are_throttled_without_hashing(flows: Flow
         .token(rs.basic.as_deref(), &form, Some(elsewhere))
         .await
         .unwrap();
+}
+
+/// The keys named by the revocation events appended since `mark`, the last event before.
+async fn revoked_since(flows: &Flows, mark: u64) -> Vec<TokenKey> {
+    let events = flows
+        .store
+        .revocation_events_after(mark, 100)
+        .await
+        .unwrap();
+    events.into_iter().map(|e| e.token_key).collect()
+}
+
+async fn last_event(flows: &Flows) -> u64 {
+    flows.store.revocation_window().await.unwrap().latest
+}
+
+/// A replayed code and a reused refresh token end their family: each live access token of
+/// it gets a revocation event, for the resource servers that cache it.
+async fn issue_26_a_replayed_code_and_a_reused_refresh_token_append_revocation_events(
+    flows: Flows,
+) {
+    let web = web_client(&flows).await;
+    let code = code_for(&flows, &web, "gina").await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.expose()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let issued = token(&flows, &web, &exchange).await.unwrap();
+    let mark = last_event(&flows).await;
+    invalid_grant(token(&flows, &web, &exchange).await);
+    assert_eq!(
+        revoked_since(&flows, mark).await,
+        [issued.access_token.key()]
+    );
+
+    let code = code_for(&flows, &web, "hank").await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.expose()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let first = token(&flows, &web, &exchange).await.unwrap();
+    let old = first.refresh_token.unwrap();
+    let rotate = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", old.expose()),
+    ];
+    let second = token(&flows, &web, &rotate).await.unwrap();
+    let mark = last_event(&flows).await;
+    invalid_grant(token(&flows, &web, &rotate).await);
+    let mut revoked = revoked_since(&flows, mark).await;
+    revoked.sort_by_key(|k| *k.as_bytes());
+    let mut expected = [first.access_token.key(), second.access_token.key()];
+    expected.sort_by_key(|k| *k.as_bytes());
+    assert_eq!(revoked, expected);
+}
+
+/// A resource server registered as the command line does, with its Basic header.
+async fn resource_server(flows: &Flows, uri: &str, scope: &str) -> TestClient {
+    let mut registered =
+        tessera_core::resource::register_resource(uri, None, scope, START).unwrap();
+    registered.client.secret_hash = Some(hash_secret(&registered.secret).unwrap());
+    let store = &flows.store;
+    store
+        .create_resource(&registered.resource, &registered.client)
+        .await
+        .unwrap();
+    let pair = format!("{}:{}", registered.client.id, registered.secret.expose());
+    TestClient {
+        id: registered.client.id.into_string(),
+        basic: Some(format!("Basic {}", STANDARD.encode(pair)).into_bytes()),
+    }
+}
+
+/// Each resource server hears of the revoked tokens of its audience, and of no other; a
+/// client that is not a resource server gets no stream.
+async fn issue_26_a_resource_server_streams_the_revocations_for_it_alone(flows: Flows) {
+    use tessera_flow::revocation_stream::StreamItem;
+    let api = resource_server(&flows, "https://api.example/", "api").await;
+    let other = resource_server(&flows, "https://other.example/", "read").await;
+    let m2m = m2m(&flows).await;
+    let open = |caller: &TestClient| {
+        let (flows, basic) = (flows.clone(), caller.basic.clone());
+        async move { flows.revocation_stream(basic.as_deref(), None, None).await }
+    };
+    let mut for_api = open(&api).await.unwrap();
+    let mut for_other = open(&other).await.unwrap();
+    match open(&m2m).await {
+        Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "invalid_client"),
+        other => panic!("{other:?}"),
+    }
+    let issued = token(
+        &flows,
+        &m2m,
+        &[("grant_type", "client_credentials"), ("scope", "api")],
+    )
+    .await
+    .unwrap();
+    let form = form(&[("token", issued.access_token.expose())]);
+    flows
+        .revoke(m2m.basic.as_deref(), &form, None)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(1), for_api.next()).await;
+    match next.expect("the revocation within a second") {
+        Some(StreamItem::Revoked { token_key, .. }) => {
+            assert_eq!(token_key, issued.access_token.key())
+        }
+        other => panic!("{other:?}"),
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(500), for_other.next()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+    flows.stop_revocation_streams();
+    assert_eq!(
+        for_api.next().await,
+        None,
+        "streams end when the node stops"
+    );
 }

@@ -6,6 +6,7 @@ mod introspect;
 mod login;
 mod metadata;
 mod register;
+mod revocations;
 mod revoke;
 mod token;
 
@@ -23,6 +24,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use tessera_core::registration::REGISTRATION_PATH;
+use tessera_core::revocation::REVOCATION_STREAM_PATH;
 
 use crate::error::WebError;
 use crate::state::AppState;
@@ -95,6 +97,7 @@ fn router(state: AppState) -> Router {
         .merge(cross_origin_api())
         .merge(registration)
         .route("/introspect", post(introspect::introspect))
+        .route(REVOCATION_STREAM_PATH, get(revocations::revocations))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
