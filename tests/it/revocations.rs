@@ -117,6 +117,10 @@ struct Stream {
     ended: bool,
     /// Blocks of comments only: heartbeats.
     heartbeats: usize,
+    /// The id alone the stream opened with: where it starts.
+    start: Option<String>,
+    /// An event read while looking for that id.
+    pending: Option<Sse>,
 }
 
 impl Stream {
@@ -126,16 +130,31 @@ impl Stream {
         assert_eq!(response.status(), 200);
         let headers = response.headers();
         assert_eq!(headers["content-type"], "text/event-stream");
-        Self {
+        let mut stream = Self {
             response,
             buffer: String::new(),
             ended: false,
             heartbeats: 0,
+            start: None,
+            pending: None,
+        };
+        // A stream that starts without a reset says at once where it starts.
+        match stream.next(Duration::from_secs(2)).await {
+            Some(Sse {
+                id,
+                event: None,
+                data: None,
+            }) => stream.start = id,
+            other => stream.pending = other,
         }
+        stream
     }
 
     /// The next event (comments skipped) within `wait`, or `None`.
     async fn next(&mut self, wait: Duration) -> Option<Sse> {
+        if let Some(event) = self.pending.take() {
+            return Some(event);
+        }
         let deadline = Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -292,6 +311,13 @@ async fn issue_26_a_stream_starts_at_the_present_and_resumes_after_its_last_even
     let before = app.access_token(&m2m, None).await;
     revoke(&app, &m2m, &before).await;
     let mut stream = Stream::open(&app, &api, None).await;
+    let start: u64 = stream
+        .start
+        .as_deref()
+        .expect("the id it starts at")
+        .parse()
+        .unwrap();
+    assert_eq!(start, app.store.revocation_window().await.unwrap().latest);
     let first = app.access_token(&m2m, None).await;
     revoke(&app, &m2m, &first).await;
     let event = stream.next(Duration::from_secs(1)).await.unwrap();
@@ -327,7 +353,12 @@ async fn issue_26_a_stream_starts_at_the_present_and_resumes_after_its_last_even
         buffer: String::new(),
         ended: false,
         heartbeats: 0,
+        start: None,
+        pending: None,
     };
+    let start = by_query.next(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(start.id.as_deref(), Some(id_of(&replayed[0])), "{start:?}");
+    assert_eq!((start.event, start.data), (None, None));
     let again = by_query.next(Duration::from_secs(1)).await.unwrap();
     assert_eq!(again, replayed[1]);
 }

@@ -88,7 +88,9 @@ impl Flows {
         let pages = streams.pages();
         let window = self.store.revocation_window().await?;
         let (cursor, ready) = match stream_start(last_event_id, window.horizon, window.latest) {
-            StreamStart::After(seq) => (seq, VecDeque::new()),
+            // Where it starts, at once: a client cut off before any event still has a point to
+            // resume from, and misses nothing revoked in between.
+            StreamStart::After(seq) => (seq, VecDeque::from([StreamItem::Progress { seq }])),
             StreamStart::Reset(latest) => (latest, VecDeque::from([StreamItem::Reset { latest }])),
         };
         tracing::debug!(%resource, cursor, "revocation stream opened");
