@@ -60,6 +60,8 @@ mod person;
 mod registration;
 /// Every rejection of the token, introspection and revocation endpoints, table-driven.
 mod rejections;
+/// The guard subscribed to the revocation stream: eviction, audience, fallback TTL, failover.
+mod revocation_stream;
 /// Issue 26's revocations pushed to resource servers: the commands and the events they leave.
 mod revocations;
 /// Revocation (RFC 7009): ownership, unknown tokens, families.

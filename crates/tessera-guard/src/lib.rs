@@ -62,6 +62,7 @@ mod info;
 mod layer;
 mod metadata;
 mod remote;
+mod revocations;
 mod validator;
 
 pub use bearer::{Bearer, bearer_token};
@@ -69,4 +70,5 @@ pub use info::{ScopeRequirement, TokenInfo};
 pub use layer::{Guard, Refusal, Rejection, RequireScope, RequireScopeService, Token};
 pub use metadata::{InvalidProtectedResource, ProtectedResource};
 pub use remote::{RemoteConfig, RemoteIntrospection, parse_introspection};
+pub use revocations::StreamStatus;
 pub use validator::{TokenValidator, ValidationError};

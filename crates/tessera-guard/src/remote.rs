@@ -5,8 +5,12 @@
 //! configured TTL on this resource server. Positive answers live at most
 //! `min(cache_ttl, exp - now)`, negative answers at most `negative_ttl`, and errors are never
 //! cached (so an outage ends as soon as the server answers again). Concurrent requests for the
-//! same uncached token share one introspection call. Keys are SHA-256 of the token: the cache
-//! never holds a usable token.
+//! same uncached token share one introspection call. Keys are the token's store key (its SHA-256): the
+//! cache never holds a usable token.
+//!
+//! Subscribed to the server's revocation stream (see `revocations.rs`), the cache can keep
+//! answers for minutes: a revoked token is evicted when its event arrives, and while the
+//! stream is down every answer is capped at a short fallback TTL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +22,14 @@ use base64::engine::general_purpose::STANDARD;
 use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::scope::Scope;
-use tessera_core::token::{Standing, TokenUse};
+use tessera_core::token::{Standing, TokenKey, TokenUse};
+use tokio::sync::watch;
 use url::form_urlencoded::byte_serialize;
 
 use crate::info::TokenInfo;
+use crate::revocations::{Admission, StreamShared, StreamStatus, Subscription};
 use crate::validator::{TokenValidator, ValidationError};
 
 /// Settings of a [`RemoteIntrospection`].
@@ -44,10 +49,18 @@ pub struct RemoteConfig {
     pub timeout: Duration,
     /// The clock `exp` is compared with.
     pub clock: Clock,
+    /// The server's revocation stream (`revocation_stream_endpoint` in its metadata), which
+    /// [`RemoteIntrospection::discover`] fills in when the server advertises one.
+    pub revocation_stream: Option<String>,
+    /// Subscribe to the revocation stream when there is one and the cache is on.
+    pub subscribe: bool,
+    /// While the stream is down, the longest time a cached answer is reused.
+    pub fallback_ttl: Duration,
 }
 
 impl RemoteConfig {
-    /// Defaults: 60 s cache, 5 s negative cache, 100,000 entries, 5 s timeout.
+    /// Defaults: 60 s cache, 5 s negative cache, 100,000 entries, 5 s timeout; subscribed to
+    /// the revocation stream if one is set or discovered, with a 5 s fallback TTL.
     pub fn new(
         introspection_endpoint: impl Into<String>,
         client_id: impl Into<String>,
@@ -62,9 +75,15 @@ impl RemoteConfig {
             max_entries: 100_000,
             timeout: Duration::from_secs(5),
             clock: Clock::system(),
+            revocation_stream: None,
+            subscribe: true,
+            fallback_ttl: Duration::from_secs(5),
         }
     }
 }
+
+/// A cache key: the token's [`TokenKey`], which the revocation stream names too.
+pub(crate) type CacheKey = [u8; 32];
 
 /// A [`TokenValidator`] that asks an introspection endpoint. Cheap to clone.
 #[derive(Clone)]
@@ -76,22 +95,28 @@ struct Inner {
     http: reqwest::Client,
     config: RemoteConfig,
     basic: String,
-    cache: Option<Cache<[u8; 32], Cached>>,
+    cache: Option<Cache<CacheKey, Cached>>,
     calls: AtomicU64,
+    stream: Option<Arc<StreamShared>>,
+    /// Dropped with the validator, which ends the subscription task.
+    _stop_stream: Option<watch::Sender<()>>,
 }
 
 #[derive(Clone)]
-struct Cached {
+pub(crate) struct Cached {
     info: Option<TokenInfo>,
     ttl: Duration,
+    /// The revocation stream's epoch when the introspection began.
+    started: u64,
+    stored_at: Instant,
 }
 
 struct PerEntryTtl;
 
-impl Expiry<[u8; 32], Cached> for PerEntryTtl {
+impl Expiry<CacheKey, Cached> for PerEntryTtl {
     fn expire_after_create(
         &self,
-        _key: &[u8; 32],
+        _key: &CacheKey,
         value: &Cached,
         _at: Instant,
     ) -> Option<Duration> {
@@ -100,6 +125,8 @@ impl Expiry<[u8; 32], Cached> for PerEntryTtl {
 }
 
 impl RemoteIntrospection {
+    /// Builds the validator; with a revocation stream to subscribe to, it must be called
+    /// within a tokio runtime, where the subscription task runs.
     pub fn new(config: RemoteConfig) -> Result<Self, ValidationError> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeout)
@@ -111,12 +138,43 @@ impl RemoteIntrospection {
         let user = form_encode(&config.client_id);
         let pass = form_encode(&config.client_secret);
         let basic = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));
-        let cache = (!config.cache_ttl.is_zero()).then(|| {
+        let cache: Option<Cache<CacheKey, Cached>> = (!config.cache_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(config.max_entries)
                 .expire_after(PerEntryTtl)
                 .build()
         });
+        let (stream, stop) = match (&cache, &config.revocation_stream) {
+            (Some(cache), Some(endpoint)) if config.subscribe => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    ValidationError::Other(
+                        "subscribing to revocations needs a tokio runtime".into(),
+                    )
+                })?;
+                // A revoked key is remembered as long as an answer can stay cached, plus an
+                // introspection's time in flight.
+                let keep = config.cache_ttl + config.timeout * 2;
+                let shared = Arc::new(StreamShared::new(
+                    config.fallback_ttl,
+                    keep,
+                    config.max_entries,
+                ));
+                let (stop, stopped) = watch::channel(());
+                runtime.spawn(
+                    Subscription {
+                        endpoint: endpoint.clone(),
+                        basic: basic.clone(),
+                        connect_timeout: config.timeout,
+                        shared: shared.clone(),
+                        cache: cache.clone(),
+                        stop: stopped,
+                    }
+                    .run(),
+                );
+                (Some(shared), Some(stop))
+            }
+            _ => (None, None),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -124,8 +182,23 @@ impl RemoteIntrospection {
                 basic,
                 cache,
                 calls: AtomicU64::new(0),
+                stream,
+                _stop_stream: stop,
             }),
         })
+    }
+
+    /// The revocation stream's state, for health checks and dashboards.
+    pub fn stream_status(&self) -> StreamStatus {
+        self.inner
+            .stream
+            .as_ref()
+            .map_or_else(StreamStatus::default, |s| s.status())
+    }
+
+    /// A receiver that sees every change of [`Self::stream_status`]; `None` without a stream.
+    pub fn stream_status_changes(&self) -> Option<watch::Receiver<StreamStatus>> {
+        self.inner.stream.as_ref().map(|s| s.watch())
     }
 
     /// Finds the introspection endpoint by RFC 8414 discovery from `issuer`, then builds the
@@ -150,6 +223,7 @@ impl RemoteIntrospection {
         struct Metadata {
             issuer: String,
             introspection_endpoint: Option<String>,
+            revocation_stream_endpoint: Option<String>,
         }
         let metadata: Metadata = response
             .json()
@@ -165,6 +239,9 @@ impl RemoteIntrospection {
         config.introspection_endpoint = metadata.introspection_endpoint.ok_or_else(|| {
             ValidationError::Malformed("the server advertises no introspection_endpoint".into())
         })?;
+        if config.revocation_stream.is_none() {
+            config.revocation_stream = metadata.revocation_stream_endpoint;
+        }
         Self::new(config)
     }
 
@@ -218,19 +295,60 @@ impl TokenValidator for RemoteIntrospection {
         let Some(cache) = &self.inner.cache else {
             return self.introspect(token).await;
         };
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = cache
-            .try_get_with(key, async {
-                let info = self.introspect(token).await?;
-                let ttl = self.ttl_for(&info);
-                Ok::<_, ValidationError>(Cached { info, ttl })
-            })
-            .await
-            .map_err(|e| (*e).clone())?;
+        let key: CacheKey = TokenKey::of(token).0;
+        let mut cached = self.cached(cache, key, token).await?;
+        if let Some(stream) = &self.inner.stream {
+            match stream.admits(&key, cached.started, cached.stored_at) {
+                Admission::Fresh => {}
+                Admission::Revoked => {
+                    cache.invalidate(&key).await;
+                    return Ok(None);
+                }
+                Admission::Stale => {
+                    cache.invalidate(&key).await;
+                    cached = self.cached(cache, key, token).await?;
+                    if let Admission::Revoked =
+                        stream.admits(&key, cached.started, cached.stored_at)
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
         // An entry may outlive `exp` by up to a second of clock granularity; check again.
         Ok(cached
             .info
             .filter(|i| still_valid(i, self.inner.config.clock.now())))
+    }
+}
+
+impl RemoteIntrospection {
+    async fn cached(
+        &self,
+        cache: &Cache<CacheKey, Cached>,
+        key: CacheKey,
+        token: &str,
+    ) -> Result<Cached, ValidationError> {
+        cache
+            .try_get_with(key, async {
+                let stream = self.inner.stream.as_ref();
+                let started = stream.map_or(0, |s| s.epoch());
+                // A token the stream named is revoked for good: no need to ask.
+                let info = if stream.is_some_and(|s| s.was_revoked(&key)) {
+                    None
+                } else {
+                    self.introspect(token).await?
+                };
+                let ttl = self.ttl_for(&info);
+                Ok::<_, ValidationError>(Cached {
+                    info,
+                    ttl,
+                    started,
+                    stored_at: Instant::now(),
+                })
+            })
+            .await
+            .map_err(|e| (*e).clone())
     }
 }
 
