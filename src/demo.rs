@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use tessera_core::client::{Client, ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::resource::register_resource;
+use tessera_core::revocation::REVOCATION_STREAM_PATH;
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::user::register as register_user;
 use tessera_guard::{Guard, ProtectedResource, RemoteConfig, RemoteIntrospection};
@@ -80,6 +81,8 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
                 API_CLIENT_SECRET,
             );
             config.cache_ttl = Duration::from_secs(args.api_cache_ttl);
+            config.subscribe = args.api_revocation_stream;
+            config.revocation_stream = Some(format!("{issuer}{REVOCATION_STREAM_PATH}"));
             Guard::new(RemoteIntrospection::new(config)?, "tessera-demo-api")
         }
     }
@@ -114,8 +117,14 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         args.registration
     );
     println!(
-        "  API token validation:    {} (cache TTL {} s)",
-        args.api_validation, args.api_cache_ttl
+        "  API token validation:    {} (cache TTL {} s, revocation stream {})",
+        args.api_validation,
+        args.api_cache_ttl,
+        if args.api_revocation_stream {
+            "on"
+        } else {
+            "off"
+        }
     );
     println!();
     println!("  Ctrl-C stops all three.");

@@ -246,10 +246,14 @@ struct DemoArgs {
     /// resource server would) or `local` (straight from the store).
     #[arg(long, default_value = "remote", value_parser = ["remote", "local"])]
     api_validation: String,
-    /// Seconds the API may reuse an introspection answer (remote mode). 0 = ask every time,
-    /// so a revocation shows at once; more saves calls but delays revocation by that much.
-    #[arg(long, default_value_t = 0)]
+    /// Seconds the API may reuse an introspection answer (remote mode). 0 = ask every time.
+    /// With the revocation stream, a revoked token is evicted within milliseconds anyway.
+    #[arg(long, default_value_t = 300)]
     api_cache_ttl: u64,
+    /// Whether the API's guard follows the server's revocation stream (remote mode with a
+    /// cache); without it a revoked token passes until its cached answer expires.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    api_revocation_stream: bool,
     /// Who may register clients at /register: open to anyone in the demo (see `serve`).
     #[arg(long, env = "TESSERA_REGISTRATION", default_value = "open", value_parser = ["off", "open", "token"])]
     registration: String,
