@@ -28,7 +28,12 @@ pub(crate) async fn create_client(database_url: &str, name: &str) -> TestClient 
     let args = [
         "client", "create", "--name", name, "--scope", "api", "--json",
     ];
-    let out = tessera(database_url, &args).await;
+    created(database_url, &args).await
+}
+
+/// Runs a `tessera client|resource create --json` command; the credentials it printed.
+pub(crate) async fn created(database_url: &str, args: &[&str]) -> TestClient {
+    let out = tessera(database_url, args).await;
     assert!(
         out.status.success(),
         "{}",

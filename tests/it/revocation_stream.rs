@@ -12,7 +12,7 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::both_backends;
-use crate::cli::{Node, create_client, tessera};
+use crate::cli::{Node, create_client, created};
 use crate::helpers::{Backend, Reply, TestApp, TestClient, fresh_database, http_client, spawn_app};
 
 /// How long a test waits for what should take milliseconds, so that a loaded CI machine does
@@ -193,17 +193,7 @@ async fn resource_at(database_url: &str, uri: &str) -> TestClient {
     let args = [
         "resource", "create", "--uri", uri, "--scope", "api", "--json",
     ];
-    let out = tessera(database_url, &args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    TestClient {
-        id: created["client_id"].as_str().unwrap().to_owned(),
-        secret: Some(created["client_secret"].as_str().unwrap().to_owned()),
-    }
+    created(database_url, &args).await
 }
 
 /// Validates until the answer is a refusal; an error (the pooled connection to a killed node)

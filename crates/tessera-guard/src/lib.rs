@@ -58,6 +58,7 @@
 //! - [`bearer_token`]: the RFC 6750 §2.1 header parser.
 
 mod bearer;
+mod cache;
 mod info;
 mod layer;
 mod metadata;

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use moka::Expiry;
 use moka::future::Cache;
 use serde::Deserialize;
 use tessera_core::clock::{Clock, UnixTime};
@@ -28,6 +27,7 @@ use tessera_core::token::{Standing, TokenKey, TokenUse};
 use tokio::sync::watch;
 use url::form_urlencoded::byte_serialize;
 
+use crate::cache::{CacheKey, Cached, PerEntryTtl};
 use crate::info::TokenInfo;
 use crate::revocations::{Admission, StreamShared, StreamStatus, Subscription};
 use crate::validator::{TokenValidator, ValidationError};
@@ -82,9 +82,6 @@ impl RemoteConfig {
     }
 }
 
-/// A cache key: the token's [`TokenKey`], which the revocation stream names too.
-pub(crate) type CacheKey = [u8; 32];
-
 /// A [`TokenValidator`] that asks an introspection endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct RemoteIntrospection {
@@ -100,28 +97,6 @@ struct Inner {
     stream: Option<Arc<StreamShared>>,
     /// Dropped with the validator, which ends the subscription task.
     _stop_stream: Option<watch::Sender<()>>,
-}
-
-#[derive(Clone)]
-pub(crate) struct Cached {
-    info: Option<TokenInfo>,
-    ttl: Duration,
-    /// The revocation stream's epoch when the introspection began.
-    started: u64,
-    stored_at: Instant,
-}
-
-struct PerEntryTtl;
-
-impl Expiry<CacheKey, Cached> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &Cached,
-        _at: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
 }
 
 impl RemoteIntrospection {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use moka::future::Cache;
 
-use crate::remote::{CacheKey, Cached};
+use crate::cache::{CacheKey, Cached};
 
 /// What the embedding application can see of the subscription.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
