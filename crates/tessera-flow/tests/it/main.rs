@@ -667,6 +667,10 @@ async fn issue_26_a_resource_server_streams_the_revocations_for_it_alone(flows: 
     };
     let mut for_api = open(&api).await.unwrap();
     let mut for_other = open(&other).await.unwrap();
+    // Each stream says first where it starts: after the last event, none yet.
+    for stream in [&mut for_api, &mut for_other] {
+        assert_eq!(stream.next().await, Some(StreamItem::Progress { seq: 0 }));
+    }
     match open(&m2m).await {
         Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "invalid_client"),
         other => panic!("{other:?}"),
