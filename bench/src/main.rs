@@ -16,6 +16,8 @@
 //!   concurrent simulated browsers; flows per second and latency, as a `wrk`-style RESULT line.
 //! - `mix` (`mix.rs`): a paced mix of issuance, introspection and revocation for `bench/soak`,
 //!   every answer checked.
+//! - `lag` and `revoke` (`lag.rs`): revocation lag to subscribed guards, and a paced
+//!   revoker to run alongside a guard scenario.
 //! - `disk-probe`: the disk's own sync latency, as a commit sees it (4 KiB written, then
 //!   `fsync`, in a loop on one file), so that a run's write tails can be told from the disk's.
 //!
@@ -31,6 +33,7 @@ use sqlx::Connection;
 use tessera_core::token::{RawToken, TokenKind};
 
 mod flow;
+mod lag;
 mod mix;
 mod tally;
 
@@ -94,6 +97,10 @@ enum Command {
     Flow(flow::FlowArgs),
     /// Run a paced mix of issuance, introspection and revocation, checking every answer.
     Mix(mix::MixArgs),
+    /// Revocation lag: revoke cached tokens one by one; time until every guard refuses each.
+    Lag(lag::LagArgs),
+    /// Revoke the listed tokens at a fixed rate until stopped (SIGTERM).
+    Revoke(lag::RevokeArgs),
     /// Time 4 KiB writes each followed by fsync, in a loop on one file in --dir, for
     /// --seconds, and print one line of their latencies.
     DiskProbe {
@@ -186,6 +193,8 @@ async fn main() -> Result<()> {
         }
         Command::Flow(args) => flow::run(args).await,
         Command::Mix(args) => mix::run(args).await,
+        Command::Lag(args) => lag::lag(args).await,
+        Command::Revoke(args) => lag::revoke_paced(args).await,
         Command::DiskProbe { dir, seconds } => disk_probe(&dir, seconds),
     }
 }

@@ -356,10 +356,10 @@ impl Ctx {
 }
 
 /// xorshift64*: enough to spread the choice of operations and tokens; nothing secret.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(salt: u64) -> Result<Self> {
+    pub(crate) fn new(salt: u64) -> Result<Self> {
         let seed = TokenKey::of(&random_b64::<16>()?).0;
         let bytes = seed.first_chunk::<8>().copied().unwrap_or([1; 8]);
         Ok(Self(
@@ -375,7 +375,7 @@ impl Rng {
     }
 
     /// Uniform enough in `0..n` (0 for n = 0).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
 }
