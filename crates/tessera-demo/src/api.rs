@@ -3,8 +3,10 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
-use tessera_guard::{Guard, Token};
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use tessera_guard::{Guard, Token, TokenInfo};
 
 /// `GET /api/data` needs scope `api`; `GET /api/restricted` needs scope `restricted`; `/mcp`
 /// (MCP over streamable HTTP) needs scope `api`. A guard bound to a resource also serves its
@@ -23,20 +25,38 @@ pub fn router(guard: &Guard) -> Router {
     }
 }
 
-async fn data(Token(token): Token) -> Json<Value> {
-    Json(json!({
-        "message": "Hello from /api/data",
-        "caller": token.username.as_ref().or(token.subject.as_ref()),
-        "client_id": token.client_id,
-        "scope": token.scope.to_string(),
-    }))
+async fn data(Token(token): Token) -> Json<Answer> {
+    Json(Answer {
+        message: "Hello from /api/data",
+        token,
+    })
 }
 
-async fn restricted(Token(token): Token) -> Json<Value> {
-    Json(json!({
-        "message": "Restricted data, for tokens with the restricted scope",
-        "caller": token.username.as_ref().or(token.subject.as_ref()),
-        "client_id": token.client_id,
-        "scope": token.scope.to_string(),
-    }))
+async fn restricted(Token(token): Token) -> Json<Answer> {
+    Json(Answer {
+        message: "Restricted data, for tokens with the restricted scope",
+        token,
+    })
+}
+
+/// Both endpoints' answer: who called, with what. It is written straight from the guard's
+/// shared answer, which the demo's guard benchmark serves many times a second.
+struct Answer {
+    message: &'static str,
+    token: Arc<TokenInfo>,
+}
+
+impl Serialize for Answer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let token = &self.token;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("message", self.message)?;
+        map.serialize_entry(
+            "caller",
+            &token.username.as_ref().or(token.subject.as_ref()),
+        )?;
+        map.serialize_entry("client_id", &token.client_id)?;
+        map.serialize_entry("scope", &format_args!("{}", token.scope))?;
+        map.end()
+    }
 }

@@ -7,6 +7,8 @@
 //! request's [`Parts`], whose extensions carry the guard's [`TokenInfo`].
 
 use axum::routing::{MethodFilter, MethodRouter, on_service};
+use std::sync::Arc;
+
 use http::request::Parts;
 use rmcp::handler::server::tool::Extension;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -66,7 +68,7 @@ impl Whoami {
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
         // Only a route without the guard's layer lacks the token: a programming error.
-        let Some(token) = parts.extensions.get::<TokenInfo>() else {
+        let Some(token) = parts.extensions.get::<Arc<TokenInfo>>() else {
             tracing::error!("the MCP service is mounted without a RequireScope layer");
             return Err(ErrorData::internal_error("no validated token", None));
         };

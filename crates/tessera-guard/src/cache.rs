@@ -1,6 +1,7 @@
 //! The remote validator's cache entries, which the revocation subscription evicts: a module of
 //! their own, so that neither of the two imports the other.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -13,7 +14,7 @@ pub(crate) type CacheKey = [u8; 32];
 /// An introspection answer, as cached.
 #[derive(Clone)]
 pub(crate) struct Cached {
-    pub(crate) info: Option<TokenInfo>,
+    pub(crate) info: Option<Arc<TokenInfo>>,
     pub(crate) ttl: Duration,
     /// The revocation stream's epoch when the introspection began.
     pub(crate) started: u64,

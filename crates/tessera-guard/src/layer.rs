@@ -85,8 +85,7 @@ impl Guard {
 
     fn layer(&self, requirement: ScopeRequirement) -> RequireScope {
         RequireScope {
-            guard: self.clone(),
-            requirement: Arc::new(requirement),
+            inner: Arc::new((self.clone(), requirement)),
         }
     }
 
@@ -95,7 +94,7 @@ impl Guard {
         &self,
         headers: &HeaderMap,
         requirement: &ScopeRequirement,
-    ) -> Result<TokenInfo, Rejection> {
+    ) -> Result<Arc<TokenInfo>, Rejection> {
         let token = match bearer_token(headers) {
             Bearer::Missing => return Err(self.reject(Refusal::MissingToken)),
             Bearer::Malformed => return Err(self.reject(Refusal::MalformedRequest)),
@@ -242,8 +241,8 @@ impl IntoResponse for Rejection {
 /// [`TokenInfo`] is put in the request's extensions for the [`Token`] extractor.
 #[derive(Clone)]
 pub struct RequireScope {
-    guard: Guard,
-    requirement: Arc<ScopeRequirement>,
+    /// One reference count to move per request, rather than one per field.
+    inner: Arc<(Guard, ScopeRequirement)>,
 }
 
 impl<S> Layer<S> for RequireScope {
@@ -281,9 +280,10 @@ where
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
+        let layer = self.layer.inner.clone();
         Box::pin(async move {
-            match layer.guard.check(req.headers(), &layer.requirement).await {
+            let (guard, requirement) = &*layer;
+            match guard.check(req.headers(), requirement).await {
                 Ok(info) => {
                     req.extensions_mut().insert(info);
                     inner.call(req).await
@@ -296,13 +296,13 @@ where
 
 /// The validated token of a guarded request. Using it on a route without a
 /// [`RequireScope`] layer is a programming error, answered with a 500.
-pub struct Token(pub TokenInfo);
+pub struct Token(pub Arc<TokenInfo>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Token {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
-        match parts.extensions.get::<TokenInfo>() {
+        match parts.extensions.get::<Arc<TokenInfo>>() {
             Some(info) => Ok(Token(info.clone())),
             None => {
                 tracing::error!("Token extractor used on a route without a RequireScope layer");
@@ -329,7 +329,7 @@ mod tests {
 
     #[async_trait]
     impl TokenValidator for Fixed {
-        async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
+        async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError> {
             let audience = match token {
                 "unknown" => return Ok(None),
                 "none" => Vec::new(),
@@ -341,7 +341,7 @@ mod tests {
                 }
                 _ => return Err(ValidationError::Other(format!("no fixture {token}"))),
             };
-            Ok(Some(TokenInfo {
+            Ok(Some(Arc::new(TokenInfo {
                 subject: Some("alice".into()),
                 username: None,
                 client_id: Some("c".into()),
@@ -349,7 +349,7 @@ mod tests {
                 expires_at: None,
                 issued_at: None,
                 audience,
-            }))
+            })))
         }
     }
 

@@ -39,7 +39,7 @@
 //! # Ok(()) }
 //!
 //! async fn data(Token(token): Token) -> Json<serde_json::Value> {
-//!     Json(serde_json::json!({ "hello": token.username.or(token.subject) }))
+//!     Json(serde_json::json!({ "hello": token.username.as_ref().or(token.subject.as_ref()) }))
 //! }
 //! ```
 //!

@@ -248,7 +248,7 @@ impl RemoteIntrospection {
         parse_introspection(&body, inner.config.clock.now())
     }
 
-    fn ttl_for(&self, info: &Option<TokenInfo>) -> Duration {
+    fn ttl_for(&self, info: &Option<Arc<TokenInfo>>) -> Duration {
         let config = &self.inner.config;
         match info {
             None => config.negative_ttl.min(config.cache_ttl),
@@ -266,9 +266,9 @@ impl RemoteIntrospection {
 
 #[async_trait]
 impl TokenValidator for RemoteIntrospection {
-    async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
+    async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError> {
         let Some(cache) = &self.inner.cache else {
-            return self.introspect(token).await;
+            return Ok(self.introspect(token).await?.map(Arc::new));
         };
         let key: CacheKey = TokenKey::of(token).0;
         let mut cached = self.cached(cache, key, token).await?;
@@ -312,7 +312,7 @@ impl RemoteIntrospection {
                 let info = if stream.is_some_and(|s| s.was_revoked(&key)) {
                     None
                 } else {
-                    self.introspect(token).await?
+                    self.introspect(token).await?.map(Arc::new)
                 };
                 let ttl = self.ttl_for(&info);
                 Ok::<_, ValidationError>(Cached {

@@ -4,6 +4,8 @@
 //! HTTP, and the Tessera server crate provides a local one that reads its own store. Both fail
 //! closed: when the answer cannot be known, the request is refused with a 503, never let in.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::info::TokenInfo;
@@ -21,8 +23,9 @@ pub enum ValidationError {
     Other(String),
 }
 
-/// Answers what a bearer token means: `Ok(Some(info))` if active, `Ok(None)` if not.
+/// Answers what a bearer token means: `Ok(Some(info))` if active, `Ok(None)` if not. The
+/// answer is shared, so that a cached one reaches the handler without a copy.
 #[async_trait]
 pub trait TokenValidator: Send + Sync + 'static {
-    async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError>;
+    async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError>;
 }

@@ -25,16 +25,15 @@ impl LocalValidator {
 
 #[async_trait]
 impl TokenValidator for LocalValidator {
-    async fn validate(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
+    async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError> {
         let record = self
             .store
             .find_token(&TokenKey::of(token))
             .await
             .map_err(|e| ValidationError::Unreachable(e.to_string()))?;
         let now = self.clock.now();
-        Ok(record
-            .filter(|r| r.is_active_access_token(now))
-            .map(|r| TokenInfo {
+        Ok(record.filter(|r| r.is_active_access_token(now)).map(|r| {
+            Arc::new(TokenInfo {
                 subject: Some(
                     r.subject
                         .map_or_else(|| r.client_id.to_string(), |s| s.into_string()),
@@ -45,6 +44,7 @@ impl TokenValidator for LocalValidator {
                 expires_at: Some(r.expires_at),
                 issued_at: Some(r.issued_at),
                 audience: r.audience.iter().map(|u| u.as_str().to_owned()).collect(),
-            }))
+            })
+        }))
     }
 }
