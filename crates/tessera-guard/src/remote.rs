@@ -13,7 +13,7 @@
 //! stream is down every answer is capped at a short fallback TTL.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -27,7 +27,7 @@ use tessera_core::token::{Standing, TokenKey, TokenUse};
 use tokio::sync::watch;
 use url::form_urlencoded::byte_serialize;
 
-use crate::cache::{CacheKey, Cached, PerEntryTtl};
+use crate::cache::{CacheKey, Cached, Entry, PerEntryTtl};
 use crate::info::TokenInfo;
 use crate::revocations::{Admission, StreamShared, StreamStatus, Subscription};
 use crate::validator::{TokenValidator, ValidationError};
@@ -273,7 +273,7 @@ impl TokenValidator for RemoteIntrospection {
         let key: CacheKey = TokenKey::of(token).0;
         let mut cached = self.cached(cache, key, token).await?;
         if let Some(stream) = &self.inner.stream {
-            match stream.admits(&key, cached.started, cached.stored_at) {
+            match stream.admits(&key, &cached) {
                 Admission::Fresh => {}
                 Admission::Revoked => {
                     cache.invalidate(&key).await;
@@ -282,9 +282,7 @@ impl TokenValidator for RemoteIntrospection {
                 Admission::Stale => {
                     cache.invalidate(&key).await;
                     cached = self.cached(cache, key, token).await?;
-                    if let Admission::Revoked =
-                        stream.admits(&key, cached.started, cached.stored_at)
-                    {
+                    if let Admission::Revoked = stream.admits(&key, &cached) {
                         return Ok(None);
                     }
                 }
@@ -293,6 +291,7 @@ impl TokenValidator for RemoteIntrospection {
         // An entry may outlive `exp` by up to a second of clock granularity; check again.
         Ok(cached
             .info
+            .clone()
             .filter(|i| still_valid(i, self.inner.config.clock.now())))
     }
 }
@@ -315,12 +314,13 @@ impl RemoteIntrospection {
                     self.introspect(token).await?.map(Arc::new)
                 };
                 let ttl = self.ttl_for(&info);
-                Ok::<_, ValidationError>(Cached {
+                Ok::<_, ValidationError>(Arc::new(Entry {
                     info,
                     ttl,
                     started,
                     stored_at: Instant::now(),
-                })
+                    settled: AtomicBool::new(false),
+                }))
             })
             .await
             .map_err(|e| (*e).clone())

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use moka::future::Cache;
 
-use crate::cache::{CacheKey, Cached};
+use crate::cache::{CacheKey, Cached, Entry};
 
 /// What the embedding application can see of the subscription.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,19 +91,24 @@ impl StreamShared {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Whether an answer for `key`, introspected from `started` (an epoch) and stored at
-    /// `stored_at`, may still be used.
-    pub(crate) fn admits(&self, key: &CacheKey, started: u64, stored_at: Instant) -> Admission {
-        if started < self.flushed_at.load(Ordering::Acquire) {
+    /// Whether `entry`, just read from the cache under `key`, may still be used.
+    pub(crate) fn admits(&self, key: &CacheKey, entry: &Entry) -> Admission {
+        if entry.started < self.flushed_at.load(Ordering::Acquire) {
             return Admission::Stale;
         }
-        if started < self.epoch()
-            && let Some(revoked_at) = self.revoked.get(key)
-            && revoked_at > started
-        {
-            return Admission::Revoked;
+        if !entry.settled.load(Ordering::Acquire) {
+            // The entry is in the cache, so an event whose epoch this load misses evicts it
+            // after this point; one it sees has published its key, checked here.
+            if entry.started < self.epoch.load(Ordering::SeqCst)
+                && let Some(revoked_at) = self.revoked.get(key)
+                && revoked_at > entry.started
+            {
+                return Admission::Revoked;
+            }
+            entry.settled.store(true, Ordering::Release);
         }
-        if !self.connected.load(Ordering::Acquire) && stored_at.elapsed() > self.fallback_ttl {
+        if !self.connected.load(Ordering::Acquire) && entry.stored_at.elapsed() > self.fallback_ttl
+        {
             return Admission::Stale;
         }
         Admission::Fresh
@@ -124,7 +129,7 @@ impl StreamShared {
     fn revoke(&self, key: CacheKey) {
         // The epoch moves before the key is published, so an introspection that began before
         // this point has a smaller epoch and is refused.
-        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         self.revoked.insert(key, epoch);
     }
 
@@ -532,36 +537,60 @@ mod tests {
         assert!(backoff(40) > backoff(0));
     }
 
+    fn entry(started: u64, stored_at: Instant) -> Entry {
+        Entry {
+            info: None,
+            ttl: Duration::from_secs(60),
+            started,
+            stored_at,
+            settled: AtomicBool::new(false),
+        }
+    }
+
     #[test]
     fn an_answer_from_before_a_revocation_or_a_flush_is_not_admitted() {
         let shared = StreamShared::new(Duration::from_secs(5), Duration::from_secs(60), 100);
         shared.set_connected(true);
         let key = [1u8; 32];
         let before = shared.epoch();
-        assert!(matches!(
-            shared.admits(&key, before, Instant::now()),
-            Admission::Fresh
-        ));
         shared.revoke(key);
+        // Introspected before the event, cached after it had evicted the key.
         assert!(matches!(
-            shared.admits(&key, before, Instant::now()),
+            shared.admits(&key, &entry(before, Instant::now())),
             Admission::Revoked
         ));
         // Introspected after the event: the server's answer already reflects it.
         let after = shared.epoch();
         assert!(matches!(
-            shared.admits(&key, after, Instant::now()),
+            shared.admits(&key, &entry(after, Instant::now())),
             Admission::Fresh
         ));
         assert!(matches!(
-            shared.admits(&[2u8; 32], before, Instant::now()),
+            shared.admits(&[2u8; 32], &entry(before, Instant::now())),
             Admission::Fresh
         ));
         shared.flush();
         assert!(matches!(
-            shared.admits(&[2u8; 32], before, Instant::now()),
+            shared.admits(&[2u8; 32], &entry(before, Instant::now())),
             Admission::Stale
         ));
+    }
+
+    #[test]
+    fn an_entry_checked_once_is_not_looked_up_again() {
+        let shared = StreamShared::new(Duration::from_secs(5), Duration::from_secs(60), 100);
+        shared.set_connected(true);
+        let key = [4u8; 32];
+        let cached = entry(shared.epoch(), Instant::now());
+        assert!(matches!(shared.admits(&key, &cached), Admission::Fresh));
+        assert!(cached.settled.load(Ordering::Acquire));
+        // From here on the event's eviction, not the lookup, removes the entry.
+        shared.revoke(key);
+        assert!(matches!(shared.admits(&key, &cached), Admission::Fresh));
+        // A refused entry is never settled.
+        let stale = entry(0, Instant::now());
+        assert!(matches!(shared.admits(&key, &stale), Admission::Revoked));
+        assert!(!stale.settled.load(Ordering::Acquire));
     }
 
     #[test]
@@ -572,11 +601,17 @@ mod tests {
             .checked_sub(Duration::from_millis(100))
             .unwrap_or_else(Instant::now);
         assert!(matches!(
-            shared.admits(&key, 0, Instant::now()),
+            shared.admits(&key, &entry(0, Instant::now())),
             Admission::Fresh
         ));
-        assert!(matches!(shared.admits(&key, 0, old), Admission::Stale));
+        assert!(matches!(
+            shared.admits(&key, &entry(0, old)),
+            Admission::Stale
+        ));
         shared.set_connected(true);
-        assert!(matches!(shared.admits(&key, 0, old), Admission::Fresh));
+        assert!(matches!(
+            shared.admits(&key, &entry(0, old)),
+            Admission::Fresh
+        ));
     }
 }
