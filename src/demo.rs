@@ -27,7 +27,23 @@ const APP_CLIENT_SECRET: &str = "tss_demo-app-secret-for-local-use-only";
 const API_CLIENT_ID: &str = "tessera-demo-api";
 const API_CLIENT_SECRET: &str = "tss_demo-api-secret-for-local-use-only";
 
-pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
+/// Where the demo keeps its key-encryption key: beside a SQLite file (`PATH.kek`), else in
+/// the working directory.
+fn kek_path(database_url: &str) -> std::path::PathBuf {
+    let file = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .filter(|path| !path.is_empty() && !path.contains(":memory:"));
+    match file {
+        Some(path) => format!("{path}.kek").into(),
+        None => "tessera-demo.kek".into(),
+    }
+}
+
+pub async fn run(store: Arc<dyn Store>, args: DemoArgs, database_url: &str) -> Result<()> {
+    let kek_path = kek_path(database_url);
+    let key_encryption_key = Some(crate::keys::kek_file_or_new(&kek_path)?);
     let app_url = format!("http://{}", args.app_listen);
     let api_url = format!("http://{}", args.api_listen);
     let redirect_uri = format!("{app_url}/authorize");
@@ -39,11 +55,17 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         &ClientRegistration {
             name: "Tessera demo app".into(),
             redirect_uris: vec![redirect_uri.clone()],
-            scope: "api restricted".into(),
+            scope: "openid profile api restricted".into(),
             ..Default::default()
         },
     )
     .await?;
+    // The app signs out through Tessera's end-session endpoint and comes back to its start.
+    let oidc = tessera_store::ClientOidc {
+        post_logout_redirect_uris: vec![format!("{app_url}/")],
+        ..Default::default()
+    };
+    store.put_client_oidc(APP_CLIENT_ID, &oidc).await?;
     ensure_resource(store.as_ref(), &api_url).await?;
 
     let clock = Clock::system();
@@ -58,6 +80,7 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         idle_timeout: Duration::from_secs(args.http.idle_timeout),
         max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
         registration: crate::registration_policy(&args.registration),
+        key_encryption_key,
         ..Config::default()
     };
     args.client_metadata.apply(&mut config);
@@ -95,6 +118,7 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
         redirect_uri,
         api_base: api_url.clone(),
         scope: vec!["api".into()],
+        post_logout_redirect_uri: Some(format!("{app_url}/")),
     })?;
     let app_listener = TcpListener::bind(args.app_listen)
         .await
@@ -157,7 +181,15 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs) -> Result<()> {
 
 /// Creates the demo user unless it exists (its password is then left as it is).
 async fn ensure_user(store: &dyn Store) -> Result<()> {
-    if store.get_user_by_username(DEMO_USER).await?.is_some() {
+    if let Some(user) = store.get_user_by_username(DEMO_USER).await? {
+        // A demo database from before profiles: the name the app shows from the ID token.
+        if store
+            .get_profile(&user.id)
+            .await?
+            .is_some_and(|(_, p)| p.name.is_none())
+        {
+            store.set_profile(DEMO_USER, &demo_profile()).await?;
+        }
         return Ok(());
     }
     let user = register_user(
@@ -167,8 +199,17 @@ async fn ensure_user(store: &dyn Store) -> Result<()> {
     )?;
     match store.create_user(&user).await {
         // Another process created it in the meantime: fine.
-        Err(tessera_store::StoreError::Conflict) | Ok(()) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(tessera_store::StoreError::Conflict) | Ok(()) => {}
+        Err(e) => return Err(e.into()),
+    }
+    store.set_profile(DEMO_USER, &demo_profile()).await?;
+    Ok(())
+}
+
+fn demo_profile() -> tessera_core::oidc::Profile {
+    tessera_core::oidc::Profile {
+        name: Some("Demo User".into()),
+        ..Default::default()
     }
 }
 

@@ -12,14 +12,16 @@ use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
+use tessera_core::oidc::{Profile, post_logout_redirect_uris as post_logout_redirect_uris_checked};
 use tessera_core::registration::{RegistrationPolicy, new_initial_access_token};
 use tessera_core::resource::{ResourceUri, register_resource};
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::user::{MIN_PASSWORD_CHARS, new_password_hash, register as register_user};
 use tessera_server::{Config, Server};
-use tessera_store::{Store, StoreError};
+use tessera_store::{ClientOidc, Store, StoreError};
 
 mod demo;
+mod keys;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +63,9 @@ enum Command {
     /// Create initial access tokens, for `serve --registration token` (RFC 7591).
     #[command(subcommand)]
     RegistrationToken(RegistrationTokenCommand),
+    /// Rotate, prune and list the OpenID Connect ID-token signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -113,6 +118,19 @@ enum UserCommand {
         username: String,
         #[arg(long, required = true)]
         password_stdin: bool,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// The email address is known to be the user's.
+        #[arg(long)]
+        email_verified: bool,
+    },
+    /// Change a user's profile (the OpenID Connect claims); what is not given stays.
+    Update {
+        username: String,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        #[arg(long, action = clap::ArgAction::Set)]
+        email_verified: Option<bool>,
     },
     /// Delete a user with their tokens and sessions.
     Delete { username: String },
@@ -124,6 +142,16 @@ enum UserCommand {
     },
     /// Revoke every token issued for a user; their sign-in sessions stay.
     RevokeTokens { username: String },
+}
+
+/// A person's claims, for ID tokens and userinfo (scopes `profile` and `email`).
+#[derive(Args)]
+struct ProfileArgs {
+    #[arg(long)]
+    email: Option<String>,
+    /// The full name, as the `name` claim.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Args)]
@@ -182,6 +210,8 @@ struct ServeArgs {
     registration: String,
     #[command(flatten)]
     http: HttpLimitArgs,
+    #[command(flatten)]
+    kek: keys::KekArgs,
     #[command(flatten)]
     client_metadata: ClientMetadataArgs,
 }
@@ -293,6 +323,13 @@ enum ClientCommand {
         /// clear): for a test environment without TLS only.
         #[arg(long)]
         allow_insecure_redirect_uri: bool,
+        /// Where the client may send people after signing out (OpenID Connect RP-Initiated
+        /// Logout), matched exactly; repeat for several.
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// The algorithm of the client's ID tokens (default ES256).
+        #[arg(long, value_parser = ["ES256", "RS256"])]
+        id_token_signed_response_alg: Option<String>,
         /// Print exactly one JSON object {"client_id", "client_secret"}.
         #[arg(long)]
         json: bool,
@@ -329,7 +366,7 @@ async fn main() -> Result<()> {
     let store = open_store(&cli.database_url).await?;
     match cli.command {
         Command::Serve(args) => serve(store, args).await,
-        Command::Demo(args) => demo::run(store, args).await,
+        Command::Demo(args) => demo::run(store, args, &cli.database_url).await,
         Command::Migrate => {
             eprintln!("migrations applied");
             Ok(())
@@ -338,6 +375,7 @@ async fn main() -> Result<()> {
         Command::User(cmd) => user(store.as_ref(), cmd).await,
         Command::Resource(cmd) => resource(store.as_ref(), cmd).await,
         Command::RegistrationToken(cmd) => registration_token(store.as_ref(), cmd).await,
+        Command::Keys(cmd) => keys::keys(store.as_ref(), cmd).await,
     }
 }
 
@@ -383,7 +421,12 @@ fn password_from_stdin() -> Result<Secret> {
 
 async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
     match cmd {
-        UserCommand::Create { username, .. } => {
+        UserCommand::Create {
+            username,
+            profile,
+            email_verified,
+            ..
+        } => {
             let user = register_user(&username, &password_from_stdin()?, Clock::system().now())?;
             match store.create_user(&user).await {
                 Err(tessera_store::StoreError::Conflict) => {
@@ -391,7 +434,39 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
                 }
                 other => other?,
             }
+            let profile = Profile {
+                name: profile.name,
+                email: profile.email,
+                email_verified,
+            };
+            if profile != Profile::default() {
+                store.set_profile(&username, &profile).await?;
+            }
             eprintln!("created user {} (sub {})", user.username.as_str(), user.id);
+            Ok(())
+        }
+        UserCommand::Update {
+            username,
+            profile,
+            email_verified,
+        } => {
+            let Some(user) = store.get_user_by_username(&username).await? else {
+                bail!("no user named {username}")
+            };
+            let (_, mut current) = store.get_profile(&user.id).await?.unwrap_or_default();
+            if profile.email.is_some() {
+                // A new address is not known to be theirs unless said so.
+                current.email_verified = false;
+                current.email = profile.email.filter(|e| !e.is_empty());
+            }
+            if profile.name.is_some() {
+                current.name = profile.name.filter(|n| !n.is_empty());
+            }
+            if let Some(verified) = email_verified {
+                current.email_verified = verified;
+            }
+            store.set_profile(&username, &current).await?;
+            eprintln!("updated the profile of {username}");
             Ok(())
         }
         UserCommand::Delete { username } => {
@@ -498,6 +573,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         max_connections: usize::try_from(args.http.max_connections).unwrap_or(usize::MAX),
         trusted_proxies: args.trusted_proxies,
         registration: registration_policy(&args.registration),
+        key_encryption_key: args.kek.load()?,
         ..Config::default()
     };
     args.client_metadata.apply(&mut config);
@@ -617,8 +693,18 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
             scope,
             skip_consent,
             allow_insecure_redirect_uri,
+            post_logout_redirect_uris,
+            id_token_signed_response_alg,
             json,
         } => {
+            let oidc = ClientOidc {
+                post_logout_redirect_uris: post_logout_redirect_uris_checked(
+                    &post_logout_redirect_uris,
+                    allow_insecure_redirect_uri,
+                )
+                .map_err(anyhow::Error::msg)?,
+                id_token_signed_response_alg,
+            };
             let registration = ClientRegistration {
                 name,
                 public,
@@ -635,6 +721,9 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
             }
             store.create_client(&registered.client).await?;
             let id = &registered.client.id;
+            if oidc != ClientOidc::default() {
+                store.put_client_oidc(id.as_str(), &oidc).await?;
+            }
             let secret = registered.secret.as_ref().map(|s| s.expose());
             if json {
                 println!(

@@ -317,6 +317,74 @@ async fn signed_in(demo: &Demo) -> crate::person::Person {
     person
 }
 
+/// Issue 27: the demo app is an OpenID Connect relying party. It signs in with a nonce,
+/// shows the name from the verified ID token, and signs out through Tessera's end-session
+/// endpoint back to its start; `tessera demo` made its key-encryption key beside the database.
+#[tokio::test]
+async fn issue_27_the_demo_app_signs_in_and_out_with_openid_connect() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let demo = Demo::start(&database_url, free_ports()).await;
+    let flow = async {
+        let person = crate::person::Person::at(&demo.issuer);
+        let login = person.get(&format!("{}/login", demo.app)).await;
+        let to_tessera = crate::person::query_of(login.location().unwrap());
+        assert!(
+            to_tessera["scope"].split(' ').any(|s| s == "openid"),
+            "{to_tessera:?}"
+        );
+        assert!(to_tessera.contains_key("nonce"), "{to_tessera:?}");
+        drop(person);
+        let person = signed_in(&demo).await;
+        let page = person.get(&format!("{}/protected", demo.app)).await;
+        assert!(
+            page.body.contains(r#"<span id="name">Demo User</span>"#),
+            "{}",
+            page.body
+        );
+
+        let token = page.field("csrf_token").unwrap();
+        let out = person
+            .post(
+                &format!("{}/logout", demo.app),
+                &[("csrf_token".to_owned(), token)],
+            )
+            .await;
+        assert_eq!(out.status, 200);
+        let start = out
+            .body
+            .find(r#"id="end-session" href=""#)
+            .expect("an end-session link")
+            + r#"id="end-session" href=""#.len();
+        let end = out.body[start..].find('"').unwrap() + start;
+        let end_session = unescape(&out.body[start..end]);
+        assert!(
+            end_session.starts_with(&format!("{}/logout?", demo.issuer)),
+            "{end_session}"
+        );
+        let confirm = person.get(&end_session).await;
+        assert_eq!(confirm.status, 200, "{}", confirm.body);
+        let back = person.post("/logout", &confirm.hidden_fields()).await;
+        assert_eq!(back.status, 303);
+        assert!(
+            back.location()
+                .unwrap()
+                .starts_with(&format!("{}/?state=", demo.app)),
+            "{:?}",
+            back.location()
+        );
+    };
+    timeout(ISSUE_24_TEST, flow)
+        .await
+        .expect("the OpenID Connect demo took too long");
+    demo.stop().await;
+    let mut kek = db_path.as_os_str().to_owned();
+    kek.push(".kek");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kek).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    remove_database(&db_path);
+}
+
 /// A client without a cookie jar or redirects: the tests send cookies by hand.
 fn plain_http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -746,7 +814,7 @@ async fn read_all(mut pipe: impl AsyncRead + Unpin, shared: Option<Arc<Mutex<Str
 }
 
 fn remove_database(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", ".kek"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
         let _ = std::fs::remove_file(file);

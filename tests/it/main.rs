@@ -52,6 +52,8 @@ mod metadata;
 mod nodes;
 /// The `oauth2` crate, an independent client implementation, against Tessera.
 mod oauth2_client;
+/// Issue 27's OpenID Connect, with the `openidconnect` crate as the relying party.
+mod oidc;
 /// A PostgreSQL outage: 503s, failing readiness, recovery without restart.
 mod outage;
 /// A person with a browser, simulated over HTTP (helpers for the flows).

@@ -10,6 +10,7 @@ use url::form_urlencoded;
 use crate::client::{Client, GrantType, RedirectUri};
 use crate::error::OAuthError;
 use crate::form::{self, FormError, FormParams};
+use crate::oidc::{OidcParams, Prompt, parse_max_age};
 use crate::pkce::CodeChallenge;
 use crate::resource::{Audience, requested_audience};
 use crate::scope::Scope;
@@ -40,6 +41,8 @@ pub struct AuthorizationRequest {
     /// The `resource` parameters (RFC 8707), parsed; whether they are registered and open to
     /// the client is decided against the registry when the code is issued.
     pub resources: Audience,
+    /// `prompt`, `max_age` and `nonce` (OIDC Core §3.1.2.1); the nonce goes into the code.
+    pub oidc: OidcParams,
 }
 
 /// A request whose parameters decode and that names exactly one client; the client itself
@@ -177,6 +180,14 @@ impl UnverifiedRequest {
             }
             None => None,
         };
+        let oidc = OidcParams {
+            prompt: Prompt::parse(params.get("prompt")).map_err(fail)?,
+            max_age: parse_max_age(params.get("max_age")).map_err(fail)?,
+            nonce: params.get("nonce").map(str::to_owned),
+        };
+        if oidc.nonce.as_ref().is_some_and(|n| n.len() > 512) {
+            return Err(fail(OAuthError::invalid_request("the nonce is too long")));
+        }
         Ok(AuthorizationRequest {
             client_id: client.id.to_string(),
             redirect_uri,
@@ -185,6 +196,7 @@ impl UnverifiedRequest {
             state,
             code_challenge,
             resources,
+            oidc,
         })
     }
 }

@@ -183,6 +183,8 @@ pub fn client_from_document(
         scope: document.scope,
         client_id: None,
         client_secret: None,
+        post_logout_redirect_uris: None,
+        id_token_signed_response_alg: None,
     };
     let invalid = |e: crate::OAuthError| DocumentError::Metadata(e.description().to_owned());
     let (registration, _) = checked(&metadata, offered).map_err(invalid)?;

@@ -30,6 +30,12 @@ pub enum OAuthError {
     InvalidRedirectUri(String),
     /// RFC 7591 §3.2.2: any other client metadata that is invalid or not allowed.
     InvalidClientMetadata(String),
+    /// OIDC Core §3.1.2.6: `prompt=none` and the person would have to sign in.
+    LoginRequired(String),
+    /// OIDC Core §3.1.2.6: `prompt=none` and the person would have to consent.
+    ConsentRequired(String),
+    /// OIDC Core §3.1.2.6: `prompt=none` and some other page would be needed.
+    InteractionRequired(String),
     /// Something failed inside the server; the description is generic on purpose.
     ServerError,
     /// A dependency (the database) is unreachable; the client may retry.
@@ -65,6 +71,9 @@ impl OAuthError {
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::InvalidRedirectUri(_) => "invalid_redirect_uri",
             Self::InvalidClientMetadata(_) => "invalid_client_metadata",
+            Self::LoginRequired(_) => "login_required",
+            Self::ConsentRequired(_) => "consent_required",
+            Self::InteractionRequired(_) => "interaction_required",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -85,7 +94,10 @@ impl OAuthError {
             | Self::InvalidToken(d)
             | Self::InsufficientScope(d)
             | Self::InvalidRedirectUri(d)
-            | Self::InvalidClientMetadata(d) => d,
+            | Self::InvalidClientMetadata(d)
+            | Self::LoginRequired(d)
+            | Self::ConsentRequired(d)
+            | Self::InteractionRequired(d) => d,
             Self::InvalidClient { description, .. } => description,
             Self::ServerError => "the server met an internal error",
             Self::TemporarilyUnavailable => "the server is temporarily unavailable; retry later",

@@ -119,6 +119,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<RefreshToken>,
     pub scope: String,
+    /// OpenID Connect: the signed ID token of a code exchange whose scope has `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Token lifetimes in seconds.
@@ -165,6 +168,10 @@ pub struct AuthorizationCodeRecord {
     pub family_id: FamilyId,
     /// The resources the grant is for, decided at the authorization request.
     pub audience: Audience,
+    /// The authorization request's `nonce`, repeated in the ID token (OIDC Core §3.1.2.1).
+    pub nonce: Option<String>,
+    /// When the person signed in, for the ID token's `auth_time`.
+    pub auth_time: Option<UnixTime>,
 }
 
 /// Checks a token request against the code it presents (RFC 6749 §4.1.3, RFC 7636 §4.6).
@@ -337,6 +344,7 @@ pub fn mint_tokens(
             expires_in: ends_at(lifetimes.access).seconds_since(now),
             refresh_token: refresh,
             scope: subject.scope.to_string(),
+            id_token: None,
         },
         records,
     })
@@ -419,6 +427,8 @@ mod tests {
             redeemed_at: None,
             family_id: "f".into(),
             audience: Audience::default(),
+            nonce: None,
+            auth_time: None,
         }
     }
 

@@ -24,6 +24,7 @@
 //! - [`grant`]: the token endpoint's grants, as sans-IO decisions.
 //! - [`user`]: resource owners, and the rules for creating one.
 //! - [`introspection`], [`metadata`]: RFC 7662 and RFC 8414 documents.
+//! - [`oidc`]: OpenID Connect: `prompt`, `max_age`, the ID token's and userinfo's claims.
 //! - [`error`]: [`OAuthError`], one variant per RFC error code.
 //! - [`clock`]: the one place that reads the system time.
 
@@ -38,6 +39,7 @@ pub mod grant;
 pub mod ids;
 pub mod introspection;
 pub mod metadata;
+pub mod oidc;
 pub mod pkce;
 pub mod random;
 pub mod registration;

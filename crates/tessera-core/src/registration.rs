@@ -85,6 +85,10 @@ pub struct ClientMetadata {
     /// ... and may repeat its secret, which must then be the current one.
     #[serde(default, deserialize_with = "secret")]
     pub client_secret: Option<Secret>,
+    /// OpenID Connect RP-Initiated Logout §3.1.
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    /// OpenID Connect Dynamic Client Registration §2: `ES256` or `RS256`.
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
@@ -382,6 +386,10 @@ pub struct ClientInformation {
     pub scope: String,
     pub registration_access_token: RegistrationAccessToken,
     pub registration_client_uri: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 fn exposed_secret<S: Serializer>(secret: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
@@ -423,6 +431,8 @@ impl ClientInformation {
                 issuer.trim_end_matches('/'),
                 client.id
             ),
+            post_logout_redirect_uris: Vec::new(),
+            id_token_signed_response_alg: None,
         }
     }
 }

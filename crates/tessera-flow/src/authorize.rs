@@ -14,6 +14,7 @@ use tessera_core::authorize::{
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::{AuthorizationCodeRecord, CODE_LIFETIME};
+use tessera_core::oidc::{OPENID, sign_in_needed};
 use tessera_core::resource::Audience;
 use tessera_core::token::{RawToken, SessionId, TokenKind, new_family_id};
 use tessera_core::user::User;
@@ -79,8 +80,26 @@ impl Flows {
             Ok(valid) => valid,
             Err(step) => return Ok(step),
         };
-        let Some(user) = self.session_user(session).await? else {
-            let return_to = format!("/authorize?{}", String::from_utf8_lossy(raw));
+        let now = self.now();
+        let signed_in = self.signed_in(session, &request).await?;
+        let fresh = signed_in
+            .as_ref()
+            .is_some_and(|(_, at)| !sign_in_needed(&request.oidc, *at, now));
+        let Some((user, auth_time)) = signed_in.filter(|_| fresh) else {
+            if request.oidc.prompt.none {
+                let error = OAuthError::LoginRequired("the user is not signed in".into());
+                return Ok(self.redirect_error(&request, &error));
+            }
+            let return_to = if request.oidc.prompt.login || request.oidc.max_age.is_some() {
+                // After this sign-in the request is satisfied: resuming it with
+                // `prompt=login` or `max_age` again would ask once more, forever.
+                let mut resumed = request.clone();
+                resumed.oidc.prompt.login = false;
+                resumed.oidc.max_age = None;
+                format!("/authorize?{}", resume_query(&client, &resumed))
+            } else {
+                format!("/authorize?{}", String::from_utf8_lossy(raw))
+            };
             return Ok(AuthorizeStep::SignIn {
                 client,
                 request,
@@ -88,7 +107,11 @@ impl Flows {
             });
         };
         let granted = self.store.get_consent(&user.id, &client.id).await?;
-        if needs_consent(&client, &request.scope, granted.as_ref()) {
+        if request.oidc.prompt.consent || needs_consent(&client, &request.scope, granted.as_ref()) {
+            if request.oidc.prompt.none {
+                let error = OAuthError::ConsentRequired("the user has not consented".into());
+                return Ok(self.redirect_error(&request, &error));
+            }
             return Ok(AuthorizeStep::Consent {
                 client,
                 request,
@@ -96,9 +119,39 @@ impl Flows {
             });
         }
         let code_redirect = self
-            .issue_code(&client, &request, &user, self.now())
+            .issue_code(&client, &request, &user, auth_time, now)
             .await?;
         Ok(AuthorizeStep::Redirect(code_redirect))
+    }
+
+    /// The signed-in person and, for an OpenID Connect request or one with `max_age`, when
+    /// they signed in (`None` otherwise: only ID tokens carry it, so others skip the read).
+    async fn signed_in(
+        &self,
+        session: Option<&SessionId>,
+        request: &AuthorizationRequest,
+    ) -> Result<Option<(User, Option<UnixTime>)>, FlowError> {
+        let Some(user) = self.session_user(session).await? else {
+            return Ok(None);
+        };
+        let wanted = request.scope.contains(OPENID) || request.oidc.max_age.is_some();
+        let (Some(session), true) = (session, wanted) else {
+            return Ok(Some((user, None)));
+        };
+        let at = self
+            .store
+            .session_signed_in_at(&session.key(), self.now())
+            .await?;
+        Ok(at.map(|at| (user, Some(at))))
+    }
+
+    fn redirect_error(&self, request: &AuthorizationRequest, error: &OAuthError) -> AuthorizeStep {
+        AuthorizeStep::Redirect(error_redirect(
+            &request.redirect_uri,
+            error,
+            request.state.as_deref(),
+            self.issuer(),
+        ))
     }
 
     /// The consent form's answer to the request it carries.
@@ -112,7 +165,7 @@ impl Flows {
             Ok(valid) => valid,
             Err(step) => return Ok(step),
         };
-        let Some(user) = self.session_user(session).await? else {
+        let Some((user, auth_time)) = self.signed_in(session, &request).await? else {
             let return_to = format!("/authorize?{}", resume_query(&client, &request));
             return Ok(AuthorizeStep::SignIn {
                 client,
@@ -124,7 +177,9 @@ impl Flows {
         match Decision::parse(decision) {
             Some(Decision::Approve) => {
                 approve(&*self.store, &client, &request, &user, now).await?;
-                let code_redirect = self.issue_code(&client, &request, &user, now).await?;
+                let code_redirect = self
+                    .issue_code(&client, &request, &user, auth_time, now)
+                    .await?;
                 Ok(AuthorizeStep::Redirect(code_redirect))
             }
             Some(Decision::Deny) => {
@@ -172,6 +227,10 @@ impl Flows {
             Ok(request) => request,
             Err(e) => return Ok(Err(self.refusal(e))),
         };
+        if request.scope.contains(OPENID) && !self.openid_enabled().await? {
+            let error = OAuthError::InvalidScope("OpenID Connect is not enabled".into());
+            return Ok(Err(self.redirect_error(&request, &error)));
+        }
         // An unknown resource goes back to the client now, before anyone signs in for it.
         match self.code_audience(&client, &request).await {
             Ok(_) => Ok(Ok((client, request))),
@@ -190,11 +249,17 @@ impl Flows {
         client: &Client,
         request: &AuthorizationRequest,
         user: &User,
+        auth_time: Option<UnixTime>,
         now: UnixTime,
     ) -> Result<String, FlowError> {
         let audience = self.code_audience(client, request).await?;
         let store = &*self.store;
-        issue_code(store, client, request, &audience, user, self.issuer(), now).await
+        let grant = CodeGrant {
+            audience: &audience,
+            user,
+            auth_time,
+        };
+        issue_code(store, client, request, grant, self.issuer(), now).await
     }
 
     /// The audience of a code for `request` (RFC 8707 §2.1).
@@ -247,17 +312,29 @@ pub async fn approve(
     Ok(())
 }
 
+/// Whom a code is for: the audience decided for it, the person, and when they signed in.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeGrant<'a> {
+    pub audience: &'a Audience,
+    pub user: &'a User,
+    pub auth_time: Option<UnixTime>,
+}
+
 /// Stores a new code for the request and returns the redirect that hands it to the client,
 /// with `state` and the issuer (RFC 9207).
 pub async fn issue_code(
     store: &dyn Store,
     client: &Client,
     request: &AuthorizationRequest,
-    audience: &Audience,
-    user: &User,
+    grant: CodeGrant<'_>,
     issuer: &str,
     now: UnixTime,
 ) -> Result<String, FlowError> {
+    let CodeGrant {
+        audience,
+        user,
+        auth_time,
+    } = grant;
     let code = RawToken::generate(TokenKind::AuthorizationCode).map_err(FlowError::internal)?;
     store
         .insert_code(&AuthorizationCodeRecord {
@@ -276,6 +353,8 @@ pub async fn issue_code(
             redeemed_at: None,
             family_id: new_family_id().map_err(FlowError::internal)?,
             audience: audience.clone(),
+            nonce: request.oidc.nonce.clone(),
+            auth_time,
         })
         .await?;
     let mut params = vec![("code", code.expose())];
@@ -318,6 +397,26 @@ pub fn request_fields<'a>(
     }
     for resource in request.resources.iter() {
         fields.push(("resource", resource.as_str().into()));
+    }
+    if let Some(nonce) = &request.oidc.nonce {
+        fields.push(("nonce", nonce.as_str().into()));
+    }
+    if let Some(max_age) = request.oidc.max_age {
+        fields.push(("max_age", max_age.to_string().into()));
+    }
+    let prompt = request.oidc.prompt;
+    let words = [
+        (prompt.none, "none"),
+        (prompt.login, "login"),
+        (prompt.consent, "consent"),
+    ];
+    let prompt: Vec<_> = words
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, w)| *w)
+        .collect();
+    if !prompt.is_empty() {
+        fields.push(("prompt", prompt.join(" ").into()));
     }
     fields
 }

@@ -18,6 +18,8 @@
 //! - [`introspect`]: RFC 7662 introspection.
 //! - [`revocation_stream`]: revocations pushed to the resource servers that cache tokens.
 //! - [`authorize`]: the authorization request, consent and code issuance.
+//! - [`keys`]: ID-token signing keys, sealed under the key-encryption key, shared by the nodes.
+//! - [`oidc`]: OpenID Connect: the ID token of a code exchange, userinfo.
 //! - [`login`]: signing a person in and out, with [`throttle`] against guessing.
 //! - [`register`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
 //! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
@@ -29,8 +31,10 @@ pub mod client_metadata;
 pub mod error;
 pub mod hashing;
 pub mod introspect;
+pub mod keys;
 pub mod logged;
 pub mod login;
+pub mod oidc;
 pub mod register;
 pub mod resources;
 pub mod revocation_stream;
@@ -44,6 +48,7 @@ use std::time::Duration;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::grant::Lifetimes;
+use tessera_core::oidc::KeyEncryptionKey;
 use tessera_core::registration::RegistrationPolicy;
 use tessera_store::Store;
 
@@ -65,6 +70,10 @@ pub struct Settings {
     pub client_cache_ttl: Duration,
     /// Who may register a client at `/register` (RFC 7591).
     pub registration: RegistrationPolicy,
+    /// Opens the ID-token signing keys; without it and without keys, OpenID Connect is off.
+    pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// How often the signing keys are read again, so every node follows a rotation.
+    pub key_reload_interval: Duration,
 }
 
 /// The flows of one node over one store. Cheap to clone: one shared allocation.
@@ -80,6 +89,7 @@ pub struct Shared {
     /// Client metadata documents, when this node accepts them.
     pub documents: Option<client_metadata::ClientMetadataDocuments>,
     pub revocation_streams: revocation_stream::RevocationStreams,
+    pub keys: keys::SigningKeys,
 }
 
 impl std::ops::Deref for Flows {
@@ -112,6 +122,11 @@ impl Flows {
             ),
             resources: resources::Resources::new(store.clone(), settings.client_cache_ttl),
             revocation_streams: revocation_stream::RevocationStreams::new(store.clone()),
+            keys: keys::SigningKeys::new(
+                store.clone(),
+                settings.key_encryption_key.clone(),
+                settings.key_reload_interval,
+            ),
             store,
             settings,
             throttle,

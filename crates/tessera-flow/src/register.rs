@@ -8,11 +8,14 @@
 use std::net::IpAddr;
 
 use tessera_core::OAuthError;
+use tessera_core::oidc::{IDENTITY_SCOPES, SigningAlg, post_logout_redirect_uris};
 use tessera_core::registration::{
     ClientInformation, ClientMetadata, Registration, RegistrationPolicy, bearer_token,
     register_client, update_client,
 };
+use tessera_core::scope::Scope;
 use tessera_core::token::{InitialAccessToken, RegistrationAccessToken};
+use tessera_store::ClientOidc;
 
 use crate::Flows;
 use crate::error::FlowError;
@@ -55,7 +58,8 @@ impl Flows {
                 }
             }
         }
-        let offered = self.resources.offered_scope().await?;
+        let offered = self.offered_scope().await?;
+        let oidc = oidc_metadata(metadata)?;
         let mut new = register_client(metadata, &offered, now)?;
         if let Some(secret) = &new.secret {
             let hash = hashing::hash(secret.clone())
@@ -65,13 +69,14 @@ impl Flows {
         }
         self.store.create_registration(&new.registration).await?;
         let client = &new.registration.client;
+        if oidc != ClientOidc::default() {
+            self.store
+                .put_client_oidc(client.id.as_str(), &oidc)
+                .await?;
+        }
         tracing::info!(event = "client_registered", client_id = %client.id, public = client.is_public());
-        Ok(ClientInformation::of(
-            client,
-            new.secret,
-            new.access_token,
-            self.issuer(),
-        ))
+        let info = ClientInformation::of(client, new.secret, new.access_token, self.issuer());
+        Ok(with_oidc(info, oidc))
     }
 
     /// RFC 7592 read: the registration of `client_id`, to the holder of its token.
@@ -81,12 +86,9 @@ impl Flows {
         authorization: Option<&[u8]>,
     ) -> Result<ClientInformation, FlowError> {
         let (registration, token) = self.managed(client_id, authorization).await?;
-        Ok(ClientInformation::of(
-            &registration.client,
-            None,
-            token,
-            self.issuer(),
-        ))
+        let info = ClientInformation::of(&registration.client, None, token, self.issuer());
+        let oidc = self.store.get_client_oidc(client_id).await?;
+        Ok(with_oidc(info, oidc.unwrap_or_default()))
     }
 
     /// RFC 7592 update: the metadata replaced in full. The secret stays (it is not rotated);
@@ -107,15 +109,18 @@ impl Flows {
                 .into());
             }
         }
-        let offered = self.resources.offered_scope().await?;
+        let offered = self.offered_scope().await?;
+        let oidc = oidc_metadata(metadata)?;
         let updated = update_client(&registration.client, metadata, &offered)?;
         if !self.store.update_registration(&updated).await? {
             // Deleted since it was read.
             return Err(invalid_token().into());
         }
+        self.store.put_client_oidc(client_id, &oidc).await?;
         self.clients.forget(client_id).await;
         tracing::info!(event = "client_registration_updated", client_id = %updated.id);
-        Ok(ClientInformation::of(&updated, None, token, self.issuer()))
+        let info = ClientInformation::of(&updated, None, token, self.issuer());
+        Ok(with_oidc(info, oidc))
     }
 
     /// RFC 7592 delete: the client goes, with its tokens, codes and consents.
@@ -152,4 +157,50 @@ impl Flows {
 
 fn invalid_token() -> OAuthError {
     OAuthError::InvalidToken("the registration access token is missing or invalid".into())
+}
+
+impl Flows {
+    /// The scopes a client may register for itself: those registered resources define, and
+    /// the identity scopes while OpenID Connect is on.
+    async fn offered_scope(&self) -> Result<Scope, FlowError> {
+        let offered = self.resources.offered_scope().await?;
+        if !self.openid_enabled().await? {
+            return Ok(offered);
+        }
+        let identity = Scope::parse(&IDENTITY_SCOPES.join(" "))
+            .map_err(|_| FlowError::internal("the identity scopes do not parse"))?;
+        Ok(offered.union(&identity))
+    }
+}
+
+/// A client's OpenID Connect metadata, checked as the operator's `client create` checks it.
+fn oidc_metadata(metadata: &ClientMetadata) -> Result<ClientOidc, OAuthError> {
+    let uris = metadata
+        .post_logout_redirect_uris
+        .as_deref()
+        .unwrap_or_default();
+    let alg = match &metadata.id_token_signed_response_alg {
+        Some(alg) => Some(
+            SigningAlg::parse(alg)
+                .ok_or_else(|| {
+                    OAuthError::InvalidClientMetadata(
+                        "id_token_signed_response_alg must be ES256 or RS256".into(),
+                    )
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(ClientOidc {
+        post_logout_redirect_uris: post_logout_redirect_uris(uris, false)
+            .map_err(OAuthError::InvalidClientMetadata)?,
+        id_token_signed_response_alg: alg,
+    })
+}
+
+fn with_oidc(mut info: ClientInformation, oidc: ClientOidc) -> ClientInformation {
+    info.post_logout_redirect_uris = oidc.post_logout_redirect_uris;
+    info.id_token_signed_response_alg = oidc.id_token_signed_response_alg;
+    info
 }

@@ -12,10 +12,11 @@ use tessera_core::client::{Client, GrantType};
 use tessera_core::clock::UnixTime;
 use tessera_core::form::FormParams;
 use tessera_core::grant::{
-    Lifetimes, Minted, RefreshCheck, TokenRequest, TokenResponse, TokenSubject, check_code,
-    check_refresh, ensure_grant_allowed, granted_scope, mint_tokens,
+    AuthorizationCodeRecord, Lifetimes, Minted, RefreshCheck, TokenRequest, TokenResponse,
+    TokenSubject, check_code, check_refresh, ensure_grant_allowed, granted_scope, mint_tokens,
 };
 use tessera_core::ids::{FamilyId, UserId};
+use tessera_core::oidc::OPENID;
 use tessera_core::resource::{Audience, narrowed_audience};
 use tessera_core::scope::Scope;
 use tessera_core::token::{AuthorizationCode, RefreshToken};
@@ -29,12 +30,14 @@ use crate::revoke::revoke_reach;
 /// What exchanging an authorization code came to.
 #[derive(Debug)]
 pub enum CodeExchange {
-    Issued(TokenResponse),
+    /// The tokens, and the code's record they were issued for (the ID token needs it).
+    Issued {
+        response: TokenResponse,
+        code: Box<AuthorizationCodeRecord>,
+    },
     /// The code was exchanged before: it leaked. RFC 6749 §4.1.2 says the server SHOULD
     /// revoke the tokens issued from it; `revoked` of them were.
-    Replayed {
-        revoked: u64,
-    },
+    Replayed { revoked: u64 },
 }
 
 /// What presenting a refresh token came to.
@@ -94,7 +97,14 @@ impl Flows {
                     resources: &resources,
                 };
                 match exchange_code(store, lifetimes, &client, presented, now).await? {
-                    CodeExchange::Issued(response) => response,
+                    CodeExchange::Issued { mut response, code } => {
+                        if code.scope.contains(OPENID) {
+                            let access_token = response.access_token.expose();
+                            let id_token = self.id_token(&client, &code, access_token, now).await?;
+                            response.id_token = Some(id_token);
+                        }
+                        response
+                    }
                     CodeExchange::Replayed { revoked } => {
                         tracing::warn!(
                             event = "code_replayed",
@@ -200,7 +210,10 @@ pub async fn exchange_code(
     };
     let minted = mint(lifetimes, client, grant, now)?;
     match store.redeem_code(&key, now, &minted.records).await? {
-        Redemption::Redeemed => Ok(CodeExchange::Issued(minted.response)),
+        Redemption::Redeemed => Ok(CodeExchange::Issued {
+            response: minted.response,
+            code: Box::new(record),
+        }),
         Redemption::AlreadyRedeemed { family_id } => {
             let revoked = store.revoke_family(&family_id, now).await?;
             Ok(CodeExchange::Replayed { revoked })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::clock::Clock;
 use tessera_core::grant::Lifetimes;
+use tessera_core::oidc::KeyEncryptionKey;
 use tessera_core::registration::RegistrationPolicy;
 
 #[derive(Debug, Clone)]
@@ -50,6 +51,10 @@ pub struct Config {
     pub allow_loopback_client_metadata: bool,
     /// PEM certificates trusted besides the system's roots when fetching documents.
     pub client_metadata_ca_file: Option<PathBuf>,
+    /// Opens the ID-token signing keys stored in the database (see `tessera_flow::keys`).
+    pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// How often a node reads the signing keys again (to follow a rotation).
+    pub key_reload_interval: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +78,8 @@ impl Default for Config {
             client_metadata_documents: false,
             allow_loopback_client_metadata: false,
             client_metadata_ca_file: None,
+            key_encryption_key: None,
+            key_reload_interval: tessera_flow::keys::RELOAD_INTERVAL,
         }
     }
 }

@@ -173,6 +173,12 @@ fn json_error(status: StatusCode, e: &OAuthError) -> Response {
             HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_token\""),
         );
     }
+    if matches!(e, OAuthError::InsufficientScope(_)) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera\", error=\"insufficient_scope\""),
+        );
+    }
     if matches!(e, OAuthError::TemporarilyUnavailable) {
         response
             .headers_mut()

@@ -157,3 +157,55 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
         Ok(Self(params.get("last_event_id").map(str::to_owned)))
     }
 }
+
+/// The access token of an RFC 6750 request: the `Authorization: Bearer` header (§2.1), or
+/// on a form POST the `access_token` field (§2.2); both at once is `invalid_request` (§2).
+pub struct BearerToken(pub Option<String>);
+
+impl<S: Send + Sync> FromRequest<S> for BearerToken {
+    type Rejection = WebError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, WebError> {
+        let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+        let header_token = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(value), None) => Some(bearer_of(value.as_bytes())?),
+            (Some(_), Some(_)) => {
+                return Err(
+                    OAuthError::invalid_request("more than one Authorization header").into(),
+                );
+            }
+        };
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if req.method() != axum::http::Method::POST || !is_form {
+            return Ok(Self(header_token));
+        }
+        let body = form_body(req).await?;
+        let form =
+            FormParams::parse(&body).map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+        match (header_token, form.get("access_token")) {
+            (Some(_), Some(_)) => Err(OAuthError::invalid_request(
+                "the access token is in both the header and the body",
+            )
+            .into()),
+            (Some(token), None) => Ok(Self(Some(token))),
+            (None, body_token) => Ok(Self(body_token.map(str::to_owned))),
+        }
+    }
+}
+
+/// The token of a `Bearer` credential (RFC 6750 §2.1: the scheme is case-insensitive).
+fn bearer_of(value: &[u8]) -> Result<String, WebError> {
+    let invalid = || OAuthError::InvalidToken("the Authorization header is not Bearer".into());
+    let text = std::str::from_utf8(value).map_err(|_| invalid())?;
+    let (scheme, token) = text.split_once(' ').ok_or_else(invalid)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(invalid().into());
+    }
+    Ok(token.to_owned())
+}

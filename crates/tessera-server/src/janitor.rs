@@ -34,6 +34,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(purged = n, "janitor purged tokens"),
             Err(e) => tracing::warn!(error = %e, "janitor failed; will retry"),
         }
+        match tessera_flow::keys::prune(&*state.store, state.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "janitor pruned retired signing keys"),
+            Err(e) => tracing::warn!(error = %e, "janitor failed on signing keys; will retry"),
+        }
         match purge_revocation_events(&state, &stop).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "janitor purged revocation events"),

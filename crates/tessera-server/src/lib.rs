@@ -103,6 +103,13 @@ impl Server {
             None
         };
         let state = AppState::new(config, issuer, store, documents);
+        // Keys the KEK cannot open stop the node here, before it serves anything.
+        state
+            .flows
+            .keys
+            .start(state.now())
+            .await
+            .map_err(io::Error::other)?;
         Ok(Self {
             listener: NoDelayListener(listener),
             limits,
@@ -709,6 +716,8 @@ mod tests {
     async fn the_server_accepts_connections_that_send_without_delay() {
         let (url, path) = tessera_store::testing::fresh_sqlite_url().unwrap();
         let store = tessera_store::connect(&url).await.unwrap();
+        // The server reads the signing keys at start.
+        store.migrate().await.unwrap();
         let config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()

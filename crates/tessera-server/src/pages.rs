@@ -40,6 +40,8 @@ pub struct MessagePage<'a> {
     pub message: &'a str,
     pub is_error: bool,
     pub logout_csrf: Option<&'a str>,
+    /// An RP-initiated logout's parameters, re-sent with the sign-out form.
+    pub logout_fields: &'a [(&'static str, String)],
 }
 
 /// A rendered page with its status and the security headers.
@@ -73,6 +75,7 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
             message,
             is_error: true,
             logout_csrf: None,
+            logout_fields: &[],
         },
         None,
     )

@@ -48,6 +48,8 @@ impl AppState {
                 session_ttl: config.session_ttl,
                 client_cache_ttl: config.client_cache_ttl,
                 registration: config.registration,
+                key_encryption_key: config.key_encryption_key.clone(),
+                key_reload_interval: config.key_reload_interval,
             },
             documents,
         );

@@ -7,7 +7,8 @@
 //! issued or revoked is decided in `tessera-core` and orchestrated by the server.
 //!
 //! Secrets never reach this crate in clear: tokens arrive as their SHA-256 ([`TokenKey`]),
-//! client secrets as Argon2id PHC strings.
+//! client secrets as Argon2id PHC strings, ID-token signing keys sealed under a
+//! key-encryption key this crate never sees ([`StoredSigningKey`]).
 //!
 //! Layout:
 //! - [`Store`], [`StoreError`]: the contract.
@@ -34,6 +35,7 @@ use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
 use tessera_core::ids::UserId;
+use tessera_core::oidc::Profile;
 use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Audience, Resource, ResourceUri};
 use tessera_core::scope::Scope;
@@ -167,6 +169,37 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<Option<User>, StoreError>;
     async fn delete_session(&self, hash: &TokenKey) -> Result<(), StoreError>;
+    /// When the session under `hash`, live at `now`, began: its person's last sign-in.
+    async fn session_signed_in_at(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<Option<UnixTime>, StoreError>;
+
+    /// A user's username and profile (the OpenID Connect claims), by user id.
+    async fn get_profile(&self, user_id: &str) -> Result<Option<(String, Profile)>, StoreError>;
+    /// Replaces a user's profile. Returns whether such a user exists.
+    async fn set_profile(&self, username: &str, profile: &Profile) -> Result<bool, StoreError>;
+
+    /// A client's OpenID Connect settings; `None` if it has none (or does not exist).
+    async fn get_client_oidc(&self, client_id: &str) -> Result<Option<ClientOidc>, StoreError>;
+    /// Stores (replacing) a client's OpenID Connect settings; [`StoreError::MissingReference`]
+    /// if there is no such client.
+    async fn put_client_oidc(&self, client_id: &str, oidc: &ClientOidc) -> Result<(), StoreError>;
+
+    /// Stores a new ID-token signing key; [`StoreError::Conflict`] if its `kid` exists.
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Every signing key, oldest first.
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Marks every current key retired at `now` and stores `new` keys, in one transaction:
+    /// every node then signs with the new ones, and publishes both.
+    async fn rotate_signing_keys(
+        &self,
+        new: &[StoredSigningKey],
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Deletes the keys retired at or before `retired_before`. Returns how many went.
+    async fn prune_signing_keys(&self, retired_before: UnixTime) -> Result<u64, StoreError>;
 
     /// The scope a user has approved for a client, if any.
     async fn get_consent(
@@ -261,6 +294,42 @@ pub struct Session {
     pub user_id: UserId,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+}
+
+/// A client's OpenID Connect registration (OIDC Registration §2, RP-Initiated Logout §3.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOidc {
+    /// `ES256` or `RS256`; `None`: the server's default.
+    pub id_token_signed_response_alg: Option<String>,
+    /// Where the client may send people after signing out, each matched byte for byte.
+    pub post_logout_redirect_uris: Vec<String>,
+}
+
+/// An ID-token signing key as stored: the private key only encrypted under the
+/// key-encryption key, which the store never sees.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    /// `ES256` or `RS256`.
+    pub alg: String,
+    /// The public key as a JWK (JSON text), as the JWKS publishes it.
+    pub public_jwk: String,
+    /// Nonce and ciphertext of the PKCS#8 private key (ChaCha20-Poly1305).
+    pub encrypted_private_key: Vec<u8>,
+    pub created_at: UnixTime,
+    /// When a newer key took over signing; it is published until its ID tokens expired.
+    pub retired_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://...`.

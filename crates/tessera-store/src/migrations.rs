@@ -34,6 +34,7 @@ pub fn sqlite() -> Migrator {
         5 "resources and audiences" "0005_resources_and_audiences.sql",
         6 "self registration" "0006_self_registration.sql",
         7 "revocation events" "0007_revocation_events.sql",
+        8 "openid connect" "0008_openid_connect.sql",
     )
 }
 
@@ -47,6 +48,7 @@ pub fn postgres() -> Migrator {
         6 "resources and audiences" "0006_resources_and_audiences.sql",
         7 "self registration" "0007_self_registration.sql",
         8 "revocation events" "0008_revocation_events.sql",
+        9 "openid connect" "0009_openid_connect.sql",
     )
 }
 

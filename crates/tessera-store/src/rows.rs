@@ -6,13 +6,14 @@
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::oidc::Profile;
 use tessera_core::registration::Registration;
 use tessera_core::resource::{Audience, Resource, ResourceUri};
 use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
 use tessera_core::user::{User, Username};
 
-use crate::{RevocationEvent, RevocationWindow, StoreError};
+use crate::{ClientOidc, RevocationEvent, RevocationWindow, StoreError, StoredSigningKey};
 
 pub const INSERT_CLIENT: &str = "INSERT INTO clients \
     (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, \
@@ -81,10 +82,32 @@ pub const DELETE_USER_SESSIONS: &str =
     "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)";
 pub const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, client_id, user_id, \
     redirect_uri, redirect_uri_given, scope, code_challenge, issued_at, expires_at, redeemed_at, \
-    family_id, audience) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    family_id, audience, nonce, auth_time) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 pub const SELECT_CODE: &str = "SELECT hash, client_id, user_id, redirect_uri, redirect_uri_given, \
-    scope, code_challenge, issued_at, expires_at, redeemed_at, family_id, audience \
-    FROM authorization_codes WHERE hash = $1";
+    scope, code_challenge, issued_at, expires_at, redeemed_at, family_id, audience, nonce, \
+    auth_time FROM authorization_codes WHERE hash = $1";
+pub const SELECT_SESSION_SIGNED_IN: &str =
+    "SELECT created_at FROM sessions WHERE hash = $1 AND expires_at > $2";
+pub const SELECT_PROFILE: &str =
+    "SELECT username, name, email, email_verified FROM users WHERE id = $1";
+pub const UPDATE_PROFILE: &str =
+    "UPDATE users SET name = $2, email = $3, email_verified = $4 WHERE username = $1";
+pub const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys (kid, alg, public_jwk, \
+    encrypted_private_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const SELECT_SIGNING_KEYS: &str = "SELECT kid, alg, public_jwk, encrypted_private_key, \
+    created_at, retired_at FROM signing_keys ORDER BY created_at, kid";
+pub const RETIRE_SIGNING_KEYS: &str =
+    "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL";
+pub const SELECT_CLIENT_OIDC: &str = "SELECT id_token_signed_response_alg, \
+    post_logout_redirect_uris FROM client_oidc WHERE client_id = $1";
+pub const UPSERT_CLIENT_OIDC: &str = "INSERT INTO client_oidc (client_id, \
+    id_token_signed_response_alg, post_logout_redirect_uris) VALUES ($1, $2, $3) \
+    ON CONFLICT (client_id) DO UPDATE SET \
+    id_token_signed_response_alg = excluded.id_token_signed_response_alg, \
+    post_logout_redirect_uris = excluded.post_logout_redirect_uris";
+pub const DELETE_RETIRED_KEYS: &str =
+    "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at <= $1";
 pub const REDEEM_CODE: &str = "UPDATE authorization_codes SET redeemed_at = $2 \
     WHERE hash = $1 AND redeemed_at IS NULL";
 pub const CODE_FAMILY: &str = "SELECT family_id FROM authorization_codes WHERE hash = $1";
@@ -375,6 +398,8 @@ pub struct CodeRow {
     pub redeemed_at: Option<i64>,
     pub family_id: String,
     pub audience: String,
+    pub nonce: Option<String>,
+    pub auth_time: Option<i64>,
 }
 
 impl TryFrom<CodeRow> for AuthorizationCodeRecord {
@@ -395,7 +420,61 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
             redeemed_at: row.redeemed_at.map(UnixTime::from_secs),
             family_id: row.family_id.into(),
             audience: Audience::stored(&row.audience),
+            nonce: row.nonce,
+            auth_time: row.auth_time.map(UnixTime::from_secs),
         })
+    }
+}
+
+pub struct ProfileRow {
+    pub username: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+}
+
+impl From<ProfileRow> for (String, Profile) {
+    fn from(row: ProfileRow) -> Self {
+        let profile = Profile {
+            name: row.name,
+            email: row.email,
+            email_verified: row.email_verified,
+        };
+        (row.username, profile)
+    }
+}
+
+/// A client's OpenID Connect settings as stored.
+pub fn client_oidc(alg: Option<String>, uris: &str) -> ClientOidc {
+    ClientOidc {
+        id_token_signed_response_alg: alg,
+        post_logout_redirect_uris: uris
+            .split(' ')
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub encrypted_private_key: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl From<SigningKeyRow> for StoredSigningKey {
+    fn from(row: SigningKeyRow) -> Self {
+        StoredSigningKey {
+            kid: row.kid,
+            alg: row.alg,
+            public_jwk: row.public_jwk,
+            encrypted_private_key: row.encrypted_private_key,
+            created_at: UnixTime::from_secs(row.created_at),
+            retired_at: row.retired_at.map(UnixTime::from_secs),
+        }
     }
 }
 
@@ -404,7 +483,10 @@ mod from_postgres {
     use sqlx::postgres::PgRow;
     use sqlx::{FromRow, Row};
 
-    use super::{ClientRow, CodeRow, ResourceRow, RevocationEventRow, TokenRow, UserRow};
+    use super::{
+        ClientRow, CodeRow, ProfileRow, ResourceRow, RevocationEventRow, SigningKeyRow, TokenRow,
+        UserRow,
+    };
 
     /// `FromRow` for each row type, every field read from the column of its own name.
     macro_rules! from_columns {
@@ -431,7 +513,9 @@ mod from_postgres {
         UserRow { id, username, password_hash, created_at }
         CodeRow {
             hash, client_id, user_id, redirect_uri, redirect_uri_given, scope, code_challenge,
-            issued_at, expires_at, redeemed_at, family_id, audience,
+            issued_at, expires_at, redeemed_at, family_id, audience, nonce, auth_time,
         }
+        ProfileRow { username, name, email, email_verified }
+        SigningKeyRow { kid, alg, public_jwk, encrypted_private_key, created_at, retired_at }
     }
 }

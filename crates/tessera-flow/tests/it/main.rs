@@ -19,6 +19,7 @@ use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::form::FormParams;
 use tessera_core::grant::{Lifetimes, TokenResponse};
+use tessera_core::oidc::KeyEncryptionKey;
 use tessera_core::resource::Audience;
 use tessera_core::secret::{Secret, hash_secret};
 use tessera_core::token::{AuthorizationCode, SessionId, TokenKey};
@@ -55,6 +56,8 @@ async fn flows(postgres: bool) -> Option<Flows> {
             session_ttl: 3600,
             client_cache_ttl: Duration::from_secs(2),
             registration: Default::default(),
+            key_encryption_key: None,
+            key_reload_interval: Duration::from_secs(10),
         },
     ))
 }
@@ -702,4 +705,234 @@ async fn issue_26_a_resource_server_streams_the_revocations_for_it_alone(flows: 
         None,
         "streams end when the node stops"
     );
+}
+
+both_backends!(
+    issue_27_the_code_exchange_adds_an_id_token_and_userinfo_reads_the_access_token,
+    issue_27_prompt_none_and_max_age_decide_before_any_page,
+    issue_27_logout_requests_are_checked_against_the_hint_and_the_registration,
+);
+
+/// The same store, with signing keys under a fresh key-encryption key.
+async fn with_oidc(flows: Flows) -> Flows {
+    let mut settings = flows.settings.clone();
+    settings.key_encryption_key = Some(KeyEncryptionKey::generate().unwrap().0);
+    let flows = Flows::new(flows.store.clone(), settings);
+    assert!(flows.keys.start(START).await.unwrap().enabled());
+    flows
+}
+
+async fn oidc_client(flows: &Flows) -> TestClient {
+    client(
+        flows,
+        ClientRegistration {
+            name: "rp".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scope: "openid profile api".into(),
+            skip_consent: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A user signed in now; their id and session.
+async fn signed_in_user(flows: &Flows, username: &str) -> (String, SessionId) {
+    let password = Secret::new("correct horse");
+    let user = tessera_core::user::register(username, &password, START).unwrap();
+    flows.store.create_user(&user).await.unwrap();
+    let SignIn::SignedIn { session } = flows.sign_in(username, password, None, None).await.unwrap()
+    else {
+        panic!("sign-in refused");
+    };
+    (user.id.into_string(), session)
+}
+
+fn oidc_query(c: &TestClient, extra: &str) -> String {
+    format!(
+        "response_type=code&client_id={}&redirect_uri={REDIRECT}&state=s1\
+         &code_challenge={CHALLENGE}&code_challenge_method=S256{extra}",
+        c.id
+    )
+}
+
+/// The parameter `name` of a redirect's query.
+fn param_of(location: &str, name: &str) -> Option<String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn claims_of(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn issue_27_the_code_exchange_adds_an_id_token_and_userinfo_reads_the_access_token(
+    flows: Flows,
+) {
+    let flows = with_oidc(flows).await;
+    let rp = oidc_client(&flows).await;
+    let (sub, session) = signed_in_user(&flows, "alice").await;
+    flows.settings.clock.advance(30);
+    let query = oidc_query(&rp, "&scope=openid%20profile&nonce=n-1&max_age=60");
+    let step = flows
+        .authorize(query.as_bytes(), Some(&session))
+        .await
+        .unwrap();
+    let AuthorizeStep::Redirect(location) = step else {
+        panic!("expected a code, got {step:?}");
+    };
+    let code = param_of(&location, "code").unwrap();
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let issued = token(&flows, &rp, &exchange).await.unwrap();
+    let claims = claims_of(issued.id_token.as_deref().expect("an ID token"));
+    assert_eq!(claims["iss"], "https://as.example");
+    assert_eq!(claims["sub"], sub.as_str());
+    assert_eq!(claims["aud"], rp.id.as_str());
+    assert_eq!(claims["azp"], rp.id.as_str());
+    assert_eq!(claims["nonce"], "n-1");
+    assert_eq!(claims["auth_time"], START.as_secs());
+    assert_eq!(claims["iat"], START.as_secs() + 30);
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(
+        claims["at_hash"],
+        tessera_core::oidc::at_hash(issued.access_token.expose())
+    );
+
+    let info = flows
+        .userinfo(Some(issued.access_token.expose()))
+        .await
+        .unwrap();
+    assert_eq!(info.sub, sub);
+    assert_eq!(info.claims.preferred_username.as_deref(), Some("alice"));
+    for bad in [None, issued.refresh_token.as_ref().map(|r| r.expose())] {
+        match flows.userinfo(bad).await {
+            Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "invalid_token"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Without `openid` the exchange has no ID token, and userinfo refuses its token.
+    let query = oidc_query(&rp, "&scope=api");
+    let AuthorizeStep::Redirect(location) = flows
+        .authorize(query.as_bytes(), Some(&session))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a code");
+    };
+    let code = param_of(&location, "code").unwrap();
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let plain = token(&flows, &rp, &exchange).await.unwrap();
+    assert!(plain.id_token.is_none());
+    match flows.userinfo(Some(plain.access_token.expose())).await {
+        Err(FlowError::OAuth(e)) => assert_eq!(e.code(), "insufficient_scope"),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn issue_27_prompt_none_and_max_age_decide_before_any_page(flows: Flows) {
+    let flows = with_oidc(flows).await;
+    let rp = oidc_client(&flows).await;
+    let none = oidc_query(&rp, "&scope=openid&prompt=none");
+    let step = flows.authorize(none.as_bytes(), None).await.unwrap();
+    let AuthorizeStep::Redirect(location) = step else {
+        panic!("{step:?}");
+    };
+    assert_eq!(
+        param_of(&location, "error").as_deref(),
+        Some("login_required")
+    );
+    assert_eq!(param_of(&location, "state").as_deref(), Some("s1"));
+
+    let (_, session) = signed_in_user(&flows, "bob").await;
+    flows.settings.clock.advance(100);
+    let old = oidc_query(&rp, "&scope=openid&max_age=60");
+    let step = flows
+        .authorize(old.as_bytes(), Some(&session))
+        .await
+        .unwrap();
+    let AuthorizeStep::SignIn { return_to, .. } = step else {
+        panic!("{step:?}");
+    };
+    // Resumed after the sign-in without `max_age`, so it does not ask again.
+    assert!(!return_to.contains("max_age"), "{return_to}");
+    let step = flows
+        .authorize(
+            oidc_query(&rp, "&scope=openid&max_age=600").as_bytes(),
+            Some(&session),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(step, AuthorizeStep::Redirect(_)), "{step:?}");
+}
+
+async fn issue_27_logout_requests_are_checked_against_the_hint_and_the_registration(flows: Flows) {
+    use tessera_flow::oidc::LogoutCheck;
+    let flows = with_oidc(flows).await;
+    let rp = oidc_client(&flows).await;
+    let back = "https://app.example/bye";
+    let settings = tessera_store::ClientOidc {
+        post_logout_redirect_uris: vec![back.into()],
+        ..Default::default()
+    };
+    flows
+        .store
+        .put_client_oidc(&rp.id, &settings)
+        .await
+        .unwrap();
+    let check = |pairs: Vec<(&'static str, String)>| {
+        let flows = flows.clone();
+        async move {
+            let params = FormParams::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+            flows.check_logout(&params).await.unwrap()
+        }
+    };
+    assert_eq!(
+        check(vec![]).await,
+        LogoutCheck::Valid {
+            redirect: None,
+            fields: vec![]
+        }
+    );
+    let ok = check(vec![
+        ("client_id", rp.id.clone()),
+        ("post_logout_redirect_uri", back.into()),
+        ("state", "x".into()),
+    ])
+    .await;
+    let LogoutCheck::Valid { redirect, .. } = ok else {
+        panic!("{ok:?}");
+    };
+    assert_eq!(redirect.as_deref(), Some("https://app.example/bye?state=x"));
+    for refused in [
+        vec![("post_logout_redirect_uri", back.to_owned())],
+        vec![
+            ("client_id", rp.id.clone()),
+            ("post_logout_redirect_uri", format!("{back}/")),
+        ],
+        vec![("id_token_hint", "e30.e30.sig".to_owned())],
+    ] {
+        assert!(
+            matches!(check(refused.clone()).await, LogoutCheck::Refused(_)),
+            "{refused:?}"
+        );
+    }
 }

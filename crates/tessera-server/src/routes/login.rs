@@ -147,60 +147,6 @@ async fn login_form(
     Ok((set_cookie, body).into_response())
 }
 
-pub async fn logout_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = async {
-        let session = state.cookies.session(&headers);
-        let user = state.flows.session_user(session.as_ref()).await?;
-        let (csrf, set_cookie) = state.cookies.csrf_token(&headers)?;
-        let body = match &user {
-            Some(u) => {
-                let message = format!("You are signed in as {}.", u.username.as_str());
-                page(
-                    StatusCode::OK,
-                    &MessagePage {
-                        title: "Sign out",
-                        message: &message,
-                        is_error: false,
-                        logout_csrf: Some(&csrf),
-                    },
-                    None,
-                )
-            }
-            None => signed_out_page(),
-        };
-        Ok::<_, WebError>((set_cookie, body).into_response())
-    };
-    result.await.unwrap_or_else(browser_error)
-}
-
-pub async fn logout_post(State(state): State<AppState>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let result = async {
-        let form = parse_form(req).await?;
-        if !state.cookies.csrf_ok(&headers, form.get("csrf_token")) {
-            return Ok(csrf_failure());
-        }
-        let session = state.cookies.session(&headers);
-        state.flows.sign_out(session.as_ref()).await?;
-        let cleared = state.cookies.clear_session();
-        Ok::<_, WebError>((cleared, signed_out_page()).into_response())
-    };
-    result.await.unwrap_or_else(browser_error)
-}
-
-fn signed_out_page() -> Response {
-    page(
-        StatusCode::OK,
-        &MessagePage {
-            title: "Signed out",
-            message: "You are signed out of Tessera.",
-            is_error: false,
-            logout_csrf: None,
-        },
-        None,
-    )
-}
-
 pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = async {
         let session = state.cookies.session(&headers);
@@ -220,6 +166,7 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
                 message: &message,
                 is_error: false,
                 logout_csrf: user.as_ref().map(|_| csrf.as_str()),
+                logout_fields: &[],
             },
             None,
         );

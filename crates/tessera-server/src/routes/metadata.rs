@@ -1,4 +1,5 @@
-//! `GET /.well-known/oauth-authorization-server` (RFC 8414).
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414) and
+//! `/.well-known/openid-configuration` (OpenID Connect Discovery 1.0): one document.
 
 use axum::Json;
 use axum::extract::State;
@@ -22,10 +23,12 @@ pub async fn metadata(State(state): State<AppState>) -> Result<impl IntoResponse
     let scopes = scopes.iter().map(str::to_owned).collect();
     let registration = state.config.registration.is_on();
     let documents = state.config.client_metadata_documents;
+    let openid = state.flows.openid_enabled().await?;
     Ok(Json(server_metadata(
         state.issuer(),
         scopes,
         registration,
         documents,
+        openid,
     )))
 }

@@ -3,12 +3,15 @@
 pub mod authorize;
 mod health;
 mod introspect;
+mod jwks;
 mod login;
+mod logout;
 mod metadata;
 mod register;
 mod revocations;
 mod revoke;
 mod token;
+mod userinfo;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -23,6 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use tessera_core::metadata::{END_SESSION_PATH, JWKS_PATH, USERINFO_PATH};
 use tessera_core::registration::REGISTRATION_PATH;
 use tessera_core::revocation::REVOCATION_STREAM_PATH;
 
@@ -92,7 +96,10 @@ fn router(state: AppState) -> Router {
             get(authorize::authorize_get).post(authorize::authorize_post),
         )
         .route("/login", get(login::login_get).post(login::login_post))
-        .route("/logout", get(login::logout_get).post(login::logout_post))
+        .route(
+            END_SESSION_PATH,
+            get(logout::logout_get).post(logout::logout_post),
+        )
         .route("/static/tessera.css", get(crate::pages::stylesheet))
         .merge(cross_origin_api())
         .merge(registration)
@@ -122,6 +129,11 @@ fn cross_origin_api() -> Router<AppState> {
         .route("/revoke", post(revoke::revoke))
         .route(METADATA_PATH, get(metadata::metadata))
         .route("/.well-known/openid-configuration", get(metadata::metadata))
+        .route(JWKS_PATH, get(jwks::jwks))
+        .route(
+            USERINFO_PATH,
+            get(userinfo::userinfo_get).post(userinfo::userinfo_post),
+        )
         .layer(cors)
 }
 

@@ -21,6 +21,7 @@ use sqlx::{Connection, FromRow, PgConnection, PgExecutor, PgPool, Postgres, Row}
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::oidc::Profile;
 use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
@@ -30,7 +31,10 @@ use tokio::sync::watch;
 
 use crate::feed::{self, Feed};
 use crate::rows::{self, Ended, TokenRow, seq_of, stored_seq};
-use crate::{Redemption, RevocationEvent, RevocationWindow, Session, StoreError};
+use crate::{
+    ClientOidc, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
+    StoredSigningKey,
+};
 use batch::{BatchFn, Batcher};
 
 /// Batched statements in flight at once, per kind. One: the next batch fills while it runs,
@@ -828,6 +832,8 @@ impl crate::Store for PgStore {
             .bind(code.redeemed_at.map(UnixTime::as_secs))
             .bind(code.family_id.as_str())
             .bind(code.audience.to_string())
+            .bind(&code.nonce)
+            .bind(code.auth_time.map(UnixTime::as_secs))
             .execute(&mut *conn)
             .await?;
         conn.keep();
@@ -920,6 +926,129 @@ impl crate::Store for PgStore {
             .await?;
         conn.keep();
         Ok(())
+    }
+
+    async fn session_signed_in_at(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found: Option<i64> = sqlx::query_scalar(rows::SELECT_SESSION_SIGNED_IN)
+            .bind(hash.as_bytes().as_slice())
+            .bind(now.as_secs())
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(found.map(UnixTime::from_secs))
+    }
+
+    async fn get_profile(&self, user_id: &str) -> Result<Option<(String, Profile)>, StoreError> {
+        if !rows::storable(user_id) {
+            return Ok(None);
+        }
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ProfileRow>(rows::SELECT_PROFILE)
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(found.map(Into::into))
+    }
+
+    async fn set_profile(&self, username: &str, profile: &Profile) -> Result<bool, StoreError> {
+        if !rows::storable(username) {
+            return Ok(false);
+        }
+        let mut conn = self.general.lease().await?;
+        let changed = sqlx::query(rows::UPDATE_PROFILE)
+            .bind(username)
+            .bind(&profile.name)
+            .bind(&profile.email)
+            .bind(profile.email_verified)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        conn.keep();
+        Ok(changed > 0)
+    }
+
+    async fn get_client_oidc(&self, client_id: &str) -> Result<Option<ClientOidc>, StoreError> {
+        if !rows::storable(client_id) {
+            return Ok(None);
+        }
+        let mut conn = self.general.lease().await?;
+        let found: Option<(Option<String>, String)> = sqlx::query_as(rows::SELECT_CLIENT_OIDC)
+            .bind(client_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(found.map(|(alg, uris)| rows::client_oidc(alg, &uris)))
+    }
+
+    async fn put_client_oidc(&self, client_id: &str, oidc: &ClientOidc) -> Result<(), StoreError> {
+        if !rows::storable(client_id) {
+            return Err(StoreError::MissingReference);
+        }
+        let mut conn = self.general.lease().await?;
+        sqlx::query(rows::UPSERT_CLIENT_OIDC)
+            .bind(client_id)
+            .bind(&oidc.id_token_signed_response_alg)
+            .bind(oidc.post_logout_redirect_uris.join(" "))
+            .execute(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(())
+    }
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
+        insert_signing_key(&mut *conn, key).await?;
+        conn.keep();
+        Ok(())
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::SigningKeyRow>(rows::SELECT_SIGNING_KEYS)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(found.into_iter().map(Into::into).collect())
+    }
+
+    async fn rotate_signing_keys(
+        &self,
+        new: &[StoredSigningKey],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let (general, new) = (self.general.clone(), new.to_vec());
+        detached(async move {
+            let mut conn = general.lease().await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query(rows::RETIRE_SIGNING_KEYS)
+                .bind(now.as_secs())
+                .execute(&mut *tx)
+                .await?;
+            for key in &new {
+                insert_signing_key(&mut *tx, key).await?;
+            }
+            tx.commit().await?;
+            conn.keep();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prune_signing_keys(&self, retired_before: UnixTime) -> Result<u64, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let deleted = sqlx::query(rows::DELETE_RETIRED_KEYS)
+            .bind(retired_before.as_secs())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        conn.keep();
+        Ok(deleted)
     }
 
     async fn get_consent(
@@ -1068,6 +1197,22 @@ async fn insert_client<'e>(
 
 /// Stores `tokens` in one statement: all of them or none (then `MissingReference`: a client
 /// of one of them does not exist).
+async fn insert_signing_key<'e>(
+    executor: impl PgExecutor<'e>,
+    key: &StoredSigningKey,
+) -> Result<(), StoreError> {
+    sqlx::query(rows::INSERT_SIGNING_KEY)
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(&key.encrypted_private_key)
+        .bind(key.created_at.as_secs())
+        .bind(key.retired_at.map(UnixTime::as_secs))
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
 async fn insert_rows<'e, 't>(
     executor: impl PgExecutor<'e>,
     tokens: impl IntoIterator<Item = &'t TokenRecord>,

@@ -26,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::oidc::Profile;
 use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Resource, ResourceUri};
 use tessera_core::scope::Scope;
@@ -34,10 +35,13 @@ use tessera_core::user::User;
 
 use crate::feed::{self, Feed};
 use crate::rows::{
-    self, ClientColumns, ClientRow, CodeRow, Ended, ResourceRow, RevocationEventRow, TokenRow,
-    UserRow, seq_of, storable, stored_seq,
+    self, ClientColumns, ClientRow, CodeRow, Ended, ProfileRow, ResourceRow, RevocationEventRow,
+    SigningKeyRow, TokenRow, UserRow, seq_of, storable, stored_seq,
 };
-use crate::{Redemption, RevocationEvent, RevocationWindow, Session, StoreError};
+use crate::{
+    ClientOidc, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
+    StoredSigningKey,
+};
 use checkpointer::{Checkpointer, RestartRequest};
 use readers::{Commits, Readers};
 use writer::Writer;
@@ -332,7 +336,33 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRow> {
         redeemed_at: r.get(9)?,
         family_id: r.get(10)?,
         audience: r.get(11)?,
+        nonce: r.get(12)?,
+        auth_time: r.get(13)?,
     })
+}
+
+fn signing_key_row(r: &Row<'_>) -> rusqlite::Result<SigningKeyRow> {
+    Ok(SigningKeyRow {
+        kid: r.get(0)?,
+        alg: r.get(1)?,
+        public_jwk: r.get(2)?,
+        encrypted_private_key: r.get(3)?,
+        created_at: r.get(4)?,
+        retired_at: r.get(5)?,
+    })
+}
+
+fn insert_signing_key_row(conn: &Connection, key: &StoredSigningKey) -> Result<(), StoreError> {
+    conn.prepare_cached(&sql(rows::INSERT_SIGNING_KEY))?
+        .execute(params![
+            key.kid,
+            key.alg,
+            key.public_jwk,
+            key.encrypted_private_key,
+            key.created_at.as_secs(),
+            key.retired_at.map(UnixTime::as_secs),
+        ])?;
+    Ok(())
 }
 
 fn insert_token_rows(conn: &Connection, tokens: &[TokenRecord]) -> Result<(), StoreError> {
@@ -770,6 +800,8 @@ impl crate::Store for SqliteStore {
                     code.redeemed_at.map(UnixTime::as_secs),
                     code.family_id.as_str(),
                     code.audience.to_string(),
+                    code.nonce,
+                    code.auth_time.map(UnixTime::as_secs),
                 ])?;
                 Ok(())
             })
@@ -854,6 +886,140 @@ impl crate::Store for SqliteStore {
         self.writer
             .write(move |c| {
                 changed_any(c, rows::DELETE_SESSION, &hash.as_bytes().as_slice()).map(drop)
+            })
+            .await
+    }
+
+    async fn session_signed_in_at(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(&sql(rows::SELECT_SESSION_SIGNED_IN))?
+                .query_row(params![hash.as_bytes().as_slice(), now.as_secs()], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+                .map(UnixTime::from_secs))
+        })
+    }
+
+    async fn get_profile(&self, user_id: &str) -> Result<Option<(String, Profile)>, StoreError> {
+        if !storable(user_id) {
+            return Ok(None);
+        }
+        self.read(|c| {
+            Ok(c.prepare_cached(&sql(rows::SELECT_PROFILE))?
+                .query_row([user_id], |r| {
+                    Ok(ProfileRow {
+                        username: r.get(0)?,
+                        name: r.get(1)?,
+                        email: r.get(2)?,
+                        email_verified: r.get(3)?,
+                    })
+                })
+                .optional()?
+                .map(Into::into))
+        })
+    }
+
+    async fn set_profile(&self, username: &str, profile: &Profile) -> Result<bool, StoreError> {
+        if !storable(username) {
+            return Ok(false);
+        }
+        let (username, profile) = (username.to_owned(), profile.clone());
+        self.writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(&sql(rows::UPDATE_PROFILE))?
+                    .execute(params![
+                        username,
+                        profile.name,
+                        profile.email,
+                        profile.email_verified,
+                    ])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn get_client_oidc(&self, client_id: &str) -> Result<Option<ClientOidc>, StoreError> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
+        self.read(|c| {
+            Ok(c.prepare_cached(&sql(rows::SELECT_CLIENT_OIDC))?
+                .query_row([client_id], |r| {
+                    Ok(rows::client_oidc(r.get(0)?, &r.get::<_, String>(1)?))
+                })
+                .optional()?)
+        })
+    }
+
+    async fn put_client_oidc(&self, client_id: &str, oidc: &ClientOidc) -> Result<(), StoreError> {
+        if !storable(client_id) {
+            return Err(StoreError::MissingReference);
+        }
+        let (client_id, oidc) = (client_id.to_owned(), oidc.clone());
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::UPSERT_CLIENT_OIDC))?
+                    .execute(params![
+                        client_id,
+                        oidc.id_token_signed_response_alg,
+                        oidc.post_logout_redirect_uris.join(" "),
+                    ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.writer
+            .write(move |c| insert_signing_key_row(c, &key))
+            .await
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        // Through the writer, which sees every process's commits: on a reader this rare read
+        // would leave a snapshot that the node's next lookups reuse, so a node just started
+        // would not see another process's writes of the moment.
+        self.writer
+            .write(|c| {
+                let mut statement = c.prepare_cached(&sql(rows::SELECT_SIGNING_KEYS))?;
+                let rows = statement.query_map([], signing_key_row)?;
+                rows.map(|r| Ok(r?.into())).collect()
+            })
+            .await
+    }
+
+    async fn rotate_signing_keys(
+        &self,
+        new: &[StoredSigningKey],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let new = new.to_vec();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::RETIRE_SIGNING_KEYS))?
+                    .execute([now.as_secs()])?;
+                for key in &new {
+                    insert_signing_key_row(c, key)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn prune_signing_keys(&self, retired_before: UnixTime) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| {
+                let deleted = c
+                    .prepare_cached(&sql(rows::DELETE_RETIRED_KEYS))?
+                    .execute([retired_before.as_secs()])?;
+                Ok(deleted as u64)
             })
             .await
     }

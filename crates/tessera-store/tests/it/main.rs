@@ -58,6 +58,8 @@ macro_rules! conformance {
     };
 }
 
+/// Issue 27: signing keys, profiles, a code's nonce and a session's sign-in time.
+mod openid_connect;
 /// Issue 26: revocation events, their order, window and wake-ups.
 mod revocation_events;
 
@@ -490,6 +492,8 @@ async fn stored_code(store: &Arc<dyn Store>, c: &Client, family: &str) -> Author
         redeemed_at: None,
         family_id: family.into(),
         audience: Audience::stored("https://a.example/"),
+        nonce: Some(format!("nonce-{family}")),
+        auth_time: Some(UnixTime::from_secs(990)),
     };
     store.insert_code(&code).await.unwrap();
     code
@@ -501,6 +505,10 @@ async fn a_code_is_redeemed_once_with_its_tokens(store: Arc<dyn Store>) {
     let c = client("web", &["https://a.example/cb"]);
     store.create_client(&c).await.unwrap();
     let code = stored_code(&store, &c, "fam-1").await;
+    assert_eq!(
+        store.find_code(&code.hash).await.unwrap(),
+        Some(code.clone())
+    );
     let (access, first) = token(&c, TokenKind::Access, "fam-1", 9000);
     assert_eq!(
         store

@@ -1,0 +1,22 @@
+//! `GET` and `POST /userinfo` (OpenID Connect Core §5.3), with the opaque access token.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::error::{NoStoreJson, WebError};
+use crate::extract::BearerToken;
+use crate::state::AppState;
+
+pub async fn userinfo_get(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+) -> Result<impl IntoResponse, WebError> {
+    Ok(NoStoreJson(state.flows.userinfo(token.as_deref()).await?))
+}
+
+pub async fn userinfo_post(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+) -> Result<impl IntoResponse, WebError> {
+    Ok(NoStoreJson(state.flows.userinfo(token.as_deref()).await?))
+}
