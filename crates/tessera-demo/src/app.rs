@@ -2,7 +2,10 @@
 //! the code back, `/protected` shows who is signed in and what the demo API answers.
 //!
 //! It is an ordinary OAuth client written with the `oauth2` crate and knows Tessera only by
-//! its URLs. Its sessions are kept in memory, keyed by random cookies: a demo, so a restart
+//! its URLs; where Tessera offers OpenID Connect (its discovery document names a JWKS), it
+//! signs in as a relying party with the `openidconnect` crate instead: a nonce with PKCE, the
+//! ID token verified, the person's name taken from it, and a way out through Tessera's
+//! end-session endpoint. Its sessions are kept in memory, keyed by random cookies: a demo, so a restart
 //! signs everybody out.
 //!
 //! The design decision is that a session id never outlives a change of privilege, and that
@@ -40,6 +43,12 @@ use oauth2::{
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    ClientId as OidcClientId, ClientSecret as OidcClientSecret, EndSessionUrl, EndpointMaybeSet,
+    IssuerUrl, Nonce, ProviderMetadataWithLogout, RedirectUrl as OidcRedirectUrl,
+};
+
 use crate::http_client::{oauth_http, reqwest_client};
 
 /// Where the app finds everything, and who it is.
@@ -55,6 +64,9 @@ pub struct AppConfig {
     pub api_base: String,
     /// The scopes to ask for.
     pub scope: Vec<String>,
+    /// Where Tessera sends the browser after signing out through its end-session endpoint
+    /// (registered with the client); `None`: the app offers no such sign-out.
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +98,7 @@ pub fn router(config: AppConfig) -> Result<Router, AppError> {
             .max_capacity(10_000)
             .time_to_live(LOGIN_TTL)
             .build(),
+        rp: Arc::new(tokio::sync::OnceCell::new()),
     };
     Ok(Router::new()
         .route("/", get(index))
@@ -110,12 +123,31 @@ struct AppState {
     sessions: moka::sync::Cache<String, Arc<Session>>,
     /// Sign-ins in progress, keyed by the [`LOGIN_COOKIE`]; each is used at most once.
     logins: moka::sync::Cache<String, Arc<PendingLogin>>,
+    /// The OpenID Connect relying party, once discovery found Tessera offering it.
+    rp: Arc<tokio::sync::OnceCell<RelyingParty>>,
 }
+
+/// Tessera as an OpenID Connect provider, as discovered.
+struct RelyingParty {
+    client: OidcClient,
+    end_session: Option<EndSessionUrl>,
+}
+
+type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 /// One sign-in in progress: what the callback checks and sends, and nothing else.
 struct PendingLogin {
     state: String,
     verifier: String,
+    /// The nonce the ID token must carry, for a sign-in through OpenID Connect.
+    nonce: Option<String>,
 }
 
 /// A signed-in session. It exists only from the callback on, under an id made there.
@@ -131,6 +163,10 @@ struct Session {
 struct SessionData {
     tokens: Tokens,
     username: Option<String>,
+    /// The person's name from the ID token.
+    name: Option<String>,
+    /// The ID token itself, the hint for Tessera's end-session endpoint.
+    id_token: Option<String>,
     notice: Option<String>,
     /// The user revoked their tokens; the page then offers to log in again.
     revoked: bool,
@@ -160,6 +196,7 @@ struct IndexPage {
 #[template(path = "protected.html")]
 struct ProtectedPage<'a> {
     username: String,
+    name: Option<String>,
     notice: Option<String>,
     calls: Vec<ApiCall>,
     revoked: bool,
@@ -184,6 +221,8 @@ struct LogoutPage<'a> {
 struct MessagePage<'a> {
     title: &'a str,
     message: &'a str,
+    /// A link to sign out of Tessera too (its end-session endpoint).
+    end_session: Option<&'a str>,
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {
@@ -209,7 +248,14 @@ fn render(status: StatusCode, template: &impl Template) -> Response {
 }
 
 fn message(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, &MessagePage { title, message })
+    render(
+        status,
+        &MessagePage {
+            title,
+            message,
+            end_session: None,
+        },
+    )
 }
 
 fn no_randomness() -> Response {
@@ -328,11 +374,30 @@ async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
         return no_randomness();
     };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = state.oauth.authorize_url(CsrfToken::new_random);
-    for scope in &state.config.scope {
-        request = request.add_scope(Scope::new(scope.clone()));
-    }
-    let (url, csrf) = request.set_pkce_challenge(challenge).url();
+    let (url, csrf, nonce) = match state.relying_party().await {
+        Some(rp) => {
+            let mut request = rp.client.authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            );
+            for scope in
+                std::iter::once("profile").chain(state.config.scope.iter().map(|s| s.as_str()))
+            {
+                request = request.add_scope(Scope::new(scope.to_owned()));
+            }
+            let (url, csrf, nonce) = request.set_pkce_challenge(challenge).url();
+            (url, csrf, Some(nonce.secret().clone()))
+        }
+        None => {
+            let mut request = state.oauth.authorize_url(CsrfToken::new_random);
+            for scope in &state.config.scope {
+                request = request.add_scope(Scope::new(scope.clone()));
+            }
+            let (url, csrf) = request.set_pkce_challenge(challenge).url();
+            (url, csrf, None)
+        }
+    };
     // A second /login replaces the first: each sign-in starts afresh under its own id.
     if let Some(old) = cookie(&headers, LOGIN_COOKIE) {
         state.logins.invalidate(old);
@@ -342,6 +407,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Arc::new(PendingLogin {
             state: csrf.secret().clone(),
             verifier: verifier.secret().clone(),
+            nonce,
         }),
     );
     with_cookies(
@@ -413,35 +479,20 @@ async fn sign_in(
         );
     };
     let http = oauth_http(state.http.clone());
-    let exchanged = state
-        .oauth
-        .exchange_code(AuthorizationCode::new(code))
-        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
-        .request_async(&http)
-        .await;
-    let token = match exchanged {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "code exchange failed");
-            return message(
-                StatusCode::BAD_GATEWAY,
-                "Code exchange failed",
-                &e.to_string(),
-            );
-        }
+    let verifier = PkceCodeVerifier::new(pending.verifier.clone());
+    let signed_in = match (&pending.nonce, state.relying_party().await) {
+        (Some(nonce), Some(rp)) => oidc_sign_in(rp, &http, code, verifier, nonce).await,
+        _ => oauth_sign_in(state, &http, code, verifier).await,
     };
-    let tokens = Tokens {
-        access: token.access_token().secret().clone(),
-        refresh: token.refresh_token().map(|r| r.secret().clone()),
-        expires_at: token.expires_in().map(|d| Instant::now() + d),
+    let SignedIn {
+        tokens,
+        username,
+        name,
+        id_token,
+    } = match signed_in {
+        Ok(signed_in) => signed_in,
+        Err(response) => return response,
     };
-    let username = state
-        .oauth
-        .introspect(token.access_token())
-        .request_async(&http)
-        .await
-        .ok()
-        .and_then(|i| i.username().map(str::to_owned));
     let (Some(id), Some(csrf)) = (random_id(), random_id()) else {
         return no_randomness();
     };
@@ -456,6 +507,8 @@ async fn sign_in(
             data: Mutex::new(SessionData {
                 tokens,
                 username,
+                name,
+                id_token,
                 notice: None,
                 revoked: false,
             }),
@@ -468,15 +521,152 @@ async fn sign_in(
     )
 }
 
+/// What a sign-in gave the app.
+struct SignedIn {
+    tokens: Tokens,
+    username: Option<String>,
+    name: Option<String>,
+    id_token: Option<String>,
+}
+
+fn tokens_of(token: &impl TokenResponse) -> Tokens {
+    Tokens {
+        access: token.access_token().secret().clone(),
+        refresh: token.refresh_token().map(|r| r.secret().clone()),
+        expires_at: token.expires_in().map(|d| Instant::now() + d),
+    }
+}
+
+fn exchange_failed(e: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "code exchange failed");
+    message(
+        StatusCode::BAD_GATEWAY,
+        "Code exchange failed",
+        &e.to_string(),
+    )
+}
+
+/// The plain OAuth sign-in: the code exchanged, the username learnt by introspection.
+async fn oauth_sign_in(
+    state: &AppState,
+    http: &(impl Fn(oauth2::HttpRequest) -> crate::http_client::HttpFuture + Sync),
+    code: String,
+    verifier: PkceCodeVerifier,
+) -> Result<SignedIn, Response> {
+    let token = state
+        .oauth
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(http)
+        .await
+        .map_err(|e| exchange_failed(&e))?;
+    let username = state
+        .oauth
+        .introspect(token.access_token())
+        .request_async(http)
+        .await
+        .ok()
+        .and_then(|i| i.username().map(str::to_owned));
+    Ok(SignedIn {
+        tokens: tokens_of(&token),
+        username,
+        name: None,
+        id_token: None,
+    })
+}
+
+/// The OpenID Connect sign-in: the code exchanged, the ID token verified against Tessera's
+/// keys and this sign-in's nonce, the person named by it.
+async fn oidc_sign_in(
+    rp: &RelyingParty,
+    http: &(impl Fn(oauth2::HttpRequest) -> crate::http_client::HttpFuture + Sync),
+    code: String,
+    verifier: PkceCodeVerifier,
+    nonce: &str,
+) -> Result<SignedIn, Response> {
+    let request = rp
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| exchange_failed(&e))?;
+    let token = request
+        .set_pkce_verifier(verifier)
+        .request_async(http)
+        .await
+        .map_err(|e| exchange_failed(&e))?;
+    let refused = |why: &str| {
+        tracing::warn!(why, "ID token refused");
+        message(StatusCode::BAD_GATEWAY, "ID token refused", why)
+    };
+    let id_token = token
+        .extra_fields()
+        .id_token()
+        .ok_or_else(|| refused("Tessera sent no ID token."))?;
+    let claims = id_token
+        .claims(
+            &rp.client.id_token_verifier(),
+            &Nonce::new(nonce.to_owned()),
+        )
+        .map_err(|e| refused(&e.to_string()))?;
+    Ok(SignedIn {
+        tokens: tokens_of(&token),
+        username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+        name: claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned()),
+        id_token: Some(id_token.to_string()),
+    })
+}
+
+impl AppState {
+    /// Tessera as an OpenID Connect provider, discovered once; `None` while it offers none
+    /// (then the app signs in with plain OAuth, and asks again next time).
+    async fn relying_party(&self) -> Option<&RelyingParty> {
+        let http = oauth_http(self.http.clone());
+        let found = self
+            .rp
+            .get_or_try_init(|| async {
+                let issuer = IssuerUrl::new(self.config.issuer.trim_end_matches('/').to_owned())
+                    .map_err(|e| e.to_string())?;
+                let metadata = ProviderMetadataWithLogout::discover_async(issuer, &http)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+                let client = CoreClient::from_provider_metadata(
+                    metadata,
+                    OidcClientId::new(self.config.client_id.clone()),
+                    Some(OidcClientSecret::new(self.config.client_secret.clone())),
+                )
+                .set_redirect_uri(
+                    OidcRedirectUrl::new(self.config.redirect_uri.clone())
+                        .map_err(|e| e.to_string())?,
+                );
+                Ok::<_, String>(RelyingParty {
+                    client,
+                    end_session,
+                })
+            })
+            .await;
+        match found {
+            Ok(rp) => Some(rp),
+            Err(e) => {
+                tracing::debug!(error = %e, "no OpenID Connect provider; plain OAuth");
+                None
+            }
+        }
+    }
+}
+
 /// Shows the user and what the API answers to their token, refreshing it when needed.
 async fn protected(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(session) = state.session(&headers) else {
         return Redirect::to("/").into_response();
     };
-    let (mut tokens, username, mut notice, revoked) = session.with(|d| {
+    let (mut tokens, username, name, mut notice, revoked) = session.with(|d| {
         (
             d.tokens.clone(),
             d.username.clone(),
+            d.name.clone(),
             d.notice.take(),
             d.revoked,
         )
@@ -500,6 +690,7 @@ async fn protected(State(state): State<AppState>, headers: HeaderMap) -> Respons
         StatusCode::OK,
         &ProtectedPage {
             username: username.unwrap_or_else(|| "(unknown)".into()),
+            name,
             notice,
             calls,
             revoked,
@@ -647,20 +838,53 @@ async fn confirm_logout(State(state): State<AppState>, headers: HeaderMap) -> Re
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut id_token = None;
     if let Some(id) = cookie(&headers, SESSION_COOKIE)
         && let Some(session) = state.sessions.get(id)
     {
         if !session.accepts(&body) {
             return forged();
         }
+        id_token = session.with(|d| d.id_token.clone());
         state.sessions.invalidate(id);
     }
     let issuer = state.config.issuer.trim_end_matches('/');
-    let text = format!(
-        "You are logged out of the demo app. To sign out of Tessera too, visit {issuer}/logout."
-    );
+    let end_session = match (id_token, state.relying_party().await) {
+        (Some(hint), Some(rp)) => end_session_url(&state.config, rp, &hint),
+        _ => None,
+    };
+    let text = match end_session {
+        Some(_) => {
+            "You are logged out of the demo app. You are still signed in to Tessera.".to_owned()
+        }
+        None => format!(
+            "You are logged out of the demo app. To sign out of Tessera too, visit {issuer}/logout."
+        ),
+    };
     with_cookies(
-        message(StatusCode::OK, "Logged out", &text),
+        render(
+            StatusCode::OK,
+            &MessagePage {
+                title: "Logged out",
+                message: &text,
+                end_session: end_session.as_deref(),
+            },
+        ),
         set_cookie(SESSION_COOKIE, "", "/", Some(0)),
     )
+}
+
+/// Tessera's end-session endpoint with the ID token as hint and the registered way back
+/// (OpenID Connect RP-Initiated Logout 1.0 §2).
+fn end_session_url(config: &AppConfig, rp: &RelyingParty, hint: &str) -> Option<String> {
+    let mut url = rp.end_session.as_ref()?.url().clone();
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("id_token_hint", hint);
+        if let Some(back) = &config.post_logout_redirect_uri {
+            query.append_pair("post_logout_redirect_uri", back);
+            query.append_pair("state", &random_id()?);
+        }
+    }
+    Some(url.to_string())
 }
