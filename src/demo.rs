@@ -84,9 +84,29 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs, database_url: &str) -> R
         ..Config::default()
     };
     args.client_metadata.apply(&mut config);
-    let server = Server::build(config, store.clone())
+    // Bound before the server is built, so that the recorder is installed in time to measure
+    // it; taken already (another demo), the demo goes on without metrics.
+    let metrics_listener = if args.no_metrics {
+        None
+    } else {
+        match TcpListener::bind(args.metrics_listen).await {
+            Ok(listener) => {
+                tessera_server::prometheus::install();
+                Some(listener)
+            }
+            Err(e) => {
+                tracing::warn!(addr = %args.metrics_listen, error = %e, "metrics listener not bound; running without metrics");
+                None
+            }
+        }
+    };
+    let mut server = Server::build(config, store.clone())
         .await
         .with_context(|| format!("starting the server on {}", args.listen))?;
+    if let Some(listener) = metrics_listener {
+        server = server.with_metrics_listener(listener);
+    }
+    let metrics_url = server.metrics_addr().map(|a| format!("http://{a}/metrics"));
     let issuer = server.issuer().to_owned();
 
     let resource = ProtectedResource::new(&api_url, &issuer)?
@@ -150,6 +170,9 @@ pub async fn run(store: Arc<dyn Store>, args: DemoArgs, database_url: &str) -> R
             "off"
         }
     );
+    if let Some(url) = &metrics_url {
+        println!("  Metrics (Prometheus):    {url}");
+    }
     println!();
     println!("  Ctrl-C stops all three.");
     println!();

@@ -39,6 +39,11 @@ struct Cli {
     )]
     database_url: String,
 
+    /// How log lines are written to standard error: `text` for people, `json` (one object a
+    /// line) for log collectors.
+    #[arg(long, global = true, env = "TESSERA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -208,6 +213,10 @@ struct ServeArgs {
     /// access token from `tessera registration-token create`).
     #[arg(long, env = "TESSERA_REGISTRATION", default_value = "off", value_parser = ["off", "open", "token"])]
     registration: String,
+    /// Serve Prometheus metrics at GET /metrics on this address, a listener of its own (bind
+    /// it where only the scraper reaches). Off unless set: nothing is then measured.
+    #[arg(long, env = "TESSERA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpLimitArgs,
     #[command(flatten)]
@@ -290,6 +299,13 @@ struct DemoArgs {
     /// Access token lifetime in seconds (short values show the app's automatic refresh).
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
     access_token_ttl: i64,
+    /// Where Prometheus metrics (the server's and the demo API's guard's) are served at GET
+    /// /metrics. If the address is taken, the demo runs without them.
+    #[arg(long, env = "TESSERA_METRICS_LISTEN", default_value = "127.0.0.1:9100")]
+    metrics_listen: SocketAddr,
+    /// Run without the metrics listener.
+    #[arg(long)]
+    no_metrics: bool,
     #[command(flatten)]
     http: HttpLimitArgs,
     #[command(flatten)]
@@ -361,8 +377,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(&cli.log_format);
     let store = open_store(&cli.database_url).await?;
     match cli.command {
         Command::Serve(args) => serve(store, args).await,
@@ -507,7 +523,10 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
 /// `RUST_LOG` as a list of `target=level` (and a bare level for the rest), such as
 /// `info,tessera_server=debug`: `Targets`, not `EnvFilter`, whose span and field filters
 /// need a regular-expression engine in every build for a feature nobody here uses.
-fn init_tracing() {
+///
+/// `json`: one object a line, the event's fields at its top level (a request's line carries
+/// `request_id`, `route`, `status` and `latency_us`) and the span it happened in under `span`.
+fn init_tracing(format: &str) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -520,13 +539,23 @@ fn init_tracing() {
         },
         _ => (parse_default(DEFAULT), None),
     };
+    let json = format == "json";
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            // Colour codes only for a person at a terminal, not in files and log collectors.
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colour codes only for a person at a terminal, not in files and log collectors.
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(text_layer)
+        .with(json_layer)
         .with(filter)
         .init();
     if let Some(refused) = refused {
@@ -574,6 +603,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         trusted_proxies: args.trusted_proxies,
         registration: registration_policy(&args.registration),
         key_encryption_key: args.kek.load()?,
+        metrics_listen: args.metrics_listen,
         ..Config::default()
     };
     args.client_metadata.apply(&mut config);
@@ -581,6 +611,9 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("starting the server on {}", args.listen))?;
     tracing::info!(addr = %server.local_addr()?, issuer = server.issuer(), "tessera listening");
+    if let Some(metrics) = server.metrics_addr() {
+        tracing::info!(addr = %metrics, "metrics at GET /metrics");
+    }
     server.run_until(shutdown_signal()).await?;
     tracing::info!("tessera stopped");
     Ok(())

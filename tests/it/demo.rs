@@ -676,6 +676,8 @@ impl Demo {
                 &listen(ports.app),
                 "--api-listen",
                 &listen(ports.api),
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .env("RUST_LOG", "warn")

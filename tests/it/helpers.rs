@@ -56,6 +56,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub clock: Clock,
     pub http: reqwest::Client,
+    /// Where `/metrics` is served, when the test asked for it (`Config::metrics_listen`).
+    pub metrics: Option<std::net::SocketAddr>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -98,6 +100,7 @@ pub async fn start_app(
     tweak(&mut config);
     let server = Server::build(config, store.clone()).await.expect("bind");
     let addr = server.local_addr().unwrap();
+    let metrics = server.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run_until(async {
         let _ = stopped.await;
@@ -109,6 +112,7 @@ pub async fn start_app(
         store,
         clock,
         http: http_client(),
+        metrics,
         _stop: stop,
     }
 }

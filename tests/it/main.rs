@@ -44,10 +44,14 @@ mod introspect;
 mod limits;
 /// Browser-facing rejections: redirect URIs, CSRF, passwords, throttling; `tessera user`.
 mod login;
+/// Issue 28's JSON logs: request fields on every request line, no secret in a full run.
+mod logs;
 /// The demo API's MCP endpoint (`/mcp`, rmcp) behind the guard: `whoami`, challenges, revoking.
 mod mcp;
 /// Discovery (RFC 8414) and health endpoints.
 mod metadata;
+/// Issue 28's Prometheus metrics, scraped and parsed around the flows; the guard's own.
+mod metrics;
 /// Three `tessera serve` nodes on one PostgreSQL database: agreement and fair races.
 mod nodes;
 /// The `oauth2` crate, an independent client implementation, against Tessera.

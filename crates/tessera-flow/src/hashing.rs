@@ -14,9 +14,12 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, LazyLock, Mutex, PoisonError};
+use std::time::Instant;
 
 use tessera_core::secret::{HashError, Secret, hash_secret, verify_secret};
 use tokio::sync::oneshot;
+
+use crate::measure::{self, Queue};
 
 /// Verifications waiting in one queue at most; past it, [`verify`] answers [`Busy`] at once.
 /// A few hundred milliseconds of work for the threads of a small machine.
@@ -27,6 +30,15 @@ pub const MOST_QUEUED: usize = 16;
 pub enum Purpose {
     SignIn,
     ClientAuthentication,
+}
+
+impl Purpose {
+    fn queue(self) -> Queue {
+        match self {
+            Self::SignIn => Queue::SignIn,
+            Self::ClientAuthentication => Queue::Client,
+        }
+    }
 }
 
 /// The queue for this purpose is full, or no hashing thread runs: try again shortly.
@@ -101,6 +113,8 @@ fn work(pool: &Pool) {
             let mut queues = pool.queues.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
                 if let Some(job) = queues.next() {
+                    measure::hashing_queued(Queue::SignIn, queues.sign_in.len());
+                    measure::hashing_queued(Queue::Client, queues.client.len());
                     break job;
                 }
                 queues = pool
@@ -136,7 +150,9 @@ async fn run<T: Send + 'static>(
 ) -> Result<T, Busy> {
     let (reply, answer) = oneshot::channel();
     let span = tracing::Span::current();
+    let queued_at = Instant::now();
     let job: Job = Box::new(move || {
+        measure::hashing_waited(purpose.queue(), queued_at.elapsed());
         // A caller that has gone away (a closed connection) needs no answer.
         if !reply.is_closed() {
             let done = span.in_scope(work);
@@ -146,9 +162,11 @@ async fn run<T: Send + 'static>(
     {
         let mut queues = POOL.queues.lock().unwrap_or_else(PoisonError::into_inner);
         if queues.threads == 0 || queues.queue(purpose).len() >= MOST_QUEUED {
+            measure::hashing_busy(purpose.queue());
             return Err(Busy);
         }
         queues.queue(purpose).push_back(job);
+        measure::hashing_queued(purpose.queue(), queues.queue(purpose).len());
     }
     POOL.work.notify_one();
     answer.await.map_err(|_| Busy)

@@ -33,6 +33,8 @@ impl Flows {
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
         // `token_type_hint` is only a hint (RFC 7662 §2.1): one lookup by key finds any kind.
         let record = self.store.find_token(&TokenKey::of(token)).await?;
-        Ok(introspect(record.as_ref(), &client, self.issuer(), now))
+        let answer = introspect(record.as_ref(), &client, self.issuer(), now);
+        crate::measure::introspected(answer.active);
+        Ok(answer)
     }
 }

@@ -23,6 +23,7 @@
 //! - [`login`]: signing a person in and out, with [`throttle`] against guessing.
 //! - [`register`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
 //! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
+//! - `measure`: the counters, gauges and histograms the flows record (`metrics` facade).
 //! - [`error`]: why a flow failed, as [`FlowError`].
 
 pub mod authorize;
@@ -35,6 +36,7 @@ pub mod keys;
 pub mod logged;
 pub mod login;
 pub mod oidc;
+mod measure;
 pub mod register;
 pub mod resources;
 pub mod revocation_stream;

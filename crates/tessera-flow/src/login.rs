@@ -53,6 +53,7 @@ impl Flows {
                 let username = loggable(username);
                 tracing::warn!(event = "login_failed", %username, ip = ?address, left_out);
             }
+            crate::measure::sign_in_failed();
             return Ok(SignIn::Failed);
         }
         let now = self.now();
@@ -76,6 +77,7 @@ impl Flows {
         match user {
             Some(user) if verified => {
                 attempt.succeeded();
+                crate::measure::signed_in();
                 tracing::info!(event = "login_succeeded", username, ip = ?address);
                 if let Some(previous) = previous {
                     self.store.delete_session(&previous.key()).await?;
@@ -86,6 +88,7 @@ impl Flows {
             }
             _ => {
                 attempt.failed(self.now());
+                crate::measure::sign_in_failed();
                 if let Some(left_out) = FAILED.admit() {
                     tracing::warn!(event = "login_failed", username, ip = ?address, left_out);
                 }

@@ -144,6 +144,9 @@ impl RevocationStream {
     pub async fn next(&mut self) -> Option<StreamItem> {
         loop {
             if let Some(item) = self.ready.pop_front() {
+                if let StreamItem::Revoked { .. } = item {
+                    crate::measure::revocation_event_sent();
+                }
                 self.last_id_sent = Instant::now();
                 return Some(item);
             }
@@ -247,6 +250,7 @@ impl RevocationStreams {
             return None;
         }
         *count += 1;
+        crate::measure::stream_subscribers(1.0);
         Some(Slot {
             _node: node,
             resource: resource.clone(),
@@ -273,6 +277,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        crate::measure::stream_subscribers(-1.0);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = counts.get_mut(&self.resource) {
             *count = count.saturating_sub(1);

@@ -44,6 +44,11 @@ impl Flows {
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
         let outcome = revoke(&*self.store, &client, &TokenKey::of(token), now).await?;
+        crate::measure::revocation(match outcome {
+            Revocation::Revoked { .. } => crate::measure::RevocationOutcome::Revoked,
+            Revocation::NotOwned => crate::measure::RevocationOutcome::NotOwned,
+            Revocation::Unknown => crate::measure::RevocationOutcome::Unknown,
+        });
         match outcome {
             Revocation::Revoked { .. } => tracing::debug!(client_id = %client.id, "token revoked"),
             Revocation::NotOwned => {

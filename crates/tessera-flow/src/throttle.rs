@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use tessera_core::clock::UnixTime;
 
+use crate::measure;
+
 pub const WINDOW: i64 = 60;
 pub const LIMIT: usize = 5;
 pub const SLOW_AFTER: usize = 3;
@@ -42,6 +44,14 @@ pub const CLIENT_ADDRESS_LIMIT: usize = 30;
 pub const REGISTRATION_LIMIT: usize = 10;
 /// Keys remembered at most; past it, windows with nothing left in them are dropped first.
 const MOST_KEYS: usize = 100_000;
+
+/// `verdict`, with a refusal counted under `which` throttle.
+fn counted(verdict: Verdict, which: measure::Throttle) -> Verdict {
+    if let Verdict::Refuse(_) = verdict {
+        measure::throttled(which);
+    }
+    verdict
+}
 
 /// What to do with a sign-in attempt.
 #[derive(Debug)]
@@ -103,7 +113,7 @@ impl Throttle {
         if let Some(ip) = address {
             keys.push((Key::Address(ip), ADDRESS_LIMIT));
         }
-        self.begin_with(keys, now)
+        counted(self.begin_with(keys, now), measure::Throttle::SignIn)
     }
 
     /// Begins an Argon2 check of a secret presented for the registered client `client_id`
@@ -113,13 +123,14 @@ impl Throttle {
         if let Some(ip) = address {
             keys.push((Key::ClientAddress(ip), CLIENT_ADDRESS_LIMIT));
         }
-        self.begin_with(keys, now)
+        counted(self.begin_with(keys, now), measure::Throttle::Client)
     }
 
     /// Begins a client registration from `address`, or refuses it: every attempt counts,
     /// whatever its outcome (see [`Attempt::counted`]).
     pub fn begin_registration(&self, address: Option<IpAddr>, now: UnixTime) -> Verdict {
-        self.begin_with(vec![(Key::Registration(address), REGISTRATION_LIMIT)], now)
+        let keys = vec![(Key::Registration(address), REGISTRATION_LIMIT)];
+        counted(self.begin_with(keys, now), measure::Throttle::Registration)
     }
 
     /// In one step under one lock: checks every window and counts the attempt in each.

@@ -56,12 +56,16 @@
 //! - [`TokenValidator`]: how a token is checked; [`RemoteIntrospection`] is the HTTP one (the
 //!   Tessera server provides a local one reading its store directly).
 //! - [`bearer_token`]: the RFC 6750 §2.1 header parser.
+//! - `meters`: the remote validator's metrics (cache hits and misses, introspection latency
+//!   and errors, the revocation stream's state), through the `metrics` facade: install a
+//!   recorder before building the validator to see them.
 
 mod bearer;
 mod cache;
 mod info;
 mod layer;
 mod metadata;
+mod meters;
 mod remote;
 mod revocations;
 mod validator;

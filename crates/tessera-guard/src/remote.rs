@@ -29,6 +29,7 @@ use url::form_urlencoded::byte_serialize;
 
 use crate::cache::{CacheKey, Cached, Entry, PerEntryTtl};
 use crate::info::TokenInfo;
+use crate::meters::GuardMeters;
 use crate::revocations::{Admission, StreamShared, StreamStatus, Subscription};
 use crate::validator::{TokenValidator, ValidationError};
 
@@ -94,6 +95,7 @@ struct Inner {
     basic: String,
     cache: Option<Cache<CacheKey, Cached>>,
     calls: AtomicU64,
+    meters: GuardMeters,
     stream: Option<Arc<StreamShared>>,
     /// Dropped with the validator, which ends the subscription task.
     _stop_stream: Option<watch::Sender<()>>,
@@ -113,6 +115,7 @@ impl RemoteIntrospection {
         let user = form_encode(&config.client_id);
         let pass = form_encode(&config.client_secret);
         let basic = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));
+        let meters = GuardMeters::new(&config.client_id);
         let cache: Option<Cache<CacheKey, Cached>> = (!config.cache_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(config.max_entries)
@@ -133,6 +136,7 @@ impl RemoteIntrospection {
                     config.fallback_ttl,
                     keep,
                     config.max_entries,
+                    meters.clone(),
                 ));
                 let (stop, stopped) = watch::channel(());
                 runtime.spawn(
@@ -157,6 +161,7 @@ impl RemoteIntrospection {
                 basic,
                 cache,
                 calls: AtomicU64::new(0),
+                meters,
                 stream,
                 _stop_stream: stop,
             }),
@@ -225,7 +230,21 @@ impl RemoteIntrospection {
         self.inner.calls.load(Ordering::Relaxed)
     }
 
+    /// One introspection call, its latency and failure recorded.
     async fn introspect(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
+        let started = Instant::now();
+        let answer = self.introspect_once(token).await;
+        let meters = &self.inner.meters;
+        meters
+            .introspection_seconds
+            .record(started.elapsed().as_secs_f64());
+        if answer.is_err() {
+            meters.introspection_errors.increment(1);
+        }
+        answer
+    }
+
+    async fn introspect_once(&self, token: &str) -> Result<Option<TokenInfo>, ValidationError> {
         let inner = &self.inner;
         inner.calls.fetch_add(1, Ordering::Relaxed);
         let response = inner
@@ -303,8 +322,11 @@ impl RemoteIntrospection {
         key: CacheKey,
         token: &str,
     ) -> Result<Cached, ValidationError> {
-        cache
+        // Set by the one caller that fills the entry; callers that waited for it are hits.
+        let missed = std::sync::atomic::AtomicBool::new(false);
+        let answer = cache
             .try_get_with(key, async {
+                missed.store(true, Ordering::Relaxed);
                 let stream = self.inner.stream.as_ref();
                 let started = stream.map_or(0, |s| s.epoch());
                 // A token the stream named is revoked for good: no need to ask.
@@ -323,7 +345,14 @@ impl RemoteIntrospection {
                 }))
             })
             .await
-            .map_err(|e| (*e).clone())
+            .map_err(|e| (*e).clone());
+        let meters = &self.inner.meters;
+        if missed.load(Ordering::Relaxed) {
+            meters.cache_misses.increment(1);
+        } else {
+            meters.cache_hits.increment(1);
+        }
+        answer
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use moka::future::Cache;
 
 use crate::cache::{CacheKey, Cached, Entry};
+use crate::meters::GuardMeters;
 
 /// What the embedding application can see of the subscription.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,10 +67,16 @@ pub(crate) struct StreamShared {
     revoked: moka::sync::Cache<CacheKey, u64>,
     status: watch::Sender<StreamStatus>,
     pub(crate) fallback_ttl: Duration,
+    meters: GuardMeters,
 }
 
 impl StreamShared {
-    pub(crate) fn new(fallback_ttl: Duration, keep_revoked: Duration, max_entries: u64) -> Self {
+    pub(crate) fn new(
+        fallback_ttl: Duration,
+        keep_revoked: Duration,
+        max_entries: u64,
+        meters: GuardMeters,
+    ) -> Self {
         let (status, _) = watch::channel(StreamStatus {
             subscribed: true,
             ..StreamStatus::default()
@@ -84,6 +91,7 @@ impl StreamShared {
                 .build(),
             status,
             fallback_ttl,
+            meters,
         }
     }
 
@@ -140,6 +148,9 @@ impl StreamShared {
 
     fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Release);
+        self.meters
+            .stream_connected
+            .set(if connected { 1.0 } else { 0.0 });
     }
 }
 
@@ -209,6 +220,7 @@ impl Subscription {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.changed() => return,
             }
+            self.shared.meters.stream_reconnects.increment(1);
         }
     }
 
@@ -271,6 +283,7 @@ impl Subscription {
         match event.kind.as_str() {
             "revoked" => match parse_revoked(&event.data) {
                 Some(key) => {
+                    self.shared.meters.stream_events.increment(1);
                     self.shared.revoke(key);
                     self.cache.invalidate(&key).await;
                     self.shared.status.send_modify(|s| {
@@ -549,7 +562,12 @@ mod tests {
 
     #[test]
     fn an_answer_from_before_a_revocation_or_a_flush_is_not_admitted() {
-        let shared = StreamShared::new(Duration::from_secs(5), Duration::from_secs(60), 100);
+        let shared = StreamShared::new(
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            100,
+            GuardMeters::new("test"),
+        );
         shared.set_connected(true);
         let key = [1u8; 32];
         let before = shared.epoch();
@@ -595,7 +613,12 @@ mod tests {
 
     #[test]
     fn while_down_answers_older_than_the_fallback_ttl_are_stale() {
-        let shared = StreamShared::new(Duration::from_millis(50), Duration::from_secs(60), 100);
+        let shared = StreamShared::new(
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            100,
+            GuardMeters::new("test"),
+        );
         let key = [3u8; 32];
         let old = Instant::now()
             .checked_sub(Duration::from_millis(100))

@@ -55,6 +55,9 @@ pub struct Config {
     pub key_encryption_key: Option<KeyEncryptionKey>,
     /// How often a node reads the signing keys again (to follow a rotation).
     pub key_reload_interval: Duration,
+    /// Where `GET /metrics` (Prometheus) is served, on a listener of its own; `None`: no
+    /// metrics are recorded at all (see [`crate::prometheus`]).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             client_metadata_ca_file: None,
             key_encryption_key: None,
             key_reload_interval: tessera_flow::keys::RELOAD_INTERVAL,
+            metrics_listen: None,
         }
     }
 }

@@ -24,6 +24,7 @@
 //! - [`local_guard`]: the guard's validator reading the store directly (no HTTP hop).
 //! - [`observe`]: the request id and log line around every request.
 //! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
+//! - [`prometheus`]: the metrics recorder and the `/metrics` listener.
 
 pub mod browser;
 pub mod client_metadata;
@@ -34,6 +35,7 @@ pub mod janitor;
 pub mod local_guard;
 pub mod observe;
 pub mod pages;
+pub mod prometheus;
 pub mod proxy;
 pub mod routes;
 pub mod state;
@@ -75,6 +77,8 @@ pub struct Server {
     listener: NoDelayListener,
     limits: Limits,
     state: AppState,
+    /// The `/metrics` listener, with the handle it renders.
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
 }
 
 impl Server {
@@ -88,6 +92,12 @@ impl Server {
     pub async fn build(config: Config, store: Arc<dyn Store>) -> io::Result<Self> {
         let limits = Limits::new(&config, raise_open_file_limit());
         let listener = TcpListener::bind(config.listen).await?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some((TcpListener::bind(addr).await?, prometheus::install())),
+            None => None,
+        };
+        // Also when the caller installed the recorder and brings its own listener (the demo).
+        let metered = metrics.is_some() || prometheus::installed().is_some();
         let local = listener.local_addr()?;
         let issuer = config
             .issuer
@@ -102,7 +112,7 @@ impl Server {
         } else {
             None
         };
-        let state = AppState::new(config, issuer, store, documents);
+        let state = AppState::new(config, issuer, store, documents, metered);
         // Keys the KEK cannot open stop the node here, before it serves anything.
         state
             .flows
@@ -114,7 +124,21 @@ impl Server {
             listener: NoDelayListener(listener),
             limits,
             state,
+            metrics,
         })
+    }
+
+    /// Serves `/metrics` on `listener` (instead of `Config::metrics_listen`), installing the
+    /// recorder if need be. Requests and store operations are measured only if the recorder
+    /// was installed before [`Server::build`].
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some((listener, prometheus::install()));
+        self
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -141,16 +165,29 @@ impl Server {
         coarse::advance();
         let primer = tokio::spawn(keep_timer_wheel_primed());
         let flows = self.state.flows.clone();
+        let (stop_metrics, metrics_stopped) = watch::channel(false);
+        let metrics = self.metrics.map(|(listener, handle)| {
+            let mut stopped = metrics_stopped;
+            let stopped = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let store = self.state.store.clone();
+            tokio::spawn(prometheus::serve(listener, handle, store, stopped))
+        });
         // Before the connections are told: a stream must end for its connection to close.
         let shutdown = async move {
             shutdown.await;
             flows.stop_revocation_streams();
+            let _ = stop_metrics.send(true);
         };
         let app = routes::app(self.state);
         serve(self.listener, app, self.limits, shutdown).await;
         let _ = stop_janitor.send(true);
         let _ = janitor.await;
         primer.abort();
+        if let Some(metrics) = metrics {
+            metrics.await.map_err(io::Error::other)??;
+        }
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! What every request gets around it: a request id, and a log line.
+//! What every request gets around it: a request id, a log line, and, with metrics on, its
+//! count and latency.
 //!
 //! One middleware instead of four tower-http layers (set and propagate a request id, mark
 //! secret headers, trace). Each of those is a future wrapped around the next and a few
@@ -8,12 +9,19 @@
 //! - an `x-request-id` the client sent (visible ASCII, at most 128 bytes) is kept, otherwise
 //!   the server makes one: a random prefix per process and a counter, unique across nodes
 //!   without a random draw per request; either way it is echoed in the response;
-//! - each request is a `DEBUG` span and line (method, path, status, time), never with its
-//!   headers, so `Authorization` and cookies cannot reach a log; a 5xx is a `WARN` line
-//!   with the request id, to find the cause logged where it happened.
+//! - each request is a `DEBUG` span and line (`request_id`, method, path, `route`, `status`,
+//!   `latency_us`), never with its headers or query, so `Authorization`, cookies and the
+//!   codes in a redirect cannot reach a log; a 5xx is a `WARN` line with the same fields, to
+//!   find the cause logged where it happened.
+//!
+//! A request's route is its template from the router's list ([`RouteNames`]), found by the path, not
+//! axum's `MatchedPath`: that is set inside the router, out of this middleware's sight, and
+//! a static string is a label the metrics take without allocating. Their handles are
+//! registered once per route and status ([`RequestMeters`]), so counting a request is two
+//! atomic operations and a histogram sample.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -21,6 +29,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -59,9 +68,94 @@ fn acceptable(id: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= LONGEST_ID && bytes.iter().all(u8::is_ascii_graphic)
 }
 
+/// The statuses whose counters a route keeps at hand; others are looked up by name.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 302, 303, 304, 400, 401, 403, 404, 405, 413, 415, 429, 500, 503,
+];
+
+/// The router's route templates, and which of them serves a path (the last names every path
+/// none serves). The router passes them in, so that this module needs nothing of it.
+#[derive(Clone, Copy)]
+pub struct RouteNames {
+    pub templates: &'static [&'static str],
+    pub index_of: fn(&str) -> usize,
+}
+
+impl RouteNames {
+    fn of(&self, path: &str) -> (usize, &'static str) {
+        let index = (self.index_of)(path);
+        (index, self.templates.get(index).copied().unwrap_or("other"))
+    }
+}
+
+/// The request metrics of one server: per route, its latency histogram and a counter per
+/// status, each registered with the recorder on first use.
+pub struct RequestMeters {
+    routes: Vec<RouteMeters>,
+}
+
+struct RouteMeters {
+    template: &'static str,
+    latency: OnceLock<Histogram>,
+    by_status: [OnceLock<Counter>; STATUSES.len()],
+}
+
+impl RequestMeters {
+    /// Meters for every route; made after the recorder is installed (a handle registered
+    /// before it would record nowhere).
+    pub fn new(names: RouteNames) -> Arc<Self> {
+        Arc::new(Self {
+            routes: names
+                .templates
+                .iter()
+                .map(|template| RouteMeters {
+                    template,
+                    latency: OnceLock::new(),
+                    by_status: Default::default(),
+                })
+                .collect(),
+        })
+    }
+
+    fn record(&self, route: usize, status: u16, seconds: f64) {
+        let Some(meters) = self.routes.get(route) else {
+            return;
+        };
+        let template = meters.template;
+        meters
+            .latency
+            .get_or_init(|| {
+                metrics::histogram!("tessera_http_request_duration_seconds", "route" => template)
+            })
+            .record(seconds);
+        let counter = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| meters.by_status.get(i));
+        match counter {
+            Some(cell) => cell
+                .get_or_init(|| request_counter(template, status))
+                .increment(1),
+            None => request_counter(template, status).increment(1),
+        }
+    }
+}
+
+fn request_counter(route: &'static str, status: u16) -> Counter {
+    let mut digits = itoa::Buffer::new();
+    let status = digits.format(status).to_owned();
+    metrics::counter!("tessera_http_requests_total", "route" => route, "status" => status)
+}
+
 /// The middleware, outermost around every request; with `hsts` (the issuer is https) every
-/// answer also carries `Strict-Transport-Security`.
-pub async fn observe(mut request: Request, next: Next, hsts: bool) -> Response {
+/// answer also carries `Strict-Transport-Security`; with `meters`, the request is counted.
+pub async fn observe(
+    mut request: Request,
+    next: Next,
+    hsts: bool,
+    names: RouteNames,
+    meters: Option<Arc<RequestMeters>>,
+) -> Response {
     let id = match request.headers().get(&X_REQUEST_ID) {
         Some(sent) if acceptable(sent) => sent.clone(),
         _ => {
@@ -74,16 +168,22 @@ pub async fn observe(mut request: Request, next: Next, hsts: bool) -> Response {
     };
     let method = request.method().clone();
     let uri = request.uri().clone();
+    let (route_index, route) = names.of(uri.path());
     let id_text = String::from_utf8_lossy(id.as_bytes());
-    let span = tracing::debug_span!("request", %method, path = uri.path(), id = %id_text);
+    let span =
+        tracing::debug_span!("request", %method, path = uri.path(), route, request_id = %id_text);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    if let Some(meters) = &meters {
+        meters.record(route_index, status, elapsed.as_secs_f64());
+    }
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     if response.status().is_server_error() {
-        tracing::warn!(%method, path = uri.path(), id = %id_text, status, micros, "request failed");
+        tracing::warn!(request_id = %id_text, %method, path = uri.path(), route, status, latency_us, "request failed");
     } else {
-        tracing::debug!(%method, path = uri.path(), id = %id_text, status, micros, "request");
+        tracing::debug!(request_id = %id_text, %method, path = uri.path(), route, status, latency_us, "request");
     }
     let headers = response.headers_mut();
     headers.insert(X_REQUEST_ID.clone(), id);

@@ -27,16 +27,26 @@ pub struct Shared {
     /// Every grant and browser step, over the same store.
     pub flows: Flows,
     pub cookies: CookieNames,
+    /// Whether metrics are on: requests are then counted and timed too.
+    pub metered: bool,
 }
 
 impl AppState {
-    /// `documents`: where client metadata documents are fetched from, if accepted.
+    /// `documents`: where client metadata documents are fetched from, if accepted;
+    /// `metered`: whether metrics are on (the recorder is installed), so the store's
+    /// operations and the requests are measured.
     pub fn new(
         config: Config,
         issuer: String,
         store: Arc<dyn Store>,
         documents: Option<Arc<dyn ClientMetadataSource>>,
+        metered: bool,
     ) -> Self {
+        let store = if metered {
+            tessera_store::metered::Metered::wrap(store)
+        } else {
+            store
+        };
         let cookies = CookieNames::new(issuer.starts_with("https://"));
         let flows = Flows::with_documents(
             store.clone(),
@@ -58,6 +68,7 @@ impl AppState {
             config: Arc::new(config),
             flows,
             cookies,
+            metered,
         }))
     }
 

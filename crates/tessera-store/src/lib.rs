@@ -16,12 +16,14 @@
 //!   power loss).
 //! - [`postgres`]: for several nodes on one database; migrations take an advisory lock.
 //! - [`testing`]: fresh throw-away databases for tests and benchmarks.
+//! - [`metered`]: a [`Store`] around another that times each operation and counts failures.
 //! - [`RevocationEvent`]s: each revocation of a live access token, appended in the
 //!   revocation's own transaction, in one order across nodes, for the resource servers that
 //!   cache tokens; `feed` wakes their readers.
 
 mod error;
 mod feed;
+pub mod metered;
 mod migrations;
 pub mod postgres;
 mod rows;
@@ -243,6 +245,19 @@ pub trait Store: Send + Sync + 'static {
     /// are appended: by this node at once, by other processes within about a second. A wake-up
     /// only: readers read what is new with [`Store::revocation_events_after`].
     fn subscribe_revocations(&self) -> watch::Receiver<u64>;
+
+    /// The connection pools' use, for metrics: `None` for a store without a pool (SQLite's
+    /// readers and writer are fixed threads, always there).
+    fn pool_usage(&self) -> Option<PoolUsage> {
+        None
+    }
+}
+
+/// How many connections a store's pools hold, and how many of them are idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub size: u32,
+    pub idle: u32,
 }
 
 /// A live access token's revocation, as the resource servers caching it learn of it.

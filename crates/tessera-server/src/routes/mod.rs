@@ -31,9 +31,44 @@ use tessera_core::registration::REGISTRATION_PATH;
 use tessera_core::revocation::REVOCATION_STREAM_PATH;
 
 use crate::error::WebError;
+use crate::observe::{RequestMeters, RouteNames};
 use crate::state::AppState;
 
 pub use metadata::METADATA_PATH;
+
+/// The route templates, as a request's log line and metrics name its route: one per route of
+/// [`router`], then `other` for any path none of them serves, so that no path a client makes
+/// up becomes a label.
+pub const ROUTES: [&str; 16] = [
+    "/",
+    "/authorize",
+    "/login",
+    "/logout",
+    "/static/tessera.css",
+    "/token",
+    "/revoke",
+    METADATA_PATH,
+    "/.well-known/openid-configuration",
+    REGISTRATION_PATH,
+    "/register/{client_id}",
+    "/introspect",
+    REVOCATION_STREAM_PATH,
+    "/healthz",
+    "/readyz",
+    "other",
+];
+
+/// The index in [`ROUTES`] of the route serving `path`.
+pub fn route_of(path: &str) -> usize {
+    if let Some(index) = ROUTES.iter().position(|route| *route == path) {
+        return index;
+    }
+    let managed = path
+        .strip_prefix(REGISTRATION_PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    if managed { 10 } else { ROUTES.len() - 1 }
+}
 
 /// Every Tessera route, inside the layers every request passes through: the service that
 /// [`crate::Server`] serves.
@@ -54,12 +89,17 @@ pub fn app(
     // visit by plain http cannot be downgraded again. The request's middleware adds the
     // header, rather than a layer of its own that every request's future would pass through.
     let hsts = state.issuer().starts_with("https://");
+    let names = RouteNames {
+        templates: &ROUTES,
+        index_of: route_of,
+    };
+    let meters = state.metered.then(|| RequestMeters::new(names));
     // Top to bottom, outermost first: the request id and its log line also cover a timeout,
     // and a panic anywhere becomes a bare 500.
     ServiceBuilder::new()
         .layer(axum::middleware::from_fn(
             move |request: Request, next: axum::middleware::Next| {
-                crate::observe::observe(request, next, hsts)
+                crate::observe::observe(request, next, hsts, names, meters.clone())
             },
         ))
         .layer(TimeoutLayer::with_status_code(
@@ -139,4 +179,32 @@ fn cross_origin_api() -> Router<AppState> {
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_is_its_own_template_and_other_paths_are_other() {
+        for (index, route) in ROUTES.iter().enumerate().take(ROUTES.len() - 1) {
+            if !route.contains('{') {
+                assert_eq!(route_of(route), index, "{route}");
+            }
+        }
+        assert_eq!(
+            ROUTES[route_of("/register/abc-123")],
+            "/register/{client_id}"
+        );
+        for odd in [
+            "/register/",
+            "/register/a/b",
+            "/tokens",
+            "/token/",
+            "",
+            "/wp-admin",
+        ] {
+            assert_eq!(ROUTES[route_of(odd)], "other", "{odd}");
+        }
+    }
 }

@@ -1169,6 +1169,14 @@ impl crate::Store for PgStore {
         self.feed
             .subscribe(|latest| watch_revocations(options, general, latest))
     }
+
+    /// The general pool; the batch lanes hold one connection each, for good.
+    fn pool_usage(&self) -> Option<crate::PoolUsage> {
+        Some(crate::PoolUsage {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 /// Inserts a client; `registration_token` is the key of a self-registered client's token.

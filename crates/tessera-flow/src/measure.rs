@@ -1,0 +1,143 @@
+//! What the flows count, through the `metrics` facade: a no-op until the binary installs a
+//! recorder, so the flows neither know nor care whether metrics are on.
+//!
+//! Every name and label here is a literal, one arm per value: the `metrics` macros then build
+//! a static key, so recording on the token and introspection paths allocates nothing. Labels
+//! take a handful of values each; nothing a client sends becomes a label.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use tessera_core::client::GrantType;
+
+/// A password-hashing queue (the hashing module's purposes, named here so that this module
+/// imports none of the flows that call it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Queue {
+    SignIn,
+    Client,
+}
+
+/// What a revocation request came to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RevocationOutcome {
+    Revoked,
+    NotOwned,
+    Unknown,
+}
+
+/// A token response, by the grant that earned it.
+pub(crate) fn token_issued(grant: GrantType) {
+    match grant {
+        GrantType::AuthorizationCode => {
+            counter!("tessera_tokens_issued_total", "grant_type" => "authorization_code")
+                .increment(1);
+        }
+        GrantType::ClientCredentials => {
+            counter!("tessera_tokens_issued_total", "grant_type" => "client_credentials")
+                .increment(1);
+        }
+        GrantType::RefreshToken => {
+            counter!("tessera_tokens_issued_total", "grant_type" => "refresh_token").increment(1);
+        }
+    }
+}
+
+/// An introspection answered, active or not.
+pub(crate) fn introspected(active: bool) {
+    if active {
+        counter!("tessera_introspections_total", "active" => "true").increment(1);
+    } else {
+        counter!("tessera_introspections_total", "active" => "false").increment(1);
+    }
+}
+
+/// A revocation request answered (each is a 200, RFC 7009 §2.2), by what it came to.
+pub(crate) fn revocation(outcome: RevocationOutcome) {
+    match outcome {
+        RevocationOutcome::Revoked => {
+            counter!("tessera_revocations_total", "outcome" => "revoked").increment(1);
+        }
+        RevocationOutcome::NotOwned => {
+            counter!("tessera_revocations_total", "outcome" => "not_owned").increment(1);
+        }
+        RevocationOutcome::Unknown => {
+            counter!("tessera_revocations_total", "outcome" => "unknown").increment(1);
+        }
+    }
+}
+
+pub(crate) fn signed_in() {
+    counter!("tessera_sign_ins_total").increment(1);
+}
+
+/// A wrong username or password; a throttled attempt is a [`Throttle`] refusal instead.
+pub(crate) fn sign_in_failed() {
+    counter!("tessera_sign_in_failures_total").increment(1);
+}
+
+/// Which throttle refused an attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Throttle {
+    SignIn,
+    Client,
+    Registration,
+}
+
+pub(crate) fn throttled(which: Throttle) {
+    match which {
+        Throttle::SignIn => {
+            counter!("tessera_throttle_refusals_total", "throttle" => "sign_in").increment(1);
+        }
+        Throttle::Client => {
+            counter!("tessera_throttle_refusals_total", "throttle" => "client").increment(1);
+        }
+        Throttle::Registration => {
+            counter!("tessera_throttle_refusals_total", "throttle" => "registration").increment(1);
+        }
+    }
+}
+
+/// The jobs waiting in a password-hashing queue.
+pub(crate) fn hashing_queued(queue: Queue, depth: usize) {
+    let depth = depth as f64;
+    match queue {
+        Queue::SignIn => gauge!("tessera_hashing_queue_depth", "queue" => "sign_in").set(depth),
+        Queue::Client => {
+            gauge!("tessera_hashing_queue_depth", "queue" => "client").set(depth);
+        }
+    }
+}
+
+/// How long a job waited in its queue before a hashing thread took it.
+pub(crate) fn hashing_waited(queue: Queue, waited: Duration) {
+    let seconds = waited.as_secs_f64();
+    match queue {
+        Queue::SignIn => {
+            histogram!("tessera_hashing_wait_seconds", "queue" => "sign_in").record(seconds);
+        }
+        Queue::Client => {
+            histogram!("tessera_hashing_wait_seconds", "queue" => "client").record(seconds);
+        }
+    }
+}
+
+/// A hashing queue was full: the caller was told to come back.
+pub(crate) fn hashing_busy(queue: Queue) {
+    match queue {
+        Queue::SignIn => counter!("tessera_hashing_busy_total", "queue" => "sign_in").increment(1),
+        Queue::Client => {
+            counter!("tessera_hashing_busy_total", "queue" => "client").increment(1);
+        }
+    }
+}
+
+/// A revocation stream opened (`1.0`) or closed (`-1.0`).
+pub(crate) fn stream_subscribers(change: f64) {
+    gauge!("tessera_revocation_stream_subscribers").increment(change);
+}
+
+/// A revocation event sent to a resource server.
+pub(crate) fn revocation_event_sent() {
+    counter!("tessera_revocation_events_sent_total").increment(1);
+}

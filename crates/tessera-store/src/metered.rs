@@ -1,0 +1,316 @@
+//! A [`Store`] around another that records each operation's latency and failures through
+//! the `metrics` facade, so neither backend knows about metrics and both are measured alike.
+//!
+//! The server wraps its store in one only when metrics are on: the wrapper's cost (a boxed
+//! future and two clock reads per operation) is then paid by those who asked for it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tessera_core::client::Client;
+use tessera_core::clock::UnixTime;
+use tessera_core::grant::AuthorizationCodeRecord;
+use tessera_core::registration::{InitialAccessTokenRecord, Registration};
+use tessera_core::resource::{Resource, ResourceUri};
+use tessera_core::scope::Scope;
+use tessera_core::token::{TokenKey, TokenRecord};
+use tessera_core::user::User;
+use tokio::sync::watch;
+
+use crate::{PoolUsage, Redemption, RevocationEvent, RevocationWindow, Session, Store, StoreError};
+
+/// Seconds an operation took, by `operation` (the [`Store`] method's name).
+pub const OPERATION_SECONDS: &str = "tessera_store_operation_duration_seconds";
+/// Operations that failed, by `operation`.
+pub const ERRORS: &str = "tessera_store_errors_total";
+
+/// Records `$call`'s latency and failure under the literal `$op`: literal names and labels
+/// make a static metric key, so recording allocates nothing.
+macro_rules! timed {
+    ($op:literal, $call:expr) => {{
+        let started = Instant::now();
+        let result = $call.await;
+        metrics::histogram!("tessera_store_operation_duration_seconds", "operation" => $op)
+            .record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("tessera_store_errors_total", "operation" => $op).increment(1);
+        }
+        result
+    }};
+}
+
+/// The store `inner`, measured.
+pub struct Metered {
+    inner: Arc<dyn Store>,
+}
+
+impl Metered {
+    pub fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+        Arc::new(Self { inner })
+    }
+}
+
+#[async_trait]
+impl Store for Metered {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        timed!("migrate", self.inner.migrate())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed!("ping", self.inner.ping())
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        timed!("create_client", self.inner.create_client(client))
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        timed!("get_client", self.inner.get_client(client_id))
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        timed!("list_clients", self.inner.list_clients())
+    }
+
+    async fn delete_client(&self, client_id: &str, now: UnixTime) -> Result<bool, StoreError> {
+        timed!("delete_client", self.inner.delete_client(client_id, now))
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        timed!(
+            "revoke_client_tokens",
+            self.inner.revoke_client_tokens(client_id, now)
+        )
+    }
+
+    async fn create_registration(&self, registration: &Registration) -> Result<(), StoreError> {
+        timed!(
+            "create_registration",
+            self.inner.create_registration(registration)
+        )
+    }
+
+    async fn find_registration(&self, client_id: &str) -> Result<Option<Registration>, StoreError> {
+        timed!("find_registration", self.inner.find_registration(client_id))
+    }
+
+    async fn put_document_client(&self, client: &Client) -> Result<bool, StoreError> {
+        timed!(
+            "put_document_client",
+            self.inner.put_document_client(client)
+        )
+    }
+
+    async fn update_registration(&self, client: &Client) -> Result<bool, StoreError> {
+        timed!(
+            "update_registration",
+            self.inner.update_registration(client)
+        )
+    }
+
+    async fn create_initial_access_token(
+        &self,
+        token: &InitialAccessTokenRecord,
+    ) -> Result<(), StoreError> {
+        timed!(
+            "create_initial_access_token",
+            self.inner.create_initial_access_token(token)
+        )
+    }
+
+    async fn initial_access_token_is_live(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        timed!(
+            "initial_access_token_is_live",
+            self.inner.initial_access_token_is_live(hash, now)
+        )
+    }
+
+    async fn create_resource(
+        &self,
+        resource: &Resource,
+        client: &Client,
+    ) -> Result<(), StoreError> {
+        timed!(
+            "create_resource",
+            self.inner.create_resource(resource, client)
+        )
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, StoreError> {
+        timed!("list_resources", self.inner.list_resources())
+    }
+
+    async fn delete_resource(&self, uri: &ResourceUri, now: UnixTime) -> Result<bool, StoreError> {
+        timed!("delete_resource", self.inner.delete_resource(uri, now))
+    }
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        timed!("create_user", self.inner.create_user(user))
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        timed!(
+            "get_user_by_username",
+            self.inner.get_user_by_username(username)
+        )
+    }
+
+    async fn delete_user(&self, username: &str, now: UnixTime) -> Result<bool, StoreError> {
+        timed!("delete_user", self.inner.delete_user(username, now))
+    }
+
+    async fn revoke_user_tokens(
+        &self,
+        username: &str,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        timed!(
+            "revoke_user_tokens",
+            self.inner.revoke_user_tokens(username, now)
+        )
+    }
+
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        timed!(
+            "set_password",
+            self.inner.set_password(username, password_hash, now)
+        )
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        timed!("insert_tokens", self.inner.insert_tokens(tokens))
+    }
+
+    async fn find_token(&self, hash: &TokenKey) -> Result<Option<TokenRecord>, StoreError> {
+        timed!("find_token", self.inner.find_token(hash))
+    }
+
+    async fn revoke_token(&self, hash: &TokenKey, now: UnixTime) -> Result<bool, StoreError> {
+        timed!("revoke_token", self.inner.revoke_token(hash, now))
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<u64, StoreError> {
+        timed!("revoke_family", self.inner.revoke_family(family_id, now))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+        successors: &[TokenRecord],
+    ) -> Result<bool, StoreError> {
+        timed!(
+            "rotate_refresh_token",
+            self.inner.rotate_refresh_token(hash, now, successors)
+        )
+    }
+
+    async fn insert_code(&self, code: &AuthorizationCodeRecord) -> Result<(), StoreError> {
+        timed!("insert_code", self.inner.insert_code(code))
+    }
+
+    async fn find_code(
+        &self,
+        hash: &TokenKey,
+    ) -> Result<Option<AuthorizationCodeRecord>, StoreError> {
+        timed!("find_code", self.inner.find_code(hash))
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+        tokens: &[TokenRecord],
+    ) -> Result<Redemption, StoreError> {
+        timed!("redeem_code", self.inner.redeem_code(hash, now, tokens))
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        timed!("create_session", self.inner.create_session(session))
+    }
+
+    async fn find_session_user(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<Option<User>, StoreError> {
+        timed!("find_session_user", self.inner.find_session_user(hash, now))
+    }
+
+    async fn delete_session(&self, hash: &TokenKey) -> Result<(), StoreError> {
+        timed!("delete_session", self.inner.delete_session(hash))
+    }
+
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<Scope>, StoreError> {
+        timed!("get_consent", self.inner.get_consent(user_id, client_id))
+    }
+
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &Scope,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        timed!(
+            "put_consent",
+            self.inner.put_consent(user_id, client_id, scope, now)
+        )
+    }
+
+    async fn purge_expired(&self, now: UnixTime, batch: u32) -> Result<u64, StoreError> {
+        timed!("purge_expired", self.inner.purge_expired(now, batch))
+    }
+
+    async fn revocation_events_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        timed!(
+            "revocation_events_after",
+            self.inner.revocation_events_after(after, limit)
+        )
+    }
+
+    async fn revocation_window(&self) -> Result<RevocationWindow, StoreError> {
+        timed!("revocation_window", self.inner.revocation_window())
+    }
+
+    async fn purge_revocation_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        timed!(
+            "purge_revocation_events",
+            self.inner.purge_revocation_events(older_than, batch)
+        )
+    }
+
+    fn subscribe_revocations(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe_revocations()
+    }
+
+    fn pool_usage(&self) -> Option<PoolUsage> {
+        self.inner.pool_usage()
+    }
+}
