@@ -211,7 +211,14 @@ async fn issue_27_openidconnect_rp_signs_in_verifies_and_reads_userinfo(backend:
     let reply = userinfo(&app, bare.access_token.secret()).await;
     assert_eq!(reply.body, serde_json::json!({ "sub": sub }));
 
-    // RFC 6750 errors: a bad token is 401 invalid_token, a token without openid is 403.
+    // RFC 6750 errors: no token is a bare challenge (§3.1), a bad token is 401 invalid_token,
+    // a token without openid is 403.
+    let reply = Reply::from(app.http.get(app.url("/userinfo")).send().await.unwrap()).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.header("www-authenticate").unwrap(),
+        "Bearer realm=\"tessera\""
+    );
     let reply = userinfo(&app, "tsa_not-a-token").await;
     assert_eq!(reply.status, 401);
     assert!(

@@ -596,7 +596,12 @@ mod tests {
 
     #[test]
     fn an_entry_checked_once_is_not_looked_up_again() {
-        let shared = StreamShared::new(Duration::from_secs(5), Duration::from_secs(60), 100);
+        let shared = StreamShared::new(
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+            100,
+            GuardMeters::new("test"),
+        );
         shared.set_connected(true);
         let key = [4u8; 32];
         let cached = entry(shared.epoch(), Instant::now());

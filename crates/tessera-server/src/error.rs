@@ -29,6 +29,10 @@ pub enum WebError {
     Throttled { retry_after: i64 },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A request to a bearer-protected endpoint without any token: 401 with a bare challenge,
+    /// no error code (RFC 6750 §3.1).
+    #[error("a bearer token is required")]
+    BearerRequired,
 }
 
 impl WebError {
@@ -135,6 +139,7 @@ impl IntoResponse for WebError {
                 OAuthError::ServerError
             }
             WebError::Throttled { retry_after } => return throttled(retry_after),
+            WebError::BearerRequired => return bearer_required(),
             WebError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 OAuthError::ServerError
@@ -142,6 +147,16 @@ impl IntoResponse for WebError {
         };
         json_error(status_of(&oauth), &oauth)
     }
+}
+
+fn bearer_required() -> Response {
+    let body = serde_json::json!({"error_description": "a bearer token is required"});
+    let mut response = (StatusCode::UNAUTHORIZED, NoStoreJson(body)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"tessera\""),
+    );
+    response
 }
 
 /// The HTTP status each OAuth error code is sent with.

@@ -18,7 +18,12 @@ use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_core::user::User;
 use tokio::sync::watch;
 
-use crate::{PoolUsage, Redemption, RevocationEvent, RevocationWindow, Session, Store, StoreError};
+use tessera_core::oidc::Profile;
+
+use crate::{
+    ClientOidc, PoolUsage, Redemption, RevocationEvent, RevocationWindow, Session, Store,
+    StoreError, StoredSigningKey,
+};
 
 /// Seconds an operation took, by `operation` (the [`Store`] method's name).
 pub const OPERATION_SECONDS: &str = "tessera_store_operation_duration_seconds";
@@ -253,6 +258,62 @@ impl Store for Metered {
 
     async fn delete_session(&self, hash: &TokenKey) -> Result<(), StoreError> {
         timed!("delete_session", self.inner.delete_session(hash))
+    }
+
+    async fn session_signed_in_at(
+        &self,
+        hash: &TokenKey,
+        now: UnixTime,
+    ) -> Result<Option<UnixTime>, StoreError> {
+        timed!(
+            "session_signed_in_at",
+            self.inner.session_signed_in_at(hash, now)
+        )
+    }
+
+    async fn get_profile(&self, user_id: &str) -> Result<Option<(String, Profile)>, StoreError> {
+        timed!("get_profile", self.inner.get_profile(user_id))
+    }
+
+    async fn set_profile(&self, username: &str, profile: &Profile) -> Result<bool, StoreError> {
+        timed!("set_profile", self.inner.set_profile(username, profile))
+    }
+
+    async fn get_client_oidc(&self, client_id: &str) -> Result<Option<ClientOidc>, StoreError> {
+        timed!("get_client_oidc", self.inner.get_client_oidc(client_id))
+    }
+
+    async fn put_client_oidc(&self, client_id: &str, oidc: &ClientOidc) -> Result<(), StoreError> {
+        timed!(
+            "put_client_oidc",
+            self.inner.put_client_oidc(client_id, oidc)
+        )
+    }
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        timed!("insert_signing_key", self.inner.insert_signing_key(key))
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        timed!("list_signing_keys", self.inner.list_signing_keys())
+    }
+
+    async fn rotate_signing_keys(
+        &self,
+        new: &[StoredSigningKey],
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        timed!(
+            "rotate_signing_keys",
+            self.inner.rotate_signing_keys(new, now)
+        )
+    }
+
+    async fn prune_signing_keys(&self, retired_before: UnixTime) -> Result<u64, StoreError> {
+        timed!(
+            "prune_signing_keys",
+            self.inner.prune_signing_keys(retired_before)
+        )
     }
 
     async fn get_consent(

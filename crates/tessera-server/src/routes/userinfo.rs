@@ -11,12 +11,14 @@ pub async fn userinfo_get(
     State(state): State<AppState>,
     BearerToken(token): BearerToken,
 ) -> Result<impl IntoResponse, WebError> {
-    Ok(NoStoreJson(state.flows.userinfo(token.as_deref()).await?))
+    let token = token.ok_or(WebError::BearerRequired)?;
+    Ok(NoStoreJson(state.flows.userinfo(Some(&token)).await?))
 }
 
 pub async fn userinfo_post(
     State(state): State<AppState>,
     BearerToken(token): BearerToken,
 ) -> Result<impl IntoResponse, WebError> {
-    Ok(NoStoreJson(state.flows.userinfo(token.as_deref()).await?))
+    let token = token.ok_or(WebError::BearerRequired)?;
+    Ok(NoStoreJson(state.flows.userinfo(Some(&token)).await?))
 }
