@@ -42,8 +42,11 @@ fn kek_path(database_url: &str) -> std::path::PathBuf {
 }
 
 pub async fn run(store: Arc<dyn Store>, args: DemoArgs, database_url: &str) -> Result<()> {
-    let kek_path = kek_path(database_url);
-    let key_encryption_key = Some(crate::keys::kek_file_or_new(&kek_path)?);
+    // A key-encryption key given as for `serve` wins; else the demo keeps its own.
+    let key_encryption_key = match args.kek.load()? {
+        Some(kek) => Some(kek),
+        None => Some(crate::keys::kek_file_or_new(&kek_path(database_url))?),
+    };
     let app_url = format!("http://{}", args.app_listen);
     let api_url = format!("http://{}", args.api_listen);
     let redirect_uri = format!("{app_url}/authorize");

@@ -306,6 +306,10 @@ struct DemoArgs {
     /// Run without the metrics listener.
     #[arg(long)]
     no_metrics: bool,
+    /// The key-encryption key, as for `serve`; without one the demo keeps its own beside the
+    /// database.
+    #[command(flatten)]
+    kek: keys::KekArgs,
     #[command(flatten)]
     http: HttpLimitArgs,
     #[command(flatten)]

@@ -385,6 +385,40 @@ async fn issue_27_the_demo_app_signs_in_and_out_with_openid_connect() {
     remove_database(&db_path);
 }
 
+/// Issue 27: a key-encryption key given as for `serve` is the one the demo uses; it then
+/// writes none of its own, and signs with keys sealed under the given one.
+#[tokio::test]
+async fn issue_27_the_demo_takes_a_given_key_encryption_key() {
+    let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
+    let (_, text) = tessera_core::oidc::KeyEncryptionKey::generate().unwrap();
+    let mut given = db_path.as_os_str().to_owned();
+    given.push(".given-kek");
+    let given = std::path::PathBuf::from(given);
+    std::fs::write(&given, &text).unwrap();
+    let demo = Demo::start_with(
+        &database_url,
+        free_ports(),
+        &["--key-encryption-key-file", given.to_str().unwrap()],
+    )
+    .await;
+    let jwks: Value = reqwest::get(format!("{}/jwks", demo.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    demo.stop().await;
+    assert!(
+        jwks["keys"].as_array().is_some_and(|k| !k.is_empty()),
+        "{jwks}"
+    );
+    let mut own = db_path.as_os_str().to_owned();
+    own.push(".kek");
+    assert!(!std::path::Path::new(&own).exists());
+    std::fs::remove_file(&given).unwrap();
+    remove_database(&db_path);
+}
+
 /// A client without a cookie jar or redirects: the tests send cookies by hand.
 fn plain_http() -> reqwest::Client {
     reqwest::Client::builder()
