@@ -527,6 +527,14 @@ impl Browser {
                 "POST /token: no access_token in {body}"
             )));
         }
+        // With `openid` the exchange must also sign an ID token, the cost this mode measures.
+        let wants_id_token = args.scope.split(' ').any(|s| s == "openid");
+        let id_token = answer.get("id_token").and_then(|t| t.as_str());
+        if wants_id_token && id_token.is_none_or(|t| t.split('.').count() != 3) {
+            return Err(Failure::status(format!(
+                "POST /token: scope openid but no signed id_token in {body}"
+            )));
+        }
         steps.token.push(micros(t0));
         Ok(())
     }
