@@ -561,21 +561,7 @@ async fn issue_27_key_rotation_across_two_nodes_on_postgres() {
     let old_kid = kid_of(&before.id_token);
     assert_eq!(jwks(&a).await, jwks(&b).await);
 
-    let kek_file = std::env::temp_dir().join(format!("tessera-kek-{}", a.addr.port()));
-    std::fs::write(&kek_file, &kek_text).unwrap();
-    let kek_arg = kek_file.to_str().unwrap();
-    let out = tessera_cli(
-        &url,
-        &["keys", "rotate", "--key-encryption-key-file", kek_arg],
-        "",
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_file(&kek_file).unwrap();
+    rotate_keys(&url, &kek_text, &format!("tessera-kek-{}", a.addr.port())).await;
 
     // Both nodes publish the new keys beside the old ones, the same set.
     let published =
@@ -790,21 +776,13 @@ async fn issue_27_cli_profiles_and_keys() {
     assert_eq!(oidc.id_token_signed_response_alg.as_deref(), Some("RS256"));
 
     // Keys made with a KEK file; then `serve` without the KEK refuses to start.
-    let kek_file = std::env::temp_dir().join(format!("tessera-cli-kek-{}", std::process::id()));
-    std::fs::write(&kek_file, format!("{}\n", kek().1)).unwrap();
-    let kek_arg = kek_file.to_str().unwrap();
-    let out = tessera_cli(
+    let kek_text = format!("{}\n", kek().1);
+    rotate_keys(
         &url,
-        &["keys", "rotate", "--key-encryption-key-file", kek_arg],
-        "",
+        &kek_text,
+        &format!("tessera-cli-kek-{}", std::process::id()),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::remove_file(&kek_file).unwrap();
     let out = tessera_cli(&url, &["keys", "list", "--json"], "").await;
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let algs: Vec<&str> = listed
@@ -988,4 +966,23 @@ async fn issue_27_dynamic_registration_takes_the_openid_fields() {
         assert_eq!(reply.status, 400);
         assert_eq!(reply.body["error"], "invalid_client_metadata");
     }
+}
+
+/// `tessera keys rotate` with the KEK in a temporary file named `file_name`.
+async fn rotate_keys(url: &str, kek_text: &str, file_name: &str) {
+    let kek_file = std::env::temp_dir().join(file_name);
+    std::fs::write(&kek_file, kek_text).unwrap();
+    let kek_arg = kek_file.to_str().unwrap();
+    let out = tessera_cli(
+        url,
+        &["keys", "rotate", "--key-encryption-key-file", kek_arg],
+        "",
+    )
+    .await;
+    std::fs::remove_file(&kek_file).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

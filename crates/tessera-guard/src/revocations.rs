@@ -550,6 +550,16 @@ mod tests {
         assert!(backoff(40) > backoff(0));
     }
 
+    /// Stream state with `fallback_ttl`, keeping revoked keys a minute.
+    fn shared(fallback_ttl: Duration) -> StreamShared {
+        StreamShared::new(
+            fallback_ttl,
+            Duration::from_secs(60),
+            100,
+            GuardMeters::new("test"),
+        )
+    }
+
     fn entry(started: u64, stored_at: Instant) -> Entry {
         Entry {
             info: None,
@@ -562,12 +572,7 @@ mod tests {
 
     #[test]
     fn an_answer_from_before_a_revocation_or_a_flush_is_not_admitted() {
-        let shared = StreamShared::new(
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-            100,
-            GuardMeters::new("test"),
-        );
+        let shared = shared(Duration::from_secs(5));
         shared.set_connected(true);
         let key = [1u8; 32];
         let before = shared.epoch();
@@ -596,12 +601,7 @@ mod tests {
 
     #[test]
     fn an_entry_checked_once_is_not_looked_up_again() {
-        let shared = StreamShared::new(
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-            100,
-            GuardMeters::new("test"),
-        );
+        let shared = shared(Duration::from_secs(5));
         shared.set_connected(true);
         let key = [4u8; 32];
         let cached = entry(shared.epoch(), Instant::now());
@@ -618,12 +618,7 @@ mod tests {
 
     #[test]
     fn while_down_answers_older_than_the_fallback_ttl_are_stale() {
-        let shared = StreamShared::new(
-            Duration::from_millis(50),
-            Duration::from_secs(60),
-            100,
-            GuardMeters::new("test"),
-        );
+        let shared = shared(Duration::from_millis(50));
         let key = [3u8; 32];
         let old = Instant::now()
             .checked_sub(Duration::from_millis(100))
