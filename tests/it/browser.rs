@@ -37,6 +37,7 @@ async fn login_and_consent_in_headless_chromium() {
     if !browser_installed() {
         return;
     }
+    let _steady = crate::machine::steady().await;
     let Some(app) = spawn_app(Backend::Sqlite).await else {
         return;
     };

@@ -14,6 +14,7 @@ const KILLS: usize = 20;
 both_backends!(acknowledged_writes_survive_sigkill);
 
 async fn acknowledged_writes_survive_sigkill(backend: Backend) {
+    let _alone = crate::machine::load_alone().await;
     let Some(url) = fresh_database(backend).await else {
         return;
     };

@@ -29,6 +29,7 @@ async fn the_demo_walks_the_tutorial_in_a_browser() {
     if !browser_installed() {
         return;
     }
+    let _steady = crate::machine::steady().await;
     let (database_url, db_path) = tessera_store::testing::fresh_sqlite_url().unwrap();
     let demo = Demo::start(&database_url, free_ports()).await;
 

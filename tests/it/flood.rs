@@ -34,6 +34,7 @@ fn peak_rss_mb(pid: u32) -> u64 {
 }
 
 async fn issue_24_wrong_secrets_from_many_addresses_starve_no_one(backend: Backend) {
+    let _alone = crate::machine::load_alone().await;
     let Some(url) = fresh_database(backend).await else {
         return;
     };

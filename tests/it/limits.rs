@@ -184,6 +184,7 @@ async fn the_header_deadline_of_a_later_request_starts_at_its_first_byte() {
 /// connection closes; the accept loop survives it.
 #[tokio::test]
 async fn issue_24_past_the_connection_cap_new_connections_wait_in_the_backlog() {
+    let _alone = crate::machine::load_alone().await;
     let server = start(|config| {
         timeouts(10, 2)(config);
         config.max_connections = 50;
@@ -276,6 +277,7 @@ fn open_file_limits() -> (u64, u64) {
 /// within a second, and shutdown does not wait for them.
 #[tokio::test]
 async fn issue_24_thousands_of_idle_connections_leave_a_request_answered_within_a_second() {
+    let _alone = crate::machine::load_alone().await;
     let server = start(timeouts(60, 60)).await;
     let (soft, hard) = open_file_limits();
     assert_eq!(
@@ -397,6 +399,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight_and_closes_the_rest() 
 /// backlog rather than meeting `EMFILE`, and is answered once header deadlines free room.
 #[tokio::test]
 async fn issue_24_a_low_file_limit_never_fails_a_request() {
+    let _alone = crate::machine::load_alone().await;
     let url = fresh_database(Backend::Sqlite).await.unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

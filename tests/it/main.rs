@@ -46,6 +46,8 @@ mod limits;
 mod login;
 /// Issue 28's JSON logs: request fields on every request line, no secret in a full run.
 mod logs;
+/// Which tests may share the machine: loading ones alone, browser ones side by side.
+mod machine;
 /// The demo API's MCP endpoint (`/mcp`, rmcp) behind the guard: `whoami`, challenges, revoking.
 mod mcp;
 /// Discovery (RFC 8414) and health endpoints.
