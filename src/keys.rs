@@ -101,6 +101,9 @@ pub(crate) async fn keys(store: &dyn Store, cmd: KeysCommand) -> Result<()> {
                 )
             };
             let new = tessera_flow::keys::rotate(store, &kek, now).await?;
+            let kids: Vec<_> = new.iter().map(|key| key.kid.clone()).collect();
+            let change = crate::audit::change("keys rotate").with("added", kids);
+            crate::audit::record(store, [change]).await;
             for key in new {
                 eprintln!("added {} key {}", key.alg, key.kid);
             }
@@ -108,6 +111,8 @@ pub(crate) async fn keys(store: &dyn Store, cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Prune => {
             let pruned = tessera_flow::keys::prune(store, now).await?;
+            let change = crate::audit::change("keys prune").with("pruned", pruned);
+            crate::audit::record(store, [change]).await;
             eprintln!("pruned {pruned} retired keys");
             Ok(())
         }

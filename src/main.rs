@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use tessera_core::audit::RevocationCause;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
 use tessera_core::clock::Clock;
@@ -20,6 +21,7 @@ use tessera_core::user::{MIN_PASSWORD_CHARS, new_password_hash, register as regi
 use tessera_server::{Config, Server};
 use tessera_store::{ClientOidc, Store, StoreError};
 
+mod audit;
 mod demo;
 mod keys;
 
@@ -71,6 +73,9 @@ enum Command {
     /// Rotate, prune and list the OpenID Connect ID-token signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Print the audit trail, oldest first: sign-ins and failures, consents, revocations and
+    /// their cause, registrations, and every change an operator made.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +204,14 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     revocation_event_retention: u64,
+    /// Days an audit event is kept (`tessera audit`); the janitor purges older ones.
+    #[arg(
+        long,
+        env = "TESSERA_AUDIT_RETENTION",
+        default_value_t = 90,
+        value_parser = clap::value_parser!(u64).range(1..=36_500)
+    )]
+    audit_retention: u64,
     /// A proxy (address or CIDR range) whose X-Forwarded-For names the caller, for the
     /// sign-in and client-authentication throttles; repeat for several (the variable takes a
     /// comma-separated list). From anyone else the header is ignored.
@@ -396,6 +409,7 @@ async fn main() -> Result<()> {
         Command::Resource(cmd) => resource(store.as_ref(), cmd).await,
         Command::RegistrationToken(cmd) => registration_token(store.as_ref(), cmd).await,
         Command::Keys(cmd) => keys::keys(store.as_ref(), cmd).await,
+        Command::Audit(args) => audit::audit(store.as_ref(), args).await,
     }
 }
 
@@ -410,6 +424,8 @@ async fn registration_token(store: &dyn Store, cmd: RegistrationTokenCommand) ->
             let (token, record) = new_initial_access_token(Clock::system().now(), expires_in)?;
             store.create_initial_access_token(&record).await?;
             let expires_at = record.expires_at.as_secs();
+            let created = audit::change("registration-token create").with("expires_at", expires_at);
+            audit::record(store, [created]).await;
             if json {
                 println!(
                     "{}",
@@ -462,6 +478,7 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
             if profile != Profile::default() {
                 store.set_profile(&username, &profile).await?;
             }
+            audit::record(store, [audit::change("user create").user(&username)]).await;
             eprintln!("created user {} (sub {})", user.username.as_str(), user.id);
             Ok(())
         }
@@ -486,11 +503,17 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
                 current.email_verified = verified;
             }
             store.set_profile(&username, &current).await?;
+            audit::record(store, [audit::change("user update").user(&username)]).await;
             eprintln!("updated the profile of {username}");
             Ok(())
         }
         UserCommand::Delete { username } => {
             if store.delete_user(&username, Clock::system().now()).await? {
+                let events = [
+                    audit::change("user delete").user(&username),
+                    audit::revoked(RevocationCause::UserDeleted).user(&username),
+                ];
+                audit::record(store, events).await;
                 eprintln!("deleted user {username}, their tokens and sessions");
                 Ok(())
             } else {
@@ -503,6 +526,11 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
                 .set_password(&username, &password_hash, Clock::system().now())
                 .await?
             {
+                let events = [
+                    audit::change("user set-password").user(&username),
+                    audit::revoked(RevocationCause::PasswordChanged).user(&username),
+                ];
+                audit::record(store, events).await;
                 eprintln!("password of {username} replaced; their sessions and tokens are ended");
                 Ok(())
             } else {
@@ -515,6 +543,13 @@ async fn user(store: &dyn Store, cmd: UserCommand) -> Result<()> {
                 .await?
             {
                 Some(revoked) => {
+                    let events = [
+                        audit::change("user revoke-tokens").user(&username),
+                        audit::revoked(RevocationCause::UserRevokeTokens)
+                            .user(&username)
+                            .with("count", revoked),
+                    ];
+                    audit::record(store, events).await;
                     eprintln!("revoked {revoked} tokens of {username}");
                     Ok(())
                 }
@@ -595,6 +630,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         },
         janitor_interval: Duration::from_secs(args.janitor_interval),
         revocation_event_retention: Duration::from_secs(args.revocation_event_retention),
+        audit_retention: Duration::from_secs(args.audit_retention * 86_400),
         clock: Clock::system(),
         pkce: PkcePolicy {
             require_for_confidential: !args.pkce_optional_for_confidential,
@@ -666,6 +702,10 @@ async fn resource(store: &dyn Store, cmd: ResourceCommand) -> Result<()> {
                     e => e.into(),
                 })?;
             let (resource, id) = (&registered.resource.uri, &registered.client.id);
+            let created = audit::change("resource create")
+                .client(id.as_str())
+                .with("resource", resource.to_string());
+            audit::record(store, [created]).await;
             let secret = registered.secret.expose();
             if json {
                 println!(
@@ -707,10 +747,29 @@ async fn resource(store: &dyn Store, cmd: ResourceCommand) -> Result<()> {
         }
         ResourceCommand::Delete { uri } => {
             let parsed = ResourceUri::parse(&uri)?;
+            // Its client goes with it, and that client's tokens: named in the events.
+            let client_id = store
+                .list_resources()
+                .await?
+                .into_iter()
+                .find(|r| r.uri == parsed)
+                .map(|r| r.client_id.to_string());
             if store
                 .delete_resource(&parsed, Clock::system().now())
                 .await?
             {
+                let (deleted, revoked) = (
+                    audit::change("resource delete"),
+                    audit::revoked(RevocationCause::ResourceDeleted),
+                );
+                let events = [deleted, revoked].map(|event| {
+                    let event = event.with("resource", parsed.to_string());
+                    match &client_id {
+                        Some(id) => event.client(id.as_str()),
+                        None => event,
+                    }
+                });
+                audit::record(store, events).await;
                 eprintln!("deleted resource {parsed} and its credentials");
                 Ok(())
             } else {
@@ -761,6 +820,10 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
             if oidc != ClientOidc::default() {
                 store.put_client_oidc(id.as_str(), &oidc).await?;
             }
+            let created = audit::change("client create")
+                .client(id.as_str())
+                .with("public", registered.client.is_public());
+            audit::record(store, [created]).await;
             let secret = registered.secret.as_ref().map(|s| s.expose());
             if json {
                 println!(
@@ -823,6 +886,11 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
                 .delete_client(&client_id, Clock::system().now())
                 .await?
             {
+                let events = [
+                    audit::change("client delete").client(&client_id),
+                    audit::revoked(RevocationCause::ClientDeleted).client(&client_id),
+                ];
+                audit::record(store, events).await;
                 eprintln!("deleted client {client_id} and its tokens");
                 Ok(())
             } else {
@@ -835,6 +903,13 @@ async fn client(store: &dyn Store, cmd: ClientCommand) -> Result<()> {
                 .await?
             {
                 Some(revoked) => {
+                    let events = [
+                        audit::change("client revoke-tokens").client(&client_id),
+                        audit::revoked(RevocationCause::ClientRevokeTokens)
+                            .client(&client_id)
+                            .with("count", revoked),
+                    ];
+                    audit::record(store, events).await;
                     eprintln!("revoked {revoked} tokens of client {client_id}");
                     Ok(())
                 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
+use tessera_core::audit::{AuditFilter, AuditKind};
 use tessera_core::registration::RegistrationPolicy;
 use tessera_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -291,6 +292,18 @@ async fn a_document_client_runs_the_code_flow_marked_unverified(backend: Backend
         again.body
     );
     assert_eq!(documents.requests("/apps/gadget.json"), 1);
+    // Issue 28: the one read of the document is the client's registration in the audit trail.
+    let filter = AuditFilter {
+        client_id: Some(client_id.clone()),
+        ..AuditFilter::default()
+    };
+    let trail = app.store.audit_events(&filter).await.unwrap();
+    let registered: Vec<_> = trail
+        .iter()
+        .filter(|r| r.event.kind == AuditKind::ClientRegistered)
+        .collect();
+    assert_eq!(registered.len(), 1, "{trail:?}");
+    assert_eq!(registered[0].event.detail["via"], "metadata_document");
 
     // A redirect URI the document does not list is refused before anything is sent to it.
     let page = person

@@ -18,6 +18,8 @@ mod helpers;
 mod architecture;
 /// Issue 25's audiences: resources, RFC 8707 `resource`, introspection for the audience only.
 mod audience;
+/// Issue 28's audit trail: events of the flows and the CLI, `tessera audit`, retention.
+mod audit;
 /// The login and consent pages in a real headless Chromium.
 mod browser;
 /// The CLI and two `tessera serve` processes sharing one database.

@@ -26,8 +26,10 @@
 //! - [`introspection`], [`metadata`]: RFC 7662 and RFC 8414 documents.
 //! - [`oidc`]: OpenID Connect: `prompt`, `max_age`, the ID token's and userinfo's claims.
 //! - [`error`]: [`OAuthError`], one variant per RFC error code.
-//! - [`clock`]: the one place that reads the system time.
+//! - [`audit`]: the audit trail's events: who did what, to whom, from where, when.
+//! - [`clock`]: the one place that reads the system time, and RFC 3339 moments.
 
+pub mod audit;
 pub mod authorize;
 pub mod client;
 pub mod client_auth;

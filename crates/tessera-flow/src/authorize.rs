@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use tessera_core::OAuthError;
+use tessera_core::audit::{Actor, AuditEvent, AuditKind};
 use tessera_core::authorize::{
     AuthorizationRequest, AuthorizeError, UnverifiedRequest, error_redirect, needs_consent,
     redirect_with,
@@ -21,6 +22,7 @@ use tessera_core::user::User;
 use tessera_store::Store;
 
 use crate::Flows;
+use crate::audit;
 use crate::client_metadata::ClientLookup;
 use crate::error::FlowError;
 
@@ -308,7 +310,14 @@ pub async fn approve(
         None => request.scope.clone(),
     };
     store.put_consent(&user.id, &client.id, &scope, now).await?;
-    tracing::info!(event = "consent_granted", user = %user.username.as_str(), client_id = %client.id, scope = %request.scope);
+    let name = user.username.as_str();
+    tracing::info!(event = "consent_granted", user = %name, client_id = %client.id, scope = %request.scope);
+    let event = AuditEvent::new(now, AuditKind::Consent, Actor::User(name.into()))
+        .user(name)
+        .client(client.id.as_str())
+        .with("scope", request.scope.to_string())
+        .with("consented", scope.to_string());
+    audit::record(store, event).await;
     Ok(())
 }
 

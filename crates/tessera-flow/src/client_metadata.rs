@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
+use tessera_core::audit::{Actor, AuditEvent, AuditKind};
 use tessera_core::client::Client;
 use tessera_core::client_metadata::{ClientIdUrl, client_from_document, names_document};
 use tokio::sync::Semaphore;
@@ -200,6 +201,11 @@ impl Flows {
         // The token endpoint reads the client from the store: it must see this version.
         self.clients.forget(client.id.as_str()).await;
         tracing::info!(event = "client_metadata_document_read", client_id = %client.id);
+        // Once per node and document's time in the cache: a registration nobody vetted.
+        let event = AuditEvent::new(self.now(), AuditKind::ClientRegistered, Actor::Anonymous)
+            .client(client.id.as_str())
+            .with("via", "metadata_document");
+        crate::audit::record(&*self.store, event).await;
         Ok(Resolved::Client(Arc::new(client)))
     }
 }

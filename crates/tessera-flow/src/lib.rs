@@ -22,10 +22,12 @@
 //! - [`oidc`]: OpenID Connect: the ID token of a code exchange, userinfo.
 //! - [`login`]: signing a person in and out, with [`throttle`] against guessing.
 //! - [`register`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
+//! - [`audit`]: the audit trail, written after each action it records; a failure is logged.
 //! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
 //! - `measure`: the counters, gauges and histograms the flows record (`metrics` facade).
 //! - [`error`]: why a flow failed, as [`FlowError`].
 
+pub mod audit;
 pub mod authorize;
 pub mod client_auth;
 pub mod client_metadata;

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use tessera_core::audit::{Actor, AuditEvent, AuditKind};
 use tessera_core::random::random_b64;
 use tessera_core::secret::Secret;
 use tessera_core::token::SessionId;
@@ -13,6 +14,7 @@ use tessera_core::user::{User, Username};
 use tessera_store::Session;
 
 use crate::Flows;
+use crate::audit;
 use crate::client_auth::verify_blocking;
 use crate::error::FlowError;
 use crate::hashing::Purpose;
@@ -82,9 +84,11 @@ impl Flows {
                 if let Some(previous) = previous {
                     self.store.delete_session(&previous.key()).await?;
                 }
-                Ok(SignIn::SignedIn {
-                    session: self.start_session(&user).await?,
-                })
+                let session = self.start_session(&user).await?;
+                let name = user.username.as_str();
+                let event = AuditEvent::new(now, AuditKind::SignIn, Actor::User(name.into()));
+                audit::record(&*self.store, event.user(name).address(address)).await;
+                Ok(SignIn::SignedIn { session })
             }
             _ => {
                 attempt.failed(self.now());
@@ -92,6 +96,9 @@ impl Flows {
                 if let Some(left_out) = FAILED.admit() {
                     tracing::warn!(event = "login_failed", username, ip = ?address, left_out);
                 }
+                // Only attempts the throttle let through reach here, so it bounds the rows.
+                let event = AuditEvent::new(now, AuditKind::SignInFailed, Actor::Anonymous);
+                audit::record(&*self.store, event.user(username).address(address)).await;
                 Ok(SignIn::Failed)
             }
         }

@@ -76,6 +76,11 @@ pub(crate) fn sign_in_failed() {
     counter!("tessera_sign_in_failures_total").increment(1);
 }
 
+/// An audit event that could not be written (the audit module says what happens then).
+pub(crate) fn audit_unrecorded() {
+    counter!("tessera_audit_events_unrecorded_total").increment(1);
+}
+
 /// Which throttle refused an attempt.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Throttle {

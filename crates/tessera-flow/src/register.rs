@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use tessera_core::OAuthError;
+use tessera_core::audit::{Actor, AuditEvent, AuditKind, RevocationCause};
 use tessera_core::oidc::{IDENTITY_SCOPES, SigningAlg, post_logout_redirect_uris};
 use tessera_core::registration::{
     ClientInformation, ClientMetadata, Registration, RegistrationPolicy, bearer_token,
@@ -18,6 +19,7 @@ use tessera_core::token::{InitialAccessToken, RegistrationAccessToken};
 use tessera_store::ClientOidc;
 
 use crate::Flows;
+use crate::audit;
 use crate::error::FlowError;
 use crate::hashing::{self, Purpose};
 use crate::throttle::Verdict;
@@ -75,6 +77,12 @@ impl Flows {
                 .await?;
         }
         tracing::info!(event = "client_registered", client_id = %client.id, public = client.is_public());
+        let event = AuditEvent::new(now, AuditKind::ClientRegistered, Actor::Anonymous)
+            .client(client.id.as_str())
+            .address(caller)
+            .with("via", "register")
+            .with("public", client.is_public());
+        audit::record(&*self.store, event).await;
         let info = ClientInformation::of(client, new.secret, new.access_token, self.issuer());
         Ok(with_oidc(info, oidc))
     }
@@ -119,6 +127,9 @@ impl Flows {
         self.store.put_client_oidc(client_id, &oidc).await?;
         self.clients.forget(client_id).await;
         tracing::info!(event = "client_registration_updated", client_id = %updated.id);
+        let actor = Actor::Client(client_id.to_owned());
+        let event = AuditEvent::new(self.now(), AuditKind::RegistrationUpdated, actor);
+        audit::record(&*self.store, event.client(client_id)).await;
         let info = ClientInformation::of(&updated, None, token, self.issuer());
         Ok(with_oidc(info, oidc))
     }
@@ -130,11 +141,22 @@ impl Flows {
         authorization: Option<&[u8]>,
     ) -> Result<(), FlowError> {
         let (registration, _) = self.managed(client_id, authorization).await?;
-        self.store
-            .delete_client(registration.client.id.as_str(), self.now())
-            .await?;
+        let now = self.now();
+        let id = registration.client.id.as_str();
+        let deleted = self.store.delete_client(id, now).await?;
         self.clients.forget(client_id).await;
-        tracing::info!(event = "client_registration_deleted", client_id = %registration.client.id);
+        if !deleted {
+            // Deleted since it was read, by itself or an operator: nothing done here.
+            return Ok(());
+        }
+        tracing::info!(event = "client_registration_deleted", client_id = %id);
+        // The deletion, and the end of its tokens under the kind every revocation has.
+        let actor = Actor::Client(id.to_owned());
+        let deleted = AuditEvent::new(now, AuditKind::RegistrationDeleted, actor.clone());
+        audit::record(&*self.store, deleted.client(id)).await;
+        let cause = RevocationCause::RegistrationDeleted;
+        let revoked = AuditEvent::revoked(now, actor, cause).client(id);
+        audit::record(&*self.store, revoked).await;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use tessera_core::OAuthError;
+use tessera_core::audit::{Actor, AuditEvent, RevocationCause};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::form::FormParams;
@@ -11,6 +12,7 @@ use tessera_core::token::{TokenKey, TokenRecord};
 use tessera_store::{Store, StoreError};
 
 use crate::Flows;
+use crate::audit;
 use crate::client_auth::Allowed;
 use crate::error::FlowError;
 
@@ -43,7 +45,7 @@ impl Flows {
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
-        let outcome = revoke(&*self.store, &client, &TokenKey::of(token), now).await?;
+        let outcome = revoke(&*self.store, &client, &TokenKey::of(token), caller, now).await?;
         crate::measure::revocation(match outcome {
             Revocation::Revoked { .. } => crate::measure::RevocationOutcome::Revoked,
             Revocation::NotOwned => crate::measure::RevocationOutcome::NotOwned,
@@ -60,20 +62,38 @@ impl Flows {
     }
 }
 
-/// Revokes the token under `key` if `client` owns it.
+/// Revokes the token under `key` if `client` owns it, and records that in the audit trail
+/// if it revoked anything (a token revoked already is not a new revocation).
 pub async fn revoke(
     store: &dyn Store,
     client: &Client,
     key: &TokenKey,
+    caller: Option<IpAddr>,
     now: UnixTime,
 ) -> Result<Revocation, FlowError> {
     Ok(match store.find_token(key).await? {
-        Some(record) if record.client_id == client.id => Revocation::Revoked {
-            count: revoke_reach(store, &record, now).await?,
-        },
+        Some(record) if record.client_id == client.id => {
+            let count = revoke_reach(store, &record, now).await?;
+            if count > 0 {
+                let cause = RevocationCause::RevocationEndpoint;
+                let event = revoked(&record, cause, now).address(caller);
+                audit::record(store, event.with("count", count)).await;
+            }
+            Revocation::Revoked { count }
+        }
         Some(_) => Revocation::NotOwned,
         None => Revocation::Unknown,
     })
+}
+
+/// The audit event of a revocation that reached `record`: its client acted, for its user.
+fn revoked(record: &TokenRecord, cause: RevocationCause, now: UnixTime) -> AuditEvent {
+    let client_id = record.client_id.as_str();
+    let event = AuditEvent::revoked(now, Actor::Client(client_id.into()), cause).client(client_id);
+    match &record.username {
+        Some(username) => event.user(username.as_str()),
+        None => event,
+    }
 }
 
 /// Revokes what `record` reaches (see [`reach`]); returns how many tokens that revoked.

@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use tessera_core::OAuthError;
+use tessera_core::audit::{Actor, AuditEvent, RevocationCause};
 use tessera_core::client::{Client, GrantType};
 use tessera_core::clock::UnixTime;
 use tessera_core::form::FormParams;
@@ -23,6 +24,7 @@ use tessera_core::token::{AuthorizationCode, RefreshToken};
 use tessera_store::{Redemption, Store};
 
 use crate::Flows;
+use crate::audit;
 use crate::client_auth::Allowed;
 use crate::error::FlowError;
 use crate::revoke::revoke_reach;
@@ -36,8 +38,8 @@ pub enum CodeExchange {
         code: Box<AuthorizationCodeRecord>,
     },
     /// The code was exchanged before: it leaked. RFC 6749 §4.1.2 says the server SHOULD
-    /// revoke the tokens issued from it; `revoked` of them were.
-    Replayed { revoked: u64 },
+    /// revoke the tokens issued from it; `revoked` of them were. `user_id`: whose they were.
+    Replayed { revoked: u64, user_id: UserId },
 }
 
 /// What presenting a refresh token came to.
@@ -48,6 +50,8 @@ pub enum Rotation {
     /// thief. Its whole family is revoked (RFC 9700 §4.14.2), so neither keeps access.
     Reused {
         revoked: u64,
+        /// Whose grant it was, if a person's.
+        username: Option<String>,
     },
 }
 
@@ -105,12 +109,21 @@ impl Flows {
                         }
                         response
                     }
-                    CodeExchange::Replayed { revoked } => {
+                    CodeExchange::Replayed { revoked, user_id } => {
                         tracing::warn!(
                             event = "code_replayed",
                             revoked,
                             "authorization code used twice; its tokens are revoked"
                         );
+                        // A rare path: the username is read for the audit trail, which
+                        // names people by it.
+                        let username = match self.store.get_profile(user_id.as_str()).await {
+                            Ok(found) => found.map(|(name, _)| name),
+                            Err(_) => None,
+                        };
+                        let cause = RevocationCause::CodeReplayed;
+                        let event = reuse_event(&client, username, cause, revoked, now);
+                        audit::record(store, event.address(caller)).await;
                         return Err(unknown_code().into());
                     }
                 }
@@ -133,12 +146,15 @@ impl Flows {
             .await?
             {
                 Rotation::Issued(response) => response,
-                Rotation::Reused { revoked } => {
+                Rotation::Reused { revoked, username } => {
                     tracing::warn!(
                         event = "refresh_token_reused",
                         revoked,
                         "rotated refresh token presented again; family revoked"
                     );
+                    let cause = RevocationCause::RefreshReused;
+                    let event = reuse_event(&client, username, cause, revoked, now);
+                    audit::record(store, event.address(caller)).await;
                     return Err(OAuthError::InvalidGrant(
                         "the refresh token was already used; all tokens of this grant are revoked"
                             .into(),
@@ -192,7 +208,10 @@ pub async fn exchange_code(
     let record = store.find_code(&key).await?.ok_or_else(unknown_code)?;
     if record.redeemed_at.is_some() && record.client_id == client.id {
         let revoked = store.revoke_family(&record.family_id, now).await?;
-        return Ok(CodeExchange::Replayed { revoked });
+        return Ok(CodeExchange::Replayed {
+            revoked,
+            user_id: record.user_id,
+        });
     }
     check_code(
         &record,
@@ -217,7 +236,10 @@ pub async fn exchange_code(
         }),
         Redemption::AlreadyRedeemed { family_id } => {
             let revoked = store.revoke_family(&family_id, now).await?;
-            Ok(CodeExchange::Replayed { revoked })
+            Ok(CodeExchange::Replayed {
+                revoked,
+                user_id: record.user_id,
+            })
         }
         Redemption::NotFound => Err(unknown_code().into()),
     }
@@ -243,7 +265,10 @@ pub async fn refresh(
         RefreshCheck::RotateAgain { scope } => (scope, true),
         RefreshCheck::Reused => {
             let revoked = revoke_reach(store, &record, now).await?;
-            return Ok(Rotation::Reused { revoked });
+            return Ok(Rotation::Reused {
+                revoked,
+                username: record.username,
+            });
         }
     };
     let grant = Grant {
@@ -269,7 +294,10 @@ pub async fn refresh(
         Ok(Rotation::Issued(minted.response))
     } else {
         let revoked = revoke_reach(store, &record, now).await?;
-        Ok(Rotation::Reused { revoked })
+        Ok(Rotation::Reused {
+            revoked,
+            username: record.username,
+        })
     }
 }
 
@@ -309,6 +337,25 @@ fn mint(
     // Refresh tokens only for users, and only for clients registered for the grant.
     let with_refresh = user_id.is_some() && client.allows_grant(GrantType::RefreshToken);
     mint_tokens(&subject, lifetimes, with_refresh, now).map_err(FlowError::internal)
+}
+
+/// The audit event of a replayed code or a reused refresh token: the client presenting it
+/// acted (a thief holding its credentials, or the client itself), and the grant is revoked.
+fn reuse_event(
+    client: &Client,
+    username: Option<String>,
+    cause: RevocationCause,
+    revoked: u64,
+    now: UnixTime,
+) -> AuditEvent {
+    let id = client.id.as_str();
+    let event = AuditEvent::revoked(now, Actor::Client(id.into()), cause)
+        .client(id)
+        .with("count", revoked);
+    match username {
+        Some(name) => event.user(name),
+        None => event,
+    }
 }
 
 fn unknown_code() -> OAuthError {

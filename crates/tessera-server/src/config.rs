@@ -10,6 +10,9 @@ use tessera_core::grant::Lifetimes;
 use tessera_core::oidc::KeyEncryptionKey;
 use tessera_core::registration::RegistrationPolicy;
 
+/// How long audit events are kept unless said otherwise: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -22,6 +25,8 @@ pub struct Config {
     pub revocation_event_retention: Duration,
     /// How often an idle revocation stream sends a comment, so that proxies keep it open.
     pub revocation_heartbeat: Duration,
+    /// How long audit events are kept; the janitor purges older ones.
+    pub audit_retention: Duration,
     pub clock: Clock,
     /// Whether confidential clients must use PKCE too (public clients always must).
     pub pkce: PkcePolicy,
@@ -69,6 +74,7 @@ impl Default for Config {
             janitor_interval: Duration::from_secs(60),
             revocation_event_retention: Duration::from_secs(3600),
             revocation_heartbeat: Duration::from_secs(15),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
             clock: Clock::system(),
             pkce: PkcePolicy::default(),
             session_ttl: 8 * 3600,

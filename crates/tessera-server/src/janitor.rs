@@ -1,5 +1,5 @@
-//! Background purge of expired and revoked tokens, and of revocation events past their
-//! retention.
+//! Background purge of expired and revoked tokens, and of revocation events and audit events
+//! past their retention.
 //!
 //! Deleting in batches of [`BATCH`] keeps every transaction short, and the table stays
 //! bounded under constant load. On PostgreSQL the batch is chosen with `SKIP LOCKED`, so
@@ -12,6 +12,7 @@
 //! back to back, a backlog holds up the requests behind it (docs/BENCHMARKS.md, "Bounds"),
 //! while a dead token waiting a little longer for its purge costs nothing.
 
+use tessera_store::StoreError;
 use tokio::sync::watch;
 
 use crate::state::AppState;
@@ -44,46 +45,73 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(n) => tracing::debug!(purged = n, "janitor purged revocation events"),
             Err(e) => tracing::warn!(error = %e, "janitor failed on revocation events; will retry"),
         }
+        match purge_audit_events(&state, &stop).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "janitor purged audit events"),
+            Err(e) => tracing::warn!(error = %e, "janitor failed on audit events; will retry"),
+        }
     }
 }
 
 /// Purges batch after batch until a batch comes back short.
-pub async fn purge_all(
+pub async fn purge_all(state: &AppState, stop: &watch::Receiver<bool>) -> Result<u64, StoreError> {
+    in_batches(stop, BATCH, || {
+        state.store.purge_expired(state.now(), BATCH)
+    })
+    .await
+}
+
+/// Purges the revocation events older than the retention, as [`purge_all`] does tokens.
+pub async fn purge_revocation_events(
     state: &AppState,
     stop: &watch::Receiver<bool>,
-) -> Result<u64, tessera_store::StoreError> {
+) -> Result<u64, StoreError> {
+    let retention = seconds(state.config.revocation_event_retention);
+    in_batches(stop, EVENT_BATCH, || {
+        let older_than = state.now().saturating_add(-retention);
+        state.store.purge_revocation_events(older_than, EVENT_BATCH)
+    })
+    .await
+}
+
+/// Purges the audit events older than the retention, as [`purge_all`] does tokens. They are
+/// appended in time order, so a batch deletes the start of the time index, as cheaply per
+/// row as revocation events.
+pub async fn purge_audit_events(
+    state: &AppState,
+    stop: &watch::Receiver<bool>,
+) -> Result<u64, StoreError> {
+    let retention = seconds(state.config.audit_retention);
+    in_batches(stop, EVENT_BATCH, || {
+        let older_than = state.now().saturating_add(-retention);
+        state.store.purge_audit_events(older_than, EVENT_BATCH)
+    })
+    .await
+}
+
+/// Runs `purge` (one batch of `batch` rows at most) until a batch comes back short or `stop`
+/// turns true, resting after each batch as long as it took.
+async fn in_batches<F, Purge>(
+    stop: &watch::Receiver<bool>,
+    batch: u32,
+    mut purge: F,
+) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Purge,
+    Purge: Future<Output = Result<u64, StoreError>>,
+{
     let mut total = 0;
     loop {
         let started = tokio::time::Instant::now();
-        let n = state.store.purge_expired(state.now(), BATCH).await?;
+        let n = purge().await?;
         total += n;
-        if n < u64::from(BATCH) || *stop.borrow() {
+        if n < u64::from(batch) || *stop.borrow() {
             return Ok(total);
         }
         tokio::time::sleep(started.elapsed()).await;
     }
 }
 
-/// Purges the revocation events older than the retention, batch after batch, as
-/// [`purge_all`] does tokens.
-pub async fn purge_revocation_events(
-    state: &AppState,
-    stop: &watch::Receiver<bool>,
-) -> Result<u64, tessera_store::StoreError> {
-    let retention =
-        i64::try_from(state.config.revocation_event_retention.as_secs()).unwrap_or(i64::MAX);
-    let mut total = 0;
-    loop {
-        let started = tokio::time::Instant::now();
-        let older_than = state.now().saturating_add(-retention);
-        let n = state
-            .store
-            .purge_revocation_events(older_than, EVENT_BATCH)
-            .await?;
-        total += n;
-        if n < u64::from(EVENT_BATCH) || *stop.borrow() {
-            return Ok(total);
-        }
-        tokio::time::sleep(started.elapsed()).await;
-    }
+fn seconds(retention: std::time::Duration) -> i64 {
+    i64::try_from(retention.as_secs()).unwrap_or(i64::MAX)
 }

@@ -23,7 +23,7 @@
 //! - [`client_metadata`]: fetching client metadata documents, public addresses only.
 //! - [`local_guard`]: the guard's validator reading the store directly (no HTTP hop).
 //! - [`observe`]: the request id and log line around every request.
-//! - [`janitor`]: purges expired tokens, codes and sessions in small batches.
+//! - [`janitor`]: purges expired tokens, codes, sessions, old revocation and audit events in batches.
 //! - [`prometheus`]: the metrics recorder and the `/metrics` listener.
 
 pub mod browser;

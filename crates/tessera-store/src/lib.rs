@@ -20,6 +20,7 @@
 //! - [`RevocationEvent`]s: each revocation of a live access token, appended in the
 //!   revocation's own transaction, in one order across nodes, for the resource servers that
 //!   cache tokens; `feed` wakes their readers.
+//! - The audit trail: events appended, read by filter in id order, purged by age.
 
 mod error;
 mod feed;
@@ -33,6 +34,7 @@ pub mod testing;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -245,6 +247,20 @@ pub trait Store: Send + Sync + 'static {
     /// are appended: by this node at once, by other processes within about a second. A wake-up
     /// only: readers read what is new with [`Store::revocation_events_after`].
     fn subscribe_revocations(&self) -> watch::Receiver<u64>;
+
+    /// Appends `event` to the audit trail; returns its id. A statement of its own, after
+    /// the action it records: the callers decide what a failure here means.
+    async fn append_audit_event(&self, event: &AuditEvent) -> Result<u64, StoreError>;
+    /// The audit events `filter` asks for, oldest first (in id order). A reader pages on
+    /// with `filter.after` set to the last id it got. On PostgreSQL ids are taken in the order
+    /// of asking and committed a moment later, so a page read while events are appended may
+    /// miss one committed just after it with a smaller id; a reader after the fact misses
+    /// nothing.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Deletes up to `batch` of the audit events recorded before `older_than`. Returns how
+    /// many went, so a caller repeats while it equals `batch`.
+    async fn purge_audit_events(&self, older_than: UnixTime, batch: u32)
+    -> Result<u64, StoreError>;
 
     /// The connection pools' use, for metrics: `None` for a store without a pool (SQLite's
     /// readers and writer are fixed threads, always there).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -364,6 +365,25 @@ impl Store for Metered {
         timed!(
             "purge_revocation_events",
             self.inner.purge_revocation_events(older_than, batch)
+        )
+    }
+
+    async fn append_audit_event(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        timed!("append_audit_event", self.inner.append_audit_event(event))
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        timed!("audit_events", self.inner.audit_events(filter))
+    }
+
+    async fn purge_audit_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        timed!(
+            "purge_audit_events",
+            self.inner.purge_audit_events(older_than, batch)
         )
     }
 

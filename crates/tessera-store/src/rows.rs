@@ -3,6 +3,7 @@
 //! The SQL text below is valid in both dialects (`$n` placeholders, `RETURNING`), so each
 //! backend reuses it and spells out only what differs.
 
+use tessera_core::audit::{Actor, AuditEvent, AuditFilter, AuditKind, AuditRecord};
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -150,6 +151,33 @@ pub const PURGE_REVOCATION_EVENTS: &str = "DELETE FROM revocation_events WHERE s
 pub const RAISE_REVOCATION_HORIZON: &str =
     "UPDATE revocation_event_horizon SET purged_through = $1 WHERE purged_through < $1";
 
+pub const INSERT_AUDIT_EVENT: &str = "INSERT INTO audit_events \
+    (at, kind, actor, username, client_id, address, detail) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+/// The statement reading the events `filter` asks for, oldest first. Its parameters: the
+/// cursor, the time (`i64::MIN` if not given), the limit, then the username and the client
+/// id if given. Conditions are left out rather than written `$n IS NULL OR ...`, which
+/// keeps SQLite's planner from the indexes.
+pub fn select_audit_events(filter: &AuditFilter) -> String {
+    let mut sql = String::from(
+        "SELECT id, at, kind, actor, username, client_id, address, detail FROM audit_events \
+         WHERE id > $1 AND at >= $2",
+    );
+    let mut next = 4;
+    for (given, column) in [
+        (filter.user.is_some(), "username"),
+        (filter.client_id.is_some(), "client_id"),
+    ] {
+        if given {
+            sql.push_str(&format!(" AND {column} = ${next}"));
+            next += 1;
+        }
+    }
+    sql.push_str(" ORDER BY id LIMIT $3");
+    sql
+}
+
 /// A registration read back: the client and its token key.
 pub fn registration(client: ClientRow, token: &[u8]) -> Result<Registration, StoreError> {
     let client = Client::try_from(client)?;
@@ -165,6 +193,14 @@ pub fn registration(client: ClientRow, token: &[u8]) -> Result<Registration, Sto
 /// query containing one with an error; such a key names nothing, on either backend.
 pub fn storable(key: &str) -> bool {
     !key.contains('\0')
+}
+
+/// Whether the user and client an audit filter names can exist (see [`storable`]).
+pub fn audit_filter_storable(filter: &AuditFilter) -> bool {
+    [&filter.user, &filter.client_id]
+        .into_iter()
+        .flatten()
+        .all(|key| storable(key))
 }
 
 /// A stored consent's scope, checked.
@@ -341,6 +377,53 @@ pub fn stored_seq(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
+pub struct AuditEventRow {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub address: Option<String>,
+    pub detail: String,
+}
+
+impl AuditEventRow {
+    /// What an event's actor, detail and address are stored as: text, as both dialects keep it.
+    pub fn columns(event: &AuditEvent) -> (String, String, Option<String>) {
+        (
+            event.actor.to_string(),
+            event.detail_text(),
+            event.address.map(|a| a.to_string()),
+        )
+    }
+}
+
+impl TryFrom<AuditEventRow> for AuditRecord {
+    type Error = StoreError;
+
+    fn try_from(row: AuditEventRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("audit event {}: {what}", row.id));
+        let address = match &row.address {
+            Some(a) => Some(a.parse().map_err(|_| corrupt("address"))?),
+            None => None,
+        };
+        Ok(AuditRecord {
+            id: u64::try_from(row.id).map_err(|_| corrupt("id"))?,
+            event: AuditEvent {
+                at: UnixTime::from_secs(row.at),
+                kind: AuditKind::parse(&row.kind).ok_or_else(|| corrupt("kind"))?,
+                actor: Actor::parse(&row.actor).ok_or_else(|| corrupt("actor"))?,
+                detail: AuditEvent::detail_from_text(&row.detail)
+                    .ok_or_else(|| corrupt("detail"))?,
+                user: row.username,
+                client_id: row.client_id,
+                address,
+            },
+        })
+    }
+}
+
 pub struct ResourceRow {
     pub uri: String,
     pub client_id: String,
@@ -484,8 +567,8 @@ mod from_postgres {
     use sqlx::{FromRow, Row};
 
     use super::{
-        ClientRow, CodeRow, ProfileRow, ResourceRow, RevocationEventRow, SigningKeyRow, TokenRow,
-        UserRow,
+        AuditEventRow, ClientRow, CodeRow, ProfileRow, ResourceRow, RevocationEventRow,
+        SigningKeyRow, TokenRow, UserRow,
     };
 
     /// `FromRow` for each row type, every field read from the column of its own name.
@@ -516,6 +599,7 @@ mod from_postgres {
             issued_at, expires_at, redeemed_at, family_id, audience, nonce, auth_time,
         }
         ProfileRow { username, name, email, email_verified }
+        AuditEventRow { id, at, kind, actor, username, client_id, address, detail }
         SigningKeyRow { kid, alg, public_jwk, encrypted_private_key, created_at, retired_at }
     }
 }

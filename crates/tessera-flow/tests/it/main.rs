@@ -258,7 +258,7 @@ async fn a_code_is_exchanged_once_and_a_replay_revokes_its_tokens(flows: Flows) 
     .await
     .unwrap();
     assert!(
-        matches!(replay, CodeExchange::Replayed { revoked: 2 }),
+        matches!(replay, CodeExchange::Replayed { revoked: 2, .. }),
         "{replay:?}"
     );
     assert!(!active(&flows, &web, issued.access_token.expose()).await);
@@ -331,7 +331,7 @@ async fn a_reused_refresh_token_revokes_its_family(flows: Flows) {
     // The whole family: the first pair (its refresh token rotated, not yet revoked) and the
     // second pair.
     assert!(
-        matches!(reused, Rotation::Reused { revoked: 4 }),
+        matches!(reused, Rotation::Reused { revoked: 4, .. }),
         "{reused:?}"
     );
     let new_refresh = second.refresh_token.unwrap();

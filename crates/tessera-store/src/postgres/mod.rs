@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, FromRow, PgConnection, PgExecutor, PgPool, Postgres, Row};
+use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -133,6 +134,8 @@ mod dialect {
     pub const PURGE_INITIAL_ACCESS_TOKENS: &str = "DELETE FROM initial_access_tokens \
         WHERE hash IN (SELECT hash FROM initial_access_tokens WHERE expires_at <= $1 \
         LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    pub const PURGE_AUDIT_EVENTS: &str = "DELETE FROM audit_events WHERE id IN (SELECT id \
+        FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)";
 }
 
 /// The hot paths (introspection, issuance, revocation) go through [`Batcher`]s; everything
@@ -1161,6 +1164,57 @@ impl crate::Store for PgStore {
             Ok(purged)
         })
         .await
+    }
+
+    async fn append_audit_event(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        let (actor, detail, address) = rows::AuditEventRow::columns(event);
+        let mut conn = self.general.lease().await?;
+        let id: i64 = sqlx::query_scalar(rows::INSERT_AUDIT_EVENT)
+            .bind(event.at.as_secs())
+            .bind(event.kind.as_str())
+            .bind(actor)
+            .bind(event.user.as_deref())
+            .bind(event.client_id.as_deref())
+            .bind(address)
+            .bind(detail)
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(seq_of(id))
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        if !rows::audit_filter_storable(filter) {
+            return Ok(Vec::new());
+        }
+        // Built from constant fragments only (the values are bound): four texts in all.
+        let statement = sqlx::AssertSqlSafe(rows::select_audit_events(filter));
+        let mut query = sqlx::query_as::<_, rows::AuditEventRow>(statement)
+            .bind(stored_seq(filter.after))
+            .bind(filter.since.map_or(i64::MIN, UnixTime::as_secs))
+            .bind(i64::from(filter.limit));
+        for given in [&filter.user, &filter.client_id].into_iter().flatten() {
+            query = query.bind(given.as_str());
+        }
+        let mut conn = self.general.lease().await?;
+        let found = query.fetch_all(&mut *conn).await?;
+        conn.keep();
+        found.into_iter().map(AuditRecord::try_from).collect()
+    }
+
+    async fn purge_audit_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let done = sqlx::query(dialect::PURGE_AUDIT_EVENTS)
+            .bind(older_than.as_secs())
+            .bind(i64::from(batch))
+            .execute(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(done.rows_affected())
     }
 
     fn subscribe_revocations(&self) -> watch::Receiver<u64> {

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
@@ -35,8 +36,8 @@ use tessera_core::user::User;
 
 use crate::feed::{self, Feed};
 use crate::rows::{
-    self, ClientColumns, ClientRow, CodeRow, Ended, ProfileRow, ResourceRow, RevocationEventRow,
-    SigningKeyRow, TokenRow, UserRow, seq_of, storable, stored_seq,
+    self, AuditEventRow, ClientColumns, ClientRow, CodeRow, Ended, ProfileRow, ResourceRow,
+    RevocationEventRow, SigningKeyRow, TokenRow, UserRow, seq_of, storable, stored_seq,
 };
 use crate::{
     ClientOidc, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
@@ -73,6 +74,11 @@ const PURGE_INITIAL_ACCESS_TOKENS: &str = "DELETE FROM initial_access_tokens WHE
     (SELECT hash FROM initial_access_tokens WHERE expires_at <= ?1 LIMIT ?2)";
 const APPEND_REVOCATION_EVENT: &str =
     "INSERT INTO revocation_events (token_key, audience, created_at) VALUES (?1, ?2, ?3)";
+
+/// The oldest audit events first, by the time index.
+const PURGE_AUDIT_EVENTS: &str = "DELETE FROM audit_events WHERE id IN (SELECT id \
+    FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)";
+static INSERT_AUDIT_EVENT: LazyLock<String> = LazyLock::new(|| sql(rows::INSERT_AUDIT_EVENT));
 
 /// How often a subscribed store looks for events that other processes (the command line)
 /// appended; its own are announced at once.
@@ -1120,6 +1126,72 @@ impl crate::Store for SqliteStore {
                     .execute([last])?;
                 c.prepare_cached(&sql(rows::RAISE_REVOCATION_HORIZON))?
                     .execute([last])?;
+                Ok(purged as u64)
+            })
+            .await
+    }
+
+    async fn append_audit_event(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        let event = event.clone();
+        self.writer
+            .write(move |c| {
+                let (actor, detail, address) = AuditEventRow::columns(&event);
+                let id: i64 = c.prepare_cached(&INSERT_AUDIT_EVENT)?.query_row(
+                    params![
+                        event.at.as_secs(),
+                        event.kind.as_str(),
+                        actor,
+                        event.user,
+                        event.client_id,
+                        address,
+                        detail,
+                    ],
+                    |r| r.get(0),
+                )?;
+                Ok(seq_of(id))
+            })
+            .await
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        if !rows::audit_filter_storable(filter) {
+            return Ok(Vec::new());
+        }
+        let statement = sql(&rows::select_audit_events(filter));
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&statement)?;
+            let mut bound: Vec<&dyn ToSql> = Vec::with_capacity(5);
+            let after = stored_seq(filter.after);
+            let since = filter.since.map_or(i64::MIN, UnixTime::as_secs);
+            bound.extend([&after as &dyn ToSql, &since, &filter.limit]);
+            bound.extend(filter.user.iter().map(|u| u as &dyn ToSql));
+            bound.extend(filter.client_id.iter().map(|c| c as &dyn ToSql));
+            let rows = statement.query_map(bound.as_slice(), |r| {
+                Ok(AuditEventRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    actor: r.get(3)?,
+                    username: r.get(4)?,
+                    client_id: r.get(5)?,
+                    address: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            })?;
+            rows.map(|row| AuditRecord::try_from(row?)).collect()
+        })
+    }
+
+    async fn purge_audit_events(
+        &self,
+        older_than: UnixTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| {
+                let purged = c
+                    .prepare_cached(PURGE_AUDIT_EVENTS)?
+                    .execute(params![older_than.as_secs(), batch])?;
                 Ok(purged as u64)
             })
             .await
