@@ -24,8 +24,10 @@
 //! - [`register`]: clients registering themselves (RFC 7591) and managing that (RFC 7592).
 //! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
 //! - `measure`: the counters, gauges and histograms the flows record (`metrics` facade).
+//! - [`admin`]: the admin API's operations on clients, resources, users and their tokens.
 //! - [`error`]: why a flow failed, as [`FlowError`].
 
+pub mod admin;
 pub mod authorize;
 pub mod client_auth;
 pub mod client_metadata;

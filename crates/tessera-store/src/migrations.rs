@@ -35,6 +35,7 @@ pub fn sqlite() -> Migrator {
         6 "self registration" "0006_self_registration.sql",
         7 "revocation events" "0007_revocation_events.sql",
         8 "openid connect" "0008_openid_connect.sql",
+        10 "admin tokens" "0010_admin_tokens.sql",
     )
 }
 
@@ -49,6 +50,7 @@ pub fn postgres() -> Migrator {
         7 "self registration" "0007_self_registration.sql",
         8 "revocation events" "0008_revocation_events.sql",
         9 "openid connect" "0009_openid_connect.sql",
+        11 "admin tokens" "0011_admin_tokens.sql",
     )
 }
 

@@ -58,6 +58,8 @@ macro_rules! conformance {
     };
 }
 
+/// Issue 28: admin tokens, pages, an operator's changes, active families, ending sessions.
+mod admin;
 /// Issue 27: signing keys, profiles, a code's nonce and a session's sign-in time.
 mod openid_connect;
 /// Issue 26: revocation events, their order, window and wake-ups.
