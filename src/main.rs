@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use tessera_core::admin::new_admin_token;
 use tessera_core::audit::RevocationCause;
 use tessera_core::authorize::PkcePolicy;
 use tessera_core::client::{ClientRegistration, register};
@@ -76,6 +77,33 @@ enum Command {
     /// Print the audit trail, oldest first: sign-ins and failures, consents, revocations and
     /// their cause, registrations, and every change an operator made.
     Audit(audit::AuditArgs),
+    /// Create, list and revoke the bearer tokens of the admin API (`serve --admin-listen`).
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Create an admin token. Printed once; only its SHA-256 is stored.
+    Create {
+        /// Seconds the token stays valid; without it, until revoked.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=315_360_000))]
+        expires_in: Option<i64>,
+        /// Print exactly one JSON object {"token", "id", "expires_at"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List admin tokens (their ids, never the tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin token by its id; it is refused from the next request on.
+    Revoke {
+        /// Ids are random base64url and may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -230,6 +258,11 @@ struct ServeArgs {
     /// it where only the scraper reaches). Off unless set: nothing is then measured.
     #[arg(long, env = "TESSERA_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the admin API (JSON, for holders of an admin token from `tessera admin-token
+    /// create`) and its OpenAPI document at GET /openapi.json on this address, a listener of
+    /// its own (bind it where only operators reach). Off unless set.
+    #[arg(long, env = "TESSERA_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpLimitArgs,
     #[command(flatten)]
@@ -410,6 +443,82 @@ async fn main() -> Result<()> {
         Command::RegistrationToken(cmd) => registration_token(store.as_ref(), cmd).await,
         Command::Keys(cmd) => keys::keys(store.as_ref(), cmd).await,
         Command::Audit(args) => audit::audit(store.as_ref(), args).await,
+        Command::AdminToken(cmd) => admin_token(store.as_ref(), cmd).await,
+    }
+}
+
+async fn admin_token(store: &dyn Store, cmd: AdminTokenCommand) -> Result<()> {
+    match cmd {
+        AdminTokenCommand::Create { expires_in, json } => {
+            let (token, record) = new_admin_token(Clock::system().now(), expires_in)?;
+            store.create_admin_token(&record).await?;
+            let expires_at = record.expires_at.map(|t| t.as_secs());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "token": token.expose(),
+                        "id": record.id,
+                        "expires_at": expires_at,
+                    })
+                );
+            } else {
+                println!("token:      {}", token.expose());
+                println!("id:         {}", record.id);
+                match expires_at {
+                    Some(at) => println!("expires_at: {at}"),
+                    None => println!("expires_at: never (until revoked)"),
+                }
+                println!("(the token is shown only this once; Tessera keeps only its hash)");
+            }
+            Ok(())
+        }
+        AdminTokenCommand::List { json } => {
+            let tokens = store.list_admin_tokens().await?;
+            let now = Clock::system().now();
+            if json {
+                let list: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id,
+                            "created_at": t.created_at.as_secs(),
+                            "expires_at": t.expires_at.map(|e| e.as_secs()),
+                            "revoked_at": t.revoked_at.map(|r| r.as_secs()),
+                            "live": t.is_live(now),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for t in &tokens {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else if t.is_live(now) {
+                        "live"
+                    } else {
+                        "expired"
+                    };
+                    let expires = t
+                        .expires_at
+                        .map_or_else(|| "never".to_owned(), |e| e.as_secs().to_string());
+                    println!(
+                        "{}\t{state}\tcreated_at={}\texpires_at={expires}",
+                        t.id,
+                        t.created_at.as_secs()
+                    );
+                }
+            }
+            Ok(())
+        }
+        AdminTokenCommand::Revoke { id } => {
+            if store.revoke_admin_token(&id, Clock::system().now()).await? {
+                eprintln!("revoked admin token {id}");
+                Ok(())
+            } else {
+                bail!("no live admin token with id {id}")
+            }
+        }
     }
 }
 
@@ -644,6 +753,7 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
         registration: registration_policy(&args.registration),
         key_encryption_key: args.kek.load()?,
         metrics_listen: args.metrics_listen,
+        admin_listen: args.admin_listen,
         ..Config::default()
     };
     args.client_metadata.apply(&mut config);
@@ -653,6 +763,9 @@ async fn serve(store: Arc<dyn Store>, args: ServeArgs) -> Result<()> {
     tracing::info!(addr = %server.local_addr()?, issuer = server.issuer(), "tessera listening");
     if let Some(metrics) = server.metrics_addr() {
         tracing::info!(addr = %metrics, "metrics at GET /metrics");
+    }
+    if let Some(admin) = server.admin_addr() {
+        tracing::info!(addr = %admin, "admin API at /admin/v1, its document at GET /openapi.json");
     }
     server.run_until(shutdown_signal()).await?;
     tracing::info!("tessera stopped");

@@ -58,6 +58,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Where `/metrics` is served, when the test asked for it (`Config::metrics_listen`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where the admin API is served, when the test asked for it (`Config::admin_listen`).
+    pub admin: Option<std::net::SocketAddr>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -101,6 +103,7 @@ pub async fn start_app(
     let server = Server::build(config, store.clone()).await.expect("bind");
     let addr = server.local_addr().unwrap();
     let metrics = server.metrics_addr();
+    let admin = server.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run_until(async {
         let _ = stopped.await;
@@ -113,6 +116,7 @@ pub async fn start_app(
         clock,
         http: http_client(),
         metrics,
+        admin,
         _stop: stop,
     }
 }

@@ -13,6 +13,8 @@
 
 mod helpers;
 
+/// Issue 28's admin API: each operation, pages, refusals, its OpenAPI document and schemathesis.
+mod admin;
 /// The layout's rules: no import loops, no route importing another, HTTP and SQL kept in
 /// their crates.
 mod architecture;

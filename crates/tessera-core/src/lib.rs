@@ -7,6 +7,7 @@
 //! always a parameter, never read here, so every rule is testable without sleeping.
 //!
 //! Layout:
+//! - [`admin`]: the admin API's bearer tokens.
 //! - [`form`]: strict `application/x-www-form-urlencoded` parsing (duplicates refused).
 //! - [`client_auth`]: client credentials from HTTP Basic (RFC 6749 §2.3.1) or the form body.
 //! - [`client`]: registered clients, grant types, redirect URIs.
@@ -29,6 +30,7 @@
 //! - [`audit`]: the audit trail's events: who did what, to whom, from where, when.
 //! - [`clock`]: the one place that reads the system time, and RFC 3339 moments.
 
+pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod client;

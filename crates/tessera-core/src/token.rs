@@ -200,6 +200,8 @@ secret_text! {
     RegistrationAccessToken;
     /// An RFC 7591 initial access token: lets its holder register clients.
     InitialAccessToken;
+    /// A bearer token of the admin API (`tsm_`).
+    AdminToken;
 }
 
 /// What the store knows about one token, under its hash.

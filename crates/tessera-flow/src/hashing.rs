@@ -144,7 +144,7 @@ pub async fn hash(secret: Secret) -> Result<Result<String, HashError>, Busy> {
 }
 
 /// Runs `work` on a hashing thread from `purpose`'s queue, in the caller's span.
-async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     purpose: Purpose,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Busy> {

@@ -25,8 +25,10 @@
 //! - [`audit`]: the audit trail, written after each action it records; a failure is logged.
 //! - [`logged`]: attacker-chosen identifiers, truncated and escaped for the log.
 //! - `measure`: the counters, gauges and histograms the flows record (`metrics` facade).
+//! - [`admin`]: the admin API's operations on clients, resources, users and their tokens.
 //! - [`error`]: why a flow failed, as [`FlowError`].
 
+pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod client_auth;

@@ -63,6 +63,9 @@ pub struct Config {
     /// Where `GET /metrics` (Prometheus) is served, on a listener of its own; `None`: no
     /// metrics are recorded at all (see [`crate::prometheus`]).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the admin API (and its `/openapi.json`) is served, on a listener of its own;
+    /// `None`: nowhere.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             key_encryption_key: None,
             key_reload_interval: tessera_flow::keys::RELOAD_INTERVAL,
             metrics_listen: None,
+            admin_listen: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! become 503 `temporarily_unavailable` (never a guess such as `active: false`); anything
 //! unexpected becomes a 500 whose body says nothing about internals, logged here once.
 //! Browser-facing endpoints answer the same failures with an HTML page instead
-//! ([`browser_error`]).
+//! ([`browser_error`]); the admin API answers RFC 9457 problem details ([`problem`]).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tessera_core::OAuthError;
 use tessera_flow::FlowError;
+use tessera_flow::admin::AdminError;
 use tessera_store::StoreError;
 
 use crate::pages::error_page;
@@ -33,6 +34,13 @@ pub enum WebError {
     /// no error code (RFC 6750 §3.1).
     #[error("a bearer token is required")]
     BearerRequired,
+    /// An admin API failure: an RFC 9457 problem ([`problem`]).
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// An admin API request that could not be read (bad JSON, a wrong content type, a body
+    /// too large, a bad path or query): an RFC 9457 problem with this status.
+    #[error("{detail}")]
+    AdminRequest { status: StatusCode, detail: String },
 }
 
 impl WebError {
@@ -140,6 +148,8 @@ impl IntoResponse for WebError {
             }
             WebError::Throttled { retry_after } => return throttled(retry_after),
             WebError::BearerRequired => return bearer_required(),
+            WebError::Admin(e) => return admin_problem(e),
+            WebError::AdminRequest { status, detail } => return problem(status, &detail),
             WebError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 OAuthError::ServerError
@@ -147,6 +157,82 @@ impl IntoResponse for WebError {
         };
         json_error(status_of(&oauth), &oauth)
     }
+}
+
+/// The media type of RFC 9457 problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem detail, the body of every admin API error.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem; `about:blank`: the status says it all.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, for people.
+    pub detail: String,
+}
+
+/// An RFC 9457 answer: `application/problem+json`, never cached.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = Problem {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail: detail.into(),
+    };
+    let mut response = (status, NoStoreJson(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+/// An admin failure as a problem: internals are logged here and never sent.
+fn admin_problem(e: AdminError) -> Response {
+    let status = match &e {
+        AdminError::Unauthorized => {
+            let mut response = problem(StatusCode::UNAUTHORIZED, &e.to_string());
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+            );
+            return response;
+        }
+        AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+        AdminError::Conflict(_) => StatusCode::CONFLICT,
+        AdminError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        AdminError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AdminError::Store(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut response = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; retry shortly",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        AdminError::Store(e) => {
+            tracing::error!(error = %e, "store error");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+        AdminError::Internal(e) => {
+            tracing::error!(error = %e, "internal error");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    let mut response = problem(status, &e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn bearer_required() -> Response {

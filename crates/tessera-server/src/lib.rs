@@ -25,7 +25,9 @@
 //! - [`observe`]: the request id and log line around every request.
 //! - [`janitor`]: purges expired tokens, codes, sessions, old revocation and audit events in batches.
 //! - [`prometheus`]: the metrics recorder and the `/metrics` listener.
+//! - [`admin`]: the admin API and its OpenAPI document, on the `--admin-listen` listener.
 
+pub mod admin;
 pub mod browser;
 pub mod client_metadata;
 pub mod config;
@@ -79,6 +81,8 @@ pub struct Server {
     state: AppState,
     /// The `/metrics` listener, with the handle it renders.
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    /// The admin API's listener.
+    admin: Option<NoDelayListener>,
 }
 
 impl Server {
@@ -94,6 +98,10 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = match config.metrics_listen {
             Some(addr) => Some((TcpListener::bind(addr).await?, prometheus::install())),
+            None => None,
+        };
+        let admin = match config.admin_listen {
+            Some(addr) => Some(NoDelayListener(TcpListener::bind(addr).await?)),
             None => None,
         };
         // Also when the caller installed the recorder and brings its own listener (the demo).
@@ -125,6 +133,7 @@ impl Server {
             limits,
             state,
             metrics,
+            admin,
         })
     }
 
@@ -139,6 +148,11 @@ impl Server {
     /// Where `/metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Where the admin API is served, if it is.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.0.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -174,11 +188,22 @@ impl Server {
             let store = self.state.store.clone();
             tokio::spawn(prometheus::serve(listener, handle, store, stopped))
         });
+        // The admin API: the same accept loop, limits and graceful stop as the main listener.
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        let admin = self.admin.map(|listener| {
+            let mut stopped = admin_stopped;
+            let stopped = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let app = admin::app(self.state.clone());
+            tokio::spawn(serve(listener, app, self.limits, stopped))
+        });
         // Before the connections are told: a stream must end for its connection to close.
         let shutdown = async move {
             shutdown.await;
             flows.stop_revocation_streams();
             let _ = stop_metrics.send(true);
+            let _ = stop_admin.send(true);
         };
         let app = routes::app(self.state);
         serve(self.listener, app, self.limits, shutdown).await;
@@ -187,6 +212,9 @@ impl Server {
         primer.abort();
         if let Some(metrics) = metrics {
             metrics.await.map_err(io::Error::other)??;
+        }
+        if let Some(admin) = admin {
+            admin.await.map_err(io::Error::other)?;
         }
         Ok(())
     }

@@ -34,11 +34,12 @@ pub mod testing;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tessera_core::admin::AdminTokenRecord;
 use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
 use tessera_core::grant::AuthorizationCodeRecord;
-use tessera_core::ids::UserId;
+use tessera_core::ids::{ClientId, FamilyId, UserId};
 use tessera_core::oidc::Profile;
 use tessera_core::registration::{InitialAccessTokenRecord, Registration};
 use tessera_core::resource::{Audience, Resource, ResourceUri};
@@ -261,12 +262,73 @@ pub trait Store: Send + Sync + 'static {
     /// many went, so a caller repeats while it equals `batch`.
     async fn purge_audit_events(&self, older_than: UnixTime, batch: u32)
     -> Result<u64, StoreError>;
+    /// Stores a new admin token; [`StoreError::Conflict`] if its id or key exists.
+    async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError>;
+    /// The admin token under `key`, live or not.
+    async fn find_admin_token(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<AdminTokenRecord>, StoreError>;
+    /// Every admin token, revoked and expired ones too, oldest first.
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError>;
+    /// Marks the admin token `id` revoked at `now`. Returns whether one was live (unrevoked).
+    async fn revoke_admin_token(&self, id: &str, now: UnixTime) -> Result<bool, StoreError>;
+
+    /// Up to `limit` clients whose ids come after `after` ("" for the first page), by id.
+    async fn clients_after(&self, after: &str, limit: u32) -> Result<Vec<Client>, StoreError>;
+    /// An operator's change of a client: its name, grant types, scope, redirect URIs and
+    /// whether it skips consent (never its id, secret or kind). Returns whether it exists.
+    async fn update_client(&self, client: &Client) -> Result<bool, StoreError>;
+    /// Up to `limit` resource servers whose identifiers come after `after`, by identifier.
+    async fn resources_after(&self, after: &str, limit: u32) -> Result<Vec<Resource>, StoreError>;
+    async fn get_resource(&self, uri: &ResourceUri) -> Result<Option<Resource>, StoreError>;
+    /// Replaces a resource server's name and scope. Returns whether it exists.
+    async fn update_resource(&self, resource: &Resource) -> Result<bool, StoreError>;
+    /// Up to `limit` users whose usernames come after `after`, by username, with profiles.
+    async fn users_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(User, Profile)>, StoreError>;
+    /// Up to `limit` of the families with tokens still active at `now` (neither revoked nor
+    /// rotated nor expired) of a user or a client, by family id, after `after`.
+    /// client_credentials tokens belong to no family and are not among them.
+    async fn active_families(
+        &self,
+        owner: &FamilyOwner,
+        now: UnixTime,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenFamily>, StoreError>;
+    /// Ends every sign-in session of a user (their tokens stay). Returns how many.
+    async fn end_user_sessions(&self, username: &str) -> Result<u64, StoreError>;
 
     /// The connection pools' use, for metrics: `None` for a store without a pool (SQLite's
     /// readers and writer are fixed threads, always there).
     fn pool_usage(&self) -> Option<PoolUsage> {
         None
     }
+}
+
+/// Whose token families [`Store::active_families`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyOwner {
+    User { username: String },
+    Client { client_id: String },
+}
+
+/// A grant's tokens that are still active: what an operator sees of a family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFamily {
+    pub family_id: FamilyId,
+    pub client_id: ClientId,
+    pub subject: Option<UserId>,
+    /// When the oldest of its active tokens was issued.
+    pub issued_at: UnixTime,
+    /// When the last of its active tokens expires.
+    pub expires_at: UnixTime,
+    /// How many of its tokens are active.
+    pub tokens: u64,
 }
 
 /// How many connections a store's pools hold, and how many of them are idle.

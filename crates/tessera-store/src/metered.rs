@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tessera_core::admin::AdminTokenRecord;
 use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
@@ -22,8 +23,8 @@ use tokio::sync::watch;
 use tessera_core::oidc::Profile;
 
 use crate::{
-    ClientOidc, PoolUsage, Redemption, RevocationEvent, RevocationWindow, Session, Store,
-    StoreError, StoredSigningKey,
+    ClientOidc, FamilyOwner, PoolUsage, Redemption, RevocationEvent, RevocationWindow, Session,
+    Store, StoreError, StoredSigningKey, TokenFamily,
 };
 
 /// Seconds an operation took, by `operation` (the [`Store`] method's name).
@@ -389,6 +390,70 @@ impl Store for Metered {
 
     fn subscribe_revocations(&self) -> watch::Receiver<u64> {
         self.inner.subscribe_revocations()
+    }
+
+    async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        timed!("create_admin_token", self.inner.create_admin_token(token))
+    }
+
+    async fn find_admin_token(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<AdminTokenRecord>, StoreError> {
+        timed!("find_admin_token", self.inner.find_admin_token(key))
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError> {
+        timed!("list_admin_tokens", self.inner.list_admin_tokens())
+    }
+
+    async fn revoke_admin_token(&self, id: &str, now: UnixTime) -> Result<bool, StoreError> {
+        timed!("revoke_admin_token", self.inner.revoke_admin_token(id, now))
+    }
+
+    async fn clients_after(&self, after: &str, limit: u32) -> Result<Vec<Client>, StoreError> {
+        timed!("clients_after", self.inner.clients_after(after, limit))
+    }
+
+    async fn update_client(&self, client: &Client) -> Result<bool, StoreError> {
+        timed!("update_client", self.inner.update_client(client))
+    }
+
+    async fn resources_after(&self, after: &str, limit: u32) -> Result<Vec<Resource>, StoreError> {
+        timed!("resources_after", self.inner.resources_after(after, limit))
+    }
+
+    async fn get_resource(&self, uri: &ResourceUri) -> Result<Option<Resource>, StoreError> {
+        timed!("get_resource", self.inner.get_resource(uri))
+    }
+
+    async fn update_resource(&self, resource: &Resource) -> Result<bool, StoreError> {
+        timed!("update_resource", self.inner.update_resource(resource))
+    }
+
+    async fn users_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(User, Profile)>, StoreError> {
+        timed!("users_after", self.inner.users_after(after, limit))
+    }
+
+    async fn active_families(
+        &self,
+        owner: &FamilyOwner,
+        now: UnixTime,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenFamily>, StoreError> {
+        timed!(
+            "active_families",
+            self.inner.active_families(owner, now, after, limit)
+        )
+    }
+
+    async fn end_user_sessions(&self, username: &str) -> Result<u64, StoreError> {
+        timed!("end_user_sessions", self.inner.end_user_sessions(username))
     }
 
     fn pool_usage(&self) -> Option<PoolUsage> {

@@ -36,6 +36,7 @@ pub fn sqlite() -> Migrator {
         7 "revocation events" "0007_revocation_events.sql",
         8 "openid connect" "0008_openid_connect.sql",
         9 "audit events" "0009_audit_events.sql",
+        10 "admin tokens" "0010_admin_tokens.sql",
     )
 }
 
@@ -51,6 +52,7 @@ pub fn postgres() -> Migrator {
         8 "revocation events" "0008_revocation_events.sql",
         9 "openid connect" "0009_openid_connect.sql",
         10 "audit events" "0010_audit_events.sql",
+        11 "admin tokens" "0011_admin_tokens.sql",
     )
 }
 

@@ -3,6 +3,7 @@
 //! The SQL text below is valid in both dialects (`$n` placeholders, `RETURNING`), so each
 //! backend reuses it and spells out only what differs.
 
+use tessera_core::admin::AdminTokenRecord;
 use tessera_core::audit::{Actor, AuditEvent, AuditFilter, AuditKind, AuditRecord};
 use tessera_core::client::{Client, GrantType, RedirectUri, TokenEndpointAuthMethod};
 use tessera_core::clock::UnixTime;
@@ -14,7 +15,9 @@ use tessera_core::scope::Scope;
 use tessera_core::token::{TokenKey, TokenKind, TokenRecord};
 use tessera_core::user::{User, Username};
 
-use crate::{ClientOidc, RevocationEvent, RevocationWindow, StoreError, StoredSigningKey};
+use crate::{
+    ClientOidc, RevocationEvent, RevocationWindow, StoreError, StoredSigningKey, TokenFamily,
+};
 
 pub const INSERT_CLIENT: &str = "INSERT INTO clients \
     (client_id, name, secret_hash, auth_method, grant_types, scope, redirect_uris, skip_consent, \
@@ -177,6 +180,44 @@ pub fn select_audit_events(filter: &AuditFilter) -> String {
     sql.push_str(" ORDER BY id LIMIT $3");
     sql
 }
+// The admin API (issue 28): admin tokens, pages of clients, resources and users in the
+// order of their key (a page starts after the last key of the one before), token families.
+pub const INSERT_ADMIN_TOKEN: &str = "INSERT INTO admin_tokens \
+    (id, token_key, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5)";
+pub const SELECT_ADMIN_TOKEN: &str = "SELECT id, token_key, created_at, expires_at, revoked_at \
+    FROM admin_tokens WHERE token_key = $1";
+pub const LIST_ADMIN_TOKENS: &str = "SELECT id, token_key, created_at, expires_at, revoked_at \
+    FROM admin_tokens ORDER BY created_at, id";
+pub const REVOKE_ADMIN_TOKEN: &str =
+    "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+pub const CLIENTS_AFTER: &str = "SELECT c.client_id, c.name, c.secret_hash, c.auth_method, \
+    c.grant_types, c.scope, c.redirect_uris, c.skip_consent, c.created_at, r.uri AS resource, \
+    c.self_registered \
+    FROM clients c LEFT JOIN resources r ON r.client_id = c.client_id \
+    WHERE c.client_id > $1 ORDER BY c.client_id LIMIT $2";
+/// An operator's change of a client: what registration decided, never its id or secret.
+pub const UPDATE_CLIENT: &str = "UPDATE clients SET name = $2, grant_types = $3, scope = $4, \
+    redirect_uris = $5, skip_consent = $6 WHERE client_id = $1";
+pub const RESOURCES_AFTER: &str = "SELECT uri, client_id, name, scope, created_at \
+    FROM resources WHERE uri > $1 ORDER BY uri LIMIT $2";
+pub const SELECT_RESOURCE: &str =
+    "SELECT uri, client_id, name, scope, created_at FROM resources WHERE uri = $1";
+pub const UPDATE_RESOURCE: &str = "UPDATE resources SET name = $2, scope = $3 WHERE uri = $1";
+pub const USERS_AFTER: &str = "SELECT id, username, password_hash, created_at, name, email, \
+    email_verified FROM users WHERE username > $1 ORDER BY username LIMIT $2";
+/// `$1` the owner, `$2` now, `$3` the last family of the page before, `$4` the page size.
+pub const USER_FAMILIES: &str = "SELECT family_id, client_id, subject, \
+    MIN(issued_at) AS issued_at, MAX(expires_at) AS expires_at, COUNT(*) AS tokens \
+    FROM tokens WHERE subject = (SELECT id FROM users WHERE username = $1) \
+    AND family_id IS NOT NULL AND family_id > $3 \
+    AND revoked_at IS NULL AND rotated_at IS NULL AND expires_at > $2 \
+    GROUP BY family_id, client_id, subject ORDER BY family_id LIMIT $4";
+pub const CLIENT_FAMILIES: &str = "SELECT family_id, client_id, subject, \
+    MIN(issued_at) AS issued_at, MAX(expires_at) AS expires_at, COUNT(*) AS tokens \
+    FROM tokens WHERE client_id = $1 \
+    AND family_id IS NOT NULL AND family_id > $3 \
+    AND revoked_at IS NULL AND rotated_at IS NULL AND expires_at > $2 \
+    GROUP BY family_id, client_id, subject ORDER BY family_id LIMIT $4";
 
 /// A registration read back: the client and its token key.
 pub fn registration(client: ClientRow, token: &[u8]) -> Result<Registration, StoreError> {
@@ -561,14 +602,88 @@ impl From<SigningKeyRow> for StoredSigningKey {
     }
 }
 
+pub struct AdminTokenRow {
+    pub id: String,
+    pub token_key: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl TryFrom<AdminTokenRow> for AdminTokenRecord {
+    type Error = StoreError;
+
+    fn try_from(row: AdminTokenRow) -> Result<Self, StoreError> {
+        Ok(AdminTokenRecord {
+            key: TokenKey::from_slice(&row.token_key)
+                .ok_or_else(|| StoreError::Corrupt(format!("admin token {}: key", row.id)))?,
+            id: row.id,
+            created_at: UnixTime::from_secs(row.created_at),
+            expires_at: row.expires_at.map(UnixTime::from_secs),
+            revoked_at: row.revoked_at.map(UnixTime::from_secs),
+        })
+    }
+}
+
+pub struct UserProfileRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: i64,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+}
+
+impl TryFrom<UserProfileRow> for (User, Profile) {
+    type Error = StoreError;
+
+    fn try_from(row: UserProfileRow) -> Result<Self, StoreError> {
+        let profile = Profile {
+            name: row.name,
+            email: row.email,
+            email_verified: row.email_verified,
+        };
+        let user = User::try_from(UserRow {
+            id: row.id,
+            username: row.username,
+            password_hash: row.password_hash,
+            created_at: row.created_at,
+        })?;
+        Ok((user, profile))
+    }
+}
+
+pub struct FamilyRow {
+    pub family_id: String,
+    pub client_id: String,
+    pub subject: Option<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub tokens: i64,
+}
+
+impl From<FamilyRow> for TokenFamily {
+    fn from(row: FamilyRow) -> Self {
+        TokenFamily {
+            family_id: row.family_id.into(),
+            client_id: row.client_id.into(),
+            subject: row.subject.map(Into::into),
+            issued_at: UnixTime::from_secs(row.issued_at),
+            expires_at: UnixTime::from_secs(row.expires_at),
+            tokens: u64::try_from(row.tokens).unwrap_or(0),
+        }
+    }
+}
+
 /// PostgreSQL's rows, by column name (SQLite's are read by position, in `sqlite`).
 mod from_postgres {
     use sqlx::postgres::PgRow;
     use sqlx::{FromRow, Row};
 
     use super::{
-        AuditEventRow, ClientRow, CodeRow, ProfileRow, ResourceRow, RevocationEventRow,
-        SigningKeyRow, TokenRow, UserRow,
+        AdminTokenRow, AuditEventRow, ClientRow, CodeRow, FamilyRow, ProfileRow, ResourceRow,
+        RevocationEventRow, SigningKeyRow, TokenRow, UserProfileRow, UserRow,
     };
 
     /// `FromRow` for each row type, every field read from the column of its own name.
@@ -601,5 +716,8 @@ mod from_postgres {
         ProfileRow { username, name, email, email_verified }
         AuditEventRow { id, at, kind, actor, username, client_id, address, detail }
         SigningKeyRow { kid, alg, public_jwk, encrypted_private_key, created_at, retired_at }
+        AdminTokenRow { id, token_key, created_at, expires_at, revoked_at }
+        UserProfileRow { id, username, password_hash, created_at, name, email, email_verified }
+        FamilyRow { family_id, client_id, subject, issued_at, expires_at, tokens }
     }
 }

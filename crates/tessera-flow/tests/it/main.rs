@@ -68,16 +68,19 @@ macro_rules! both_backends {
             mod $name {
                 #[tokio::test]
                 async fn sqlite() {
-                    if let Some(f) = super::flows(false).await { super::$name(f).await }
+                    if let Some(f) = crate::flows(false).await { super::$name(f).await }
                 }
                 #[tokio::test]
                 async fn postgres() {
-                    if let Some(f) = super::flows(true).await { super::$name(f).await }
+                    if let Some(f) = crate::flows(true).await { super::$name(f).await }
                 }
             }
         )*
     };
 }
+
+/// Issue 28: the admin API's flows.
+mod admin;
 
 both_backends!(
     client_credentials_issues_an_active_token,

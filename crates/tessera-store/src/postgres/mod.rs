@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, FromRow, PgConnection, PgExecutor, PgPool, Postgres, Row};
+use tessera_core::admin::AdminTokenRecord;
 use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
@@ -33,8 +34,8 @@ use tokio::sync::watch;
 use crate::feed::{self, Feed};
 use crate::rows::{self, Ended, TokenRow, seq_of, stored_seq};
 use crate::{
-    ClientOidc, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
-    StoredSigningKey,
+    ClientOidc, FamilyOwner, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
+    StoredSigningKey, TokenFamily,
 };
 use batch::{BatchFn, Batcher};
 
@@ -1215,6 +1216,183 @@ impl crate::Store for PgStore {
             .await?;
         conn.keep();
         Ok(done.rows_affected())
+    }
+
+    async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        let mut conn = self.general.lease().await?;
+        sqlx::query(rows::INSERT_ADMIN_TOKEN)
+            .bind(&token.id)
+            .bind(token.key.as_bytes().as_slice())
+            .bind(token.created_at.as_secs())
+            .bind(token.expires_at.map(UnixTime::as_secs))
+            .bind(token.revoked_at.map(UnixTime::as_secs))
+            .execute(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(())
+    }
+
+    async fn find_admin_token(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<AdminTokenRecord>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::AdminTokenRow>(rows::SELECT_ADMIN_TOKEN)
+            .bind(key.as_bytes().as_slice())
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        found.map(AdminTokenRecord::try_from).transpose()
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::AdminTokenRow>(rows::LIST_ADMIN_TOKENS)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(AdminTokenRecord::try_from).collect()
+    }
+
+    async fn revoke_admin_token(&self, id: &str, now: UnixTime) -> Result<bool, StoreError> {
+        if !rows::storable(id) {
+            return Ok(false);
+        }
+        let mut conn = self.general.lease().await?;
+        let changed = sqlx::query(rows::REVOKE_ADMIN_TOKEN)
+            .bind(id)
+            .bind(now.as_secs())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        conn.keep();
+        Ok(changed > 0)
+    }
+
+    async fn clients_after(&self, after: &str, limit: u32) -> Result<Vec<Client>, StoreError> {
+        if !rows::storable(after) {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ClientRow>(rows::CLIENTS_AFTER)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(Client::try_from).collect()
+    }
+
+    async fn update_client(&self, client: &Client) -> Result<bool, StoreError> {
+        let cols = rows::ClientColumns::of(client);
+        let mut conn = self.general.lease().await?;
+        let changed = sqlx::query(rows::UPDATE_CLIENT)
+            .bind(client.id.as_str())
+            .bind(&client.name)
+            .bind(cols.grant_types)
+            .bind(cols.scope)
+            .bind(cols.redirect_uris)
+            .bind(client.skip_consent)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        conn.keep();
+        Ok(changed > 0)
+    }
+
+    async fn resources_after(&self, after: &str, limit: u32) -> Result<Vec<Resource>, StoreError> {
+        if !rows::storable(after) {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ResourceRow>(rows::RESOURCES_AFTER)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(Resource::try_from).collect()
+    }
+
+    async fn get_resource(&self, uri: &ResourceUri) -> Result<Option<Resource>, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::ResourceRow>(rows::SELECT_RESOURCE)
+            .bind(uri.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.keep();
+        found.map(Resource::try_from).transpose()
+    }
+
+    async fn update_resource(&self, resource: &Resource) -> Result<bool, StoreError> {
+        let mut conn = self.general.lease().await?;
+        let changed = sqlx::query(rows::UPDATE_RESOURCE)
+            .bind(resource.uri.as_str())
+            .bind(&resource.name)
+            .bind(resource.scope.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        conn.keep();
+        Ok(changed > 0)
+    }
+
+    async fn users_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(User, Profile)>, StoreError> {
+        if !rows::storable(after) {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::UserProfileRow>(rows::USERS_AFTER)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        found.into_iter().map(<(User, Profile)>::try_from).collect()
+    }
+
+    async fn active_families(
+        &self,
+        owner: &FamilyOwner,
+        now: UnixTime,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenFamily>, StoreError> {
+        let (statement, key) = match owner {
+            FamilyOwner::User { username } => (rows::USER_FAMILIES, username),
+            FamilyOwner::Client { client_id } => (rows::CLIENT_FAMILIES, client_id),
+        };
+        if !rows::storable(after) || !rows::storable(key) {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.general.lease().await?;
+        let found = sqlx::query_as::<_, rows::FamilyRow>(statement)
+            .bind(key)
+            .bind(now.as_secs())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.keep();
+        Ok(found.into_iter().map(TokenFamily::from).collect())
+    }
+
+    async fn end_user_sessions(&self, username: &str) -> Result<u64, StoreError> {
+        if !rows::storable(username) {
+            return Ok(0);
+        }
+        let mut conn = self.general.lease().await?;
+        let ended = sqlx::query(rows::DELETE_USER_SESSIONS)
+            .bind(username)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        conn.keep();
+        Ok(ended)
     }
 
     fn subscribe_revocations(&self) -> watch::Receiver<u64> {

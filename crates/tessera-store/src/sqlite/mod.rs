@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tessera_core::admin::AdminTokenRecord;
 use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
 use tessera_core::clock::UnixTime;
@@ -36,12 +37,13 @@ use tessera_core::user::User;
 
 use crate::feed::{self, Feed};
 use crate::rows::{
-    self, AuditEventRow, ClientColumns, ClientRow, CodeRow, Ended, ProfileRow, ResourceRow,
-    RevocationEventRow, SigningKeyRow, TokenRow, UserRow, seq_of, storable, stored_seq,
+    self, AdminTokenRow, AuditEventRow, ClientColumns, ClientRow, CodeRow, Ended, FamilyRow,
+    ProfileRow, ResourceRow, RevocationEventRow, SigningKeyRow, TokenRow, UserProfileRow, UserRow,
+    seq_of, storable, stored_seq,
 };
 use crate::{
-    ClientOidc, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
-    StoredSigningKey,
+    ClientOidc, FamilyOwner, Redemption, RevocationEvent, RevocationWindow, Session, StoreError,
+    StoredSigningKey, TokenFamily,
 };
 use checkpointer::{Checkpointer, RestartRequest};
 use readers::{Commits, Readers};
@@ -344,6 +346,16 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRow> {
         audience: r.get(11)?,
         nonce: r.get(12)?,
         auth_time: r.get(13)?,
+    })
+}
+
+fn admin_token_row(r: &Row<'_>) -> rusqlite::Result<AdminTokenRow> {
+    Ok(AdminTokenRow {
+        id: r.get(0)?,
+        token_key: r.get(1)?,
+        created_at: r.get(2)?,
+        expires_at: r.get(3)?,
+        revoked_at: r.get(4)?,
     })
 }
 
@@ -1128,6 +1140,195 @@ impl crate::Store for SqliteStore {
                     .execute([last])?;
                 Ok(purged as u64)
             })
+            .await
+    }
+
+    async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.writer
+            .write(move |c| {
+                c.prepare_cached(&sql(rows::INSERT_ADMIN_TOKEN))?
+                    .execute(params![
+                        token.id,
+                        token.key.as_bytes().as_slice(),
+                        token.created_at.as_secs(),
+                        token.expires_at.map(UnixTime::as_secs),
+                        token.revoked_at.map(UnixTime::as_secs),
+                    ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_admin_token(
+        &self,
+        key: &TokenKey,
+    ) -> Result<Option<AdminTokenRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_ADMIN_TOKEN))?
+                .query_row([key.as_bytes().as_slice()], admin_token_row)
+                .optional()?
+                .map(AdminTokenRecord::try_from)
+                .transpose()
+        })
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::LIST_ADMIN_TOKENS))?;
+            let rows = statement.query_map([], admin_token_row)?;
+            rows.map(|row| AdminTokenRecord::try_from(row?)).collect()
+        })
+    }
+
+    async fn revoke_admin_token(&self, id: &str, now: UnixTime) -> Result<bool, StoreError> {
+        if !storable(id) {
+            return Ok(false);
+        }
+        let id = id.to_owned();
+        self.writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(&sql(rows::REVOKE_ADMIN_TOKEN))?
+                    .execute(params![id, now.as_secs()])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn clients_after(&self, after: &str, limit: u32) -> Result<Vec<Client>, StoreError> {
+        if !storable(after) {
+            return Ok(Vec::new());
+        }
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::CLIENTS_AFTER))?;
+            let rows = statement.query_map(params![after, i64::from(limit)], client_row)?;
+            rows.map(|row| Client::try_from(row?)).collect()
+        })
+    }
+
+    async fn update_client(&self, client: &Client) -> Result<bool, StoreError> {
+        let client = client.clone();
+        self.writer
+            .write(move |c| {
+                let cols = ClientColumns::of(&client);
+                let changed = c
+                    .prepare_cached(&sql(rows::UPDATE_CLIENT))?
+                    .execute(params![
+                        client.id.as_str(),
+                        client.name,
+                        cols.grant_types,
+                        cols.scope,
+                        cols.redirect_uris,
+                        client.skip_consent,
+                    ])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn resources_after(&self, after: &str, limit: u32) -> Result<Vec<Resource>, StoreError> {
+        if !storable(after) {
+            return Ok(Vec::new());
+        }
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::RESOURCES_AFTER))?;
+            let rows = statement.query_map(params![after, i64::from(limit)], resource_row)?;
+            rows.map(|row| Resource::try_from(row?)).collect()
+        })
+    }
+
+    async fn get_resource(&self, uri: &ResourceUri) -> Result<Option<Resource>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&sql(rows::SELECT_RESOURCE))?
+                .query_row([uri.as_str()], resource_row)
+                .optional()?
+                .map(Resource::try_from)
+                .transpose()
+        })
+    }
+
+    async fn update_resource(&self, resource: &Resource) -> Result<bool, StoreError> {
+        let resource = resource.clone();
+        self.writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(&sql(rows::UPDATE_RESOURCE))?
+                    .execute(params![
+                        resource.uri.as_str(),
+                        resource.name,
+                        resource.scope.to_string(),
+                    ])?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn users_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(User, Profile)>, StoreError> {
+        if !storable(after) {
+            return Ok(Vec::new());
+        }
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(rows::USERS_AFTER))?;
+            let rows = statement.query_map(params![after, i64::from(limit)], |r| {
+                Ok(UserProfileRow {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    password_hash: r.get(2)?,
+                    created_at: r.get(3)?,
+                    name: r.get(4)?,
+                    email: r.get(5)?,
+                    email_verified: r.get(6)?,
+                })
+            })?;
+            rows.map(|row| <(User, Profile)>::try_from(row?)).collect()
+        })
+    }
+
+    async fn active_families(
+        &self,
+        owner: &FamilyOwner,
+        now: UnixTime,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TokenFamily>, StoreError> {
+        let (statement, key) = match owner {
+            FamilyOwner::User { username } => (rows::USER_FAMILIES, username),
+            FamilyOwner::Client { client_id } => (rows::CLIENT_FAMILIES, client_id),
+        };
+        if !storable(after) || !storable(key) {
+            return Ok(Vec::new());
+        }
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&sql(statement))?;
+            let rows =
+                statement.query_map(params![key, now.as_secs(), after, i64::from(limit)], |r| {
+                    Ok(FamilyRow {
+                        family_id: r.get(0)?,
+                        client_id: r.get(1)?,
+                        subject: r.get(2)?,
+                        issued_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                        tokens: r.get(5)?,
+                    })
+                })?;
+            Ok(rows
+                .map(|row| row.map(TokenFamily::from))
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    async fn end_user_sessions(&self, username: &str) -> Result<u64, StoreError> {
+        if !storable(username) {
+            return Ok(0);
+        }
+        let username = username.to_owned();
+        self.writer
+            .write(move |c| execute_on_username(c, &[rows::DELETE_USER_SESSIONS], &username))
             .await
     }
 

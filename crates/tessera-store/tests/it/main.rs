@@ -58,6 +58,8 @@ macro_rules! conformance {
     };
 }
 
+/// Issue 28: admin tokens, pages, an operator's changes, active families, ending sessions.
+mod admin;
 /// Issue 28: the audit trail, read by filter and page, purged by age.
 mod audit_events;
 /// Issue 27: signing keys, profiles, a code's nonce and a session's sign-in time.
