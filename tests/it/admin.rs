@@ -25,6 +25,7 @@ both_backends!(
     lists_come_in_pages_with_a_cursor,
     refusals_without_a_live_admin_token,
     bad_input_is_a_problem_never_a_server_error,
+    the_audit_trail_names_the_admin_token_and_reads_in_pages,
 );
 
 /// The admin API of a test app, with a live admin token.
@@ -680,6 +681,103 @@ async fn bad_input_is_a_problem_never_a_server_error(backend: Backend) {
     }
 }
 
+/// Each admin change is in the audit trail as done by `admin:<token id>`, with the cause of
+/// what it revoked; the trail reads oldest first, filtered, in pages.
+async fn the_audit_trail_names_the_admin_token_and_reads_in_pages(backend: Backend) {
+    let Some((app, api)) = admin_app(backend).await else {
+        return;
+    };
+    let token_id = app.store.list_admin_tokens().await.unwrap()[0].id.clone();
+    let created = api
+        .post("/admin/v1/clients", json!({"name": "Audited"}))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let client_id = created.body["client_id"].as_str().unwrap().to_owned();
+    let user = json!({"username": "dora", "password": "correct horse"});
+    assert_eq!(api.post("/admin/v1/users", user).await.status, 201);
+    let password = json!({"password": "battery staple"});
+    let set = api.put("/admin/v1/users/dora/password", password).await;
+    assert_eq!(set.status, 204, "{:?}", set.body);
+    let deleted = api.delete(&format!("/admin/v1/clients/{client_id}")).await;
+    assert_eq!(deleted.status, 204, "{:?}", deleted.body);
+
+    let all = api.get("/admin/v1/audit?limit=200").await;
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    assert_eq!(all.header("cache-control"), Some("no-store"));
+    let items = all.body["items"].as_array().unwrap();
+    let said: Vec<(String, String, Value)> = items
+        .iter()
+        .map(|e| {
+            let concerning = e["user"].as_str().or(e["client_id"].as_str());
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                concerning.unwrap_or("-").to_owned(),
+                e["detail"].clone(),
+            )
+        })
+        .collect();
+    let actor = format!("admin:{token_id}");
+    for (concerning, detail) in [
+        (client_id.as_str(), json!({"command": "client create"})),
+        ("dora", json!({"command": "user create"})),
+        ("dora", json!({"command": "user set-password"})),
+        ("dora", json!({"cause": "password_changed"})),
+        (client_id.as_str(), json!({"command": "client delete"})),
+        (client_id.as_str(), json!({"cause": "client_deleted"})),
+    ] {
+        let wanted = (actor.clone(), concerning.to_owned(), detail);
+        assert!(said.contains(&wanted), "{wanted:?} not in {said:?}");
+    }
+    let ids: Vec<u64> = items.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    let text = all.body.to_string();
+    for secret in [
+        "correct horse",
+        "battery staple",
+        api.token.as_str(),
+        created.body["client_secret"].as_str().unwrap(),
+    ] {
+        assert!(!text.contains(secret), "the trail holds a secret");
+    }
+
+    // Filtered by user, two at a time: the same events as unfiltered, in order.
+    let of_dora: Vec<&Value> = items.iter().filter(|e| e["user"] == "dora").collect();
+    let mut paged = Vec::new();
+    let mut path = "/admin/v1/audit?user=dora&limit=2".to_owned();
+    loop {
+        let page = api.get(&path).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        paged.extend(page.body["items"].as_array().unwrap().iter().cloned());
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("/admin/v1/audit?user=dora&limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged.iter().collect::<Vec<_>>(), of_dora);
+    let by_client = api
+        .get(&format!("/admin/v1/audit?client_id={client_id}"))
+        .await;
+    let by_client = by_client.body["items"].as_array().unwrap();
+    assert!(by_client.len() >= 3);
+    assert!(
+        by_client
+            .iter()
+            .all(|e| e["client_id"] == client_id.as_str())
+    );
+    let future = api.get("/admin/v1/audit?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(future.body["items"], json!([]));
+    for bad in ["since=yesterday", "after=%2A%2A", "limit=0"] {
+        assert_problem(&api.get(&format!("/admin/v1/audit?{bad}")).await, 422);
+    }
+    let anonymous = api
+        .http
+        .get(api.url("/admin/v1/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
 #[tokio::test]
 async fn the_document_is_openapi_3_1_with_every_operation_and_the_bearer_scheme() {
     let Some((_app, api)) = admin_app(Backend::Sqlite).await else {
@@ -711,12 +809,13 @@ async fn the_document_is_openapi_3_1_with_every_operation_and_the_bearer_scheme(
                 .map(move |m| format!("{} {path}", m.to_uppercase()))
         })
         .collect();
-    assert_eq!(operations.len(), 21, "{operations:#?}");
+    assert_eq!(operations.len(), 22, "{operations:#?}");
     for op in [
         "PUT /admin/v1/users/{username}/password",
         "DELETE /admin/v1/users/{username}/sessions",
         "GET /admin/v1/clients/{client_id}/tokens",
         "PATCH /admin/v1/resources/{resource}",
+        "GET /admin/v1/audit",
     ] {
         assert!(operations.contains(&op.to_owned()), "{op}");
     }

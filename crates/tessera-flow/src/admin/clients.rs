@@ -1,5 +1,6 @@
 //! Clients, as an operator registers, changes and removes them.
 
+use tessera_core::audit::RevocationCause;
 use tessera_core::client::{Client, ClientRegistration, RegistrationError, register};
 use tessera_core::secret::Secret;
 use tessera_store::{FamilyOwner, StoreError, TokenFamily};
@@ -49,6 +50,8 @@ impl Admin<'_> {
                 e => e.into(),
             })?;
         tracing::info!(event = "admin_client_created", client_id = %registered.client.id);
+        let id = registered.client.id.as_str();
+        self.record([self.change("client create").client(id)]).await;
         Ok((registered.client, registered.secret))
     }
 
@@ -112,6 +115,8 @@ impl Admin<'_> {
         }
         self.flows.clients.forget(client_id).await;
         tracing::info!(event = "admin_client_updated", client_id = %updated.id);
+        let id = updated.id.as_str();
+        self.record([self.change("client update").client(id)]).await;
         Ok(updated)
     }
 
@@ -127,6 +132,11 @@ impl Admin<'_> {
         }
         self.flows.clients.forget(client_id).await;
         tracing::info!(event = "admin_client_deleted", client_id = %client_id);
+        let events = [
+            self.change("client delete"),
+            self.revoked(RevocationCause::ClientDeleted),
+        ];
+        self.record(events.map(|e| e.client(client_id))).await;
         Ok(())
     }
 
@@ -151,6 +161,13 @@ impl Admin<'_> {
             .await?
             .ok_or_else(|| not_found("client"))?;
         tracing::info!(event = "admin_client_tokens_revoked", client_id = %client_id, revoked);
+        let events = [
+            self.change("client revoke-tokens").client(client_id),
+            self.revoked(RevocationCause::ClientRevokeTokens)
+                .client(client_id)
+                .with("count", revoked),
+        ];
+        self.record(events).await;
         Ok(revoked)
     }
 }

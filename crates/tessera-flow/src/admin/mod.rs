@@ -7,19 +7,27 @@
 //! `delete_user`, `delete_client` and `set_password`, which append the revocation events.
 //!
 //! Layout:
+//! Every change is recorded in the audit trail with actor `admin:<token id>`, the
+//! [`Operator`] that authentication returns; an [`Admin`] exists only for one.
+//!
+//! Layout:
 //! - this module: [`AdminError`], admin-token authentication, [`PageRequest`] and [`Page`].
 //! - `clients`, `resources`, `users`: the operations on each, as methods of [`Admin`].
+//! - `audit`: the audit trail, read in pages.
 
+mod audit;
 mod clients;
 mod resources;
 mod users;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tessera_core::audit::{Actor, AuditEvent, RevocationCause};
 use tessera_core::registration::bearer_token;
 use tessera_core::token::AdminToken;
 use tessera_store::{FamilyOwner, StoreError, TokenFamily};
 
+pub use audit::AuditQuery;
 pub use clients::ClientChange;
 pub use resources::ResourceChange;
 pub use users::{NewUser, ProfileChange};
@@ -121,26 +129,60 @@ impl<T> Page<T> {
     }
 }
 
-/// The admin operations of a node: `flows.admin()`.
+/// Who an admin request acts for: the id of its live admin token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator(String);
+
+impl Operator {
+    pub fn token_id(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The admin operations of a node, done by one operator: `flows.admin(&operator)`.
 pub struct Admin<'a> {
     flows: &'a Flows,
+    actor: Actor,
 }
 
 impl Flows {
-    pub fn admin(&self) -> Admin<'_> {
-        Admin { flows: self }
+    pub fn admin(&self, operator: &Operator) -> Admin<'_> {
+        Admin {
+            flows: self,
+            actor: Actor::Admin(operator.0.clone()),
+        }
+    }
+
+    /// Admits the holder of a live admin token in `authorization` (`Bearer tsm_...`).
+    pub async fn admin_operator(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Operator, AdminError> {
+        let Some(token) = bearer_token(authorization).map(AdminToken::new) else {
+            return Err(AdminError::Unauthorized);
+        };
+        match self.store.find_admin_token(&token.key()).await? {
+            Some(record) if record.is_live(self.now()) => Ok(Operator(record.id)),
+            _ => Err(AdminError::Unauthorized),
+        }
     }
 }
 
 impl Admin<'_> {
-    /// Admits the holder of a live admin token in `authorization` (`Bearer tsm_...`).
-    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<(), AdminError> {
-        let Some(token) = bearer_token(authorization).map(AdminToken::new) else {
-            return Err(AdminError::Unauthorized);
-        };
-        match self.flows.store.find_admin_token(&token.key()).await? {
-            Some(record) if record.is_live(self.flows.now()) => Ok(()),
-            _ => Err(AdminError::Unauthorized),
+    /// A `change` event of this operator: `command` names it as the CLI's would be.
+    fn change(&self, command: &str) -> AuditEvent {
+        AuditEvent::change(self.flows.now(), self.actor.clone(), command)
+    }
+
+    /// A `token_revoked` event of this operator, with its cause.
+    fn revoked(&self, cause: RevocationCause) -> AuditEvent {
+        AuditEvent::revoked(self.flows.now(), self.actor.clone(), cause)
+    }
+
+    /// Records what was done, after it was done (see `crate::audit`).
+    async fn record(&self, events: impl IntoIterator<Item = AuditEvent>) {
+        for event in events {
+            crate::audit::record(self.flows.store.as_ref(), event).await;
         }
     }
 

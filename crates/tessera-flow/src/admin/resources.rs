@@ -1,5 +1,6 @@
 //! Resource servers (RFC 8707 audiences), as an operator registers, changes and removes them.
 
+use tessera_core::audit::RevocationCause;
 use tessera_core::client::Client;
 use tessera_core::resource::{Resource, ResourceError, ResourceUri, register_resource};
 use tessera_core::scope::Scope;
@@ -53,6 +54,11 @@ impl Admin<'_> {
                 e => e.into(),
             })?;
         tracing::info!(event = "admin_resource_created", resource = %registered.resource.uri);
+        let created = self
+            .change("resource create")
+            .client(registered.client.id.as_str())
+            .with("resource", registered.resource.uri.to_string());
+        self.record([created]).await;
         Ok((registered.resource, registered.client, registered.secret))
     }
 
@@ -88,6 +94,10 @@ impl Admin<'_> {
             return Err(not_found("resource"));
         }
         tracing::info!(event = "admin_resource_updated", resource = %resource.uri);
+        let updated = self
+            .change("resource update")
+            .with("resource", resource.uri.to_string());
+        self.record([updated]).await;
         Ok(resource)
     }
 
@@ -108,10 +118,22 @@ impl Admin<'_> {
         {
             return Err(not_found("resource"));
         }
-        if let Some(client_id) = client {
+        if let Some(client_id) = &client {
             self.flows.clients.forget(client_id.as_str()).await;
         }
         tracing::info!(event = "admin_resource_deleted", resource = %uri);
+        let events = [
+            self.change("resource delete"),
+            self.revoked(RevocationCause::ResourceDeleted),
+        ]
+        .map(|event| {
+            let event = event.with("resource", uri.to_string());
+            match &client {
+                Some(id) => event.client(id.as_str()),
+                None => event,
+            }
+        });
+        self.record(events).await;
         Ok(())
     }
 }

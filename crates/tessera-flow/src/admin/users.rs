@@ -1,5 +1,6 @@
 //! Users, their passwords, tokens and sessions, as an operator manages them.
 
+use tessera_core::audit::RevocationCause;
 use tessera_core::oidc::Profile;
 use tessera_core::secret::Secret;
 use tessera_core::user::{User, UserError, new_password_hash, register};
@@ -65,6 +66,9 @@ impl Admin<'_> {
                 .await?;
         }
         tracing::info!(event = "admin_user_created", sub = %user.id);
+        let username = user.username.as_str();
+        self.record([self.change("user create").user(username)])
+            .await;
         Ok((user, profile))
     }
 
@@ -107,6 +111,8 @@ impl Admin<'_> {
             return Err(not_found("user"));
         }
         tracing::info!(event = "admin_user_updated", sub = %user.id);
+        self.record([self.change("user update").user(username)])
+            .await;
         Ok((user, profile))
     }
 
@@ -121,6 +127,11 @@ impl Admin<'_> {
             return Err(not_found("user"));
         }
         tracing::info!(event = "admin_user_deleted");
+        let events = [
+            self.change("user delete"),
+            self.revoked(RevocationCause::UserDeleted),
+        ];
+        self.record(events.map(|e| e.user(username))).await;
         Ok(())
     }
 
@@ -139,6 +150,11 @@ impl Admin<'_> {
             return Err(not_found("user"));
         }
         tracing::info!(event = "admin_password_set", sub = %user.id);
+        let events = [
+            self.change("user set-password"),
+            self.revoked(RevocationCause::PasswordChanged),
+        ];
+        self.record(events.map(|e| e.user(username))).await;
         Ok(())
     }
 
@@ -163,6 +179,13 @@ impl Admin<'_> {
             .await?
             .ok_or_else(|| not_found("user"))?;
         tracing::info!(event = "admin_user_tokens_revoked", revoked);
+        let events = [
+            self.change("user revoke-tokens").user(username),
+            self.revoked(RevocationCause::UserRevokeTokens)
+                .user(username)
+                .with("count", revoked),
+        ];
+        self.record(events).await;
         Ok(revoked)
     }
 
@@ -171,6 +194,8 @@ impl Admin<'_> {
         let (user, _) = self.user(username).await?;
         let ended = self.flows.store.end_user_sessions(username).await?;
         tracing::info!(event = "admin_user_sessions_ended", sub = %user.id, ended);
+        let ended_sessions = self.change("user end-sessions").user(username);
+        self.record([ended_sessions.with("count", ended)]).await;
         Ok(ended)
     }
 }

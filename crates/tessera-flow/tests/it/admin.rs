@@ -2,6 +2,7 @@
 //! rules of the command line, with the revocation events its store methods append.
 
 use tessera_core::admin::new_admin_token;
+use tessera_core::audit::AuditFilter;
 use tessera_core::client::ClientRegistration;
 use tessera_core::oidc::Profile;
 use tessera_core::resource::Audience;
@@ -9,7 +10,7 @@ use tessera_core::scope::Scope;
 use tessera_core::secret::{Secret, verify_secret};
 use tessera_core::token::{RawToken, TokenKind, TokenRecord, new_family_id};
 use tessera_flow::Flows;
-use tessera_flow::admin::{AdminError, ClientChange, NewUser, PageRequest};
+use tessera_flow::admin::{AdminError, AuditQuery, ClientChange, NewUser, PageRequest};
 
 both_backends!(
     issue_28_admin_tokens_admit_only_while_live,
@@ -17,31 +18,31 @@ both_backends!(
 );
 
 async fn issue_28_admin_tokens_admit_only_while_live(flows: Flows) {
-    let admin = flows.admin();
     let (token, record) = new_admin_token(flows.now(), Some(60)).unwrap();
     flows.store.create_admin_token(&record).await.unwrap();
     let header = format!("Bearer {}", token.expose()).into_bytes();
-    assert!(admin.authenticate(Some(&header)).await.is_ok());
+    let operator = flows.admin_operator(Some(&header)).await.unwrap();
+    assert_eq!(operator.token_id(), record.id);
     for refused in [
         None,
         Some(&b"Bearer tsm_guess"[..]),
         Some(&b"Basic abc"[..]),
     ] {
         assert!(matches!(
-            admin.authenticate(refused).await,
+            flows.admin_operator(refused).await,
             Err(AdminError::Unauthorized)
         ));
     }
     flows.settings.clock.advance(60);
     assert!(matches!(
-        admin.authenticate(Some(&header)).await,
+        flows.admin_operator(Some(&header)).await,
         Err(AdminError::Unauthorized)
     ));
 
     let (forever, record) = new_admin_token(flows.now(), None).unwrap();
     flows.store.create_admin_token(&record).await.unwrap();
     let header = format!("Bearer {}", forever.expose()).into_bytes();
-    assert!(admin.authenticate(Some(&header)).await.is_ok());
+    assert!(flows.admin_operator(Some(&header)).await.is_ok());
     assert!(
         flows
             .store
@@ -50,13 +51,17 @@ async fn issue_28_admin_tokens_admit_only_while_live(flows: Flows) {
             .unwrap()
     );
     assert!(matches!(
-        admin.authenticate(Some(&header)).await,
+        flows.admin_operator(Some(&header)).await,
         Err(AdminError::Unauthorized)
     ));
 }
 
 async fn issue_28_admin_changes_follow_the_cli_rules(flows: Flows) {
-    let admin = flows.admin();
+    let (token, record) = new_admin_token(flows.now(), None).unwrap();
+    flows.store.create_admin_token(&record).await.unwrap();
+    let header = format!("Bearer {}", token.expose()).into_bytes();
+    let operator = flows.admin_operator(Some(&header)).await.unwrap();
+    let admin = flows.admin(&operator);
     let registration = ClientRegistration {
         name: "Web".into(),
         redirect_uris: vec!["https://app.example/cb".into()],
@@ -142,6 +147,52 @@ async fn issue_28_admin_changes_follow_the_cli_rules(flows: Flows) {
     let events = flows.store.revocation_events_after(0, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].token_key, raw.key());
+    // The audit trail names the operator's token, the change and the revocation's cause.
+    let by_alice = AuditFilter {
+        user: Some("alice".into()),
+        ..Default::default()
+    };
+    let trail = flows.store.audit_events(&by_alice).await.unwrap();
+    let said: Vec<(String, String)> = trail
+        .iter()
+        .map(|r| (r.event.actor.to_string(), r.event.detail_text()))
+        .collect();
+    let actor = format!("admin:{}", record.id);
+    for detail in [
+        r#"{"command":"user create"}"#,
+        r#"{"command":"user set-password"}"#,
+        r#"{"cause":"password_changed"}"#,
+    ] {
+        assert!(
+            said.contains(&(actor.clone(), detail.to_owned())),
+            "{said:?}"
+        );
+    }
+    let page = admin
+        .audit_events(&AuditQuery {
+            user: Some("alice".into()),
+            page: PageRequest {
+                limit: Some(2),
+                after: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items, trail[..2]);
+    let rest = admin
+        .audit_events(&AuditQuery {
+            user: Some("alice".into()),
+            page: PageRequest {
+                limit: Some(200),
+                after: page.next,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.items, trail[2..]);
+    assert_eq!(rest.next, None);
     assert!(matches!(
         admin.user_families("nobody", &PageRequest::default()).await,
         Err(AdminError::NotFound(_))

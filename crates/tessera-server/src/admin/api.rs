@@ -34,8 +34,12 @@ pub async fn require_admin(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match state.flows.admin().authenticate(authorization).await {
-        Ok(()) => next.run(request).await,
+    match state.flows.admin_operator(authorization).await {
+        Ok(operator) => {
+            let mut request = request;
+            request.extensions_mut().insert(operator);
+            next.run(request).await
+        }
         Err(e) => WebError::from(e).into_response(),
     }
 }

@@ -1,11 +1,13 @@
 //! `/admin/v1/clients`: registered clients and their tokens.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tessera_core::client::ClientRegistration;
 use tessera_flow::admin::ClientChange;
+use tessera_flow::admin::Operator;
 use utoipa::ToSchema;
 
 use crate::admin::api::{
@@ -58,9 +60,14 @@ pub struct ClientUpdate {
     responses((status = 200, description = "A page of clients", body = ClientPage)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Result<Response, WebError> {
-    let page = state.flows.admin().list_clients(&page.into()).await?;
+    let page = state
+        .flows
+        .admin(&operator)
+        .list_clients(&page.into())
+        .await?;
     Ok(NoStoreJson(ClientPage::from(page)).into_response())
 }
 
@@ -70,6 +77,7 @@ pub async fn list(
         body = ClientView)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminJson(new): AdminJson<NewClient>,
 ) -> Result<Response, WebError> {
     let registration = ClientRegistration {
@@ -81,7 +89,11 @@ pub async fn create(
         skip_consent: new.skip_consent,
         allow_insecure_http: new.allow_insecure_redirect_uri,
     };
-    let (client, secret) = state.flows.admin().create_client(&registration).await?;
+    let (client, secret) = state
+        .flows
+        .admin(&operator)
+        .create_client(&registration)
+        .await?;
     let mut view = ClientView::from(client);
     view.client_secret = secret.map(|s| s.expose().to_owned());
     Ok((StatusCode::CREATED, NoStoreJson(view)).into_response())
@@ -93,9 +105,10 @@ pub async fn create(
     responses((status = 200, description = "The client", body = ClientView)))]
 pub async fn read(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(client_id): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let client = state.flows.admin().client(&client_id).await?;
+    let client = state.flows.admin(&operator).client(&client_id).await?;
     Ok(NoStoreJson(ClientView::from(client)).into_response())
 }
 
@@ -106,6 +119,7 @@ pub async fn read(
     responses((status = 200, description = "The client as changed", body = ClientView)))]
 pub async fn update(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(client_id): AdminPath<String>,
     AdminJson(change): AdminJson<ClientUpdate>,
 ) -> Result<Response, WebError> {
@@ -119,7 +133,7 @@ pub async fn update(
     };
     let client = state
         .flows
-        .admin()
+        .admin(&operator)
         .update_client(&client_id, change)
         .await?;
     Ok(NoStoreJson(ClientView::from(client)).into_response())
@@ -131,9 +145,14 @@ pub async fn update(
     responses((status = 204, description = "Deleted, with its tokens")))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(client_id): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    state.flows.admin().delete_client(&client_id).await?;
+    state
+        .flows
+        .admin(&operator)
+        .delete_client(&client_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -144,12 +163,13 @@ pub async fn delete(
         tokens (client_credentials tokens have none)", body = FamilyPage)))]
 pub async fn families(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(client_id): AdminPath<String>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Result<Response, WebError> {
     let page = state
         .flows
-        .admin()
+        .admin(&operator)
         .client_families(&client_id, &page.into())
         .await?;
     Ok(NoStoreJson(FamilyPage::from(page)).into_response())
@@ -162,8 +182,13 @@ pub async fn families(
         body = Revoked)))]
 pub async fn revoke_tokens(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(client_id): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let revoked = state.flows.admin().revoke_client_tokens(&client_id).await?;
+    let revoked = state
+        .flows
+        .admin(&operator)
+        .revoke_client_tokens(&client_id)
+        .await?;
     Ok(NoStoreJson(Revoked { revoked }).into_response())
 }

@@ -1,5 +1,6 @@
 //! The admin API (issue 28): JSON over HTTP on a listener of its own (`--admin-listen`), for
-//! operators to manage clients, resources, users and their tokens without the database.
+//! operators to manage clients, resources, users and their tokens without the database, and
+//! to read the audit trail, where each change is recorded as done by `admin:<token id>`.
 //!
 //! Every route but the document requires a live admin token (`tessera admin-token create`),
 //! as `Authorization: Bearer tsm_...`; a missing, unknown, expired or revoked one is a 401
@@ -12,9 +13,10 @@
 //! derives; [`ApiDoc`] adds the bearer scheme and the problems every operation may answer.
 //!
 //! Layout: `api` (extractors, the admin-token check, the answers' shapes); `clients`,
-//! `resources`, `users` (the handlers).
+//! `resources`, `users`, `audit` (the handlers).
 
 mod api;
+mod audit;
 mod clients;
 mod resources;
 mod users;
@@ -161,6 +163,7 @@ fn router(state: AppState) -> Router {
         .routes(routes!(users::set_password))
         .routes(routes!(users::families, users::revoke_tokens))
         .routes(routes!(users::end_sessions))
+        .routes(routes!(audit::list))
         .split_for_parts();
     let mut document = document;
     // After the routes are in: the problems are added to every operation.

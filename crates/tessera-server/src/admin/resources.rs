@@ -1,10 +1,12 @@
 //! `/admin/v1/resources`: resource servers (RFC 8707), named in paths by their identifier,
 //! percent-encoded (`https%3A%2F%2Fapi.example%2F`).
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tessera_flow::admin::Operator;
 use tessera_flow::admin::ResourceChange;
 use utoipa::ToSchema;
 
@@ -39,9 +41,14 @@ pub struct ResourceUpdate {
     responses((status = 200, description = "A page of resource servers", body = ResourcePage)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Result<Response, WebError> {
-    let page = state.flows.admin().list_resources(&page.into()).await?;
+    let page = state
+        .flows
+        .admin(&operator)
+        .list_resources(&page.into())
+        .await?;
     Ok(NoStoreJson(ResourcePage::from(page)).into_response())
 }
 
@@ -52,11 +59,12 @@ pub async fn list(
         (shown once)", body = ResourceView)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminJson(new): AdminJson<NewResource>,
 ) -> Result<Response, WebError> {
     let (resource, _, secret) = state
         .flows
-        .admin()
+        .admin(&operator)
         .create_resource(&new.resource, new.name.as_deref(), &new.scope)
         .await?;
     let mut view = ResourceView::from(resource);
@@ -70,9 +78,10 @@ pub async fn create(
     responses((status = 200, description = "The resource server", body = ResourceView)))]
 pub async fn read(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(uri): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let resource = state.flows.admin().resource(&uri).await?;
+    let resource = state.flows.admin(&operator).resource(&uri).await?;
     Ok(NoStoreJson(ResourceView::from(resource)).into_response())
 }
 
@@ -84,6 +93,7 @@ pub async fn read(
         body = ResourceView)))]
 pub async fn update(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(uri): AdminPath<String>,
     AdminJson(change): AdminJson<ResourceUpdate>,
 ) -> Result<Response, WebError> {
@@ -91,7 +101,11 @@ pub async fn update(
         name: change.name,
         scope: change.scope,
     };
-    let resource = state.flows.admin().update_resource(&uri, change).await?;
+    let resource = state
+        .flows
+        .admin(&operator)
+        .update_resource(&uri, change)
+        .await?;
     Ok(NoStoreJson(ResourceView::from(resource)).into_response())
 }
 
@@ -101,8 +115,9 @@ pub async fn update(
     responses((status = 204, description = "Deleted, with its client")))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(uri): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    state.flows.admin().delete_resource(&uri).await?;
+    state.flows.admin(&operator).delete_resource(&uri).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

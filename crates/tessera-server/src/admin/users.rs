@@ -1,11 +1,13 @@
 //! `/admin/v1/users`: people, their passwords, tokens and sessions.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tessera_core::oidc::Profile;
 use tessera_core::secret::Secret;
+use tessera_flow::admin::Operator;
 use tessera_flow::admin::{NewUser as NewUserRecord, ProfileChange};
 use utoipa::ToSchema;
 
@@ -54,9 +56,14 @@ pub struct NewPassword {
     responses((status = 200, description = "A page of users", body = UserPage)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Result<Response, WebError> {
-    let page = state.flows.admin().list_users(&page.into()).await?;
+    let page = state
+        .flows
+        .admin(&operator)
+        .list_users(&page.into())
+        .await?;
     Ok(NoStoreJson(UserPage::from(page)).into_response())
 }
 
@@ -65,6 +72,7 @@ pub async fn list(
     responses((status = 201, description = "The user", body = UserView)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminJson(new): AdminJson<NewUser>,
 ) -> Result<Response, WebError> {
     let record = NewUserRecord {
@@ -76,7 +84,7 @@ pub async fn create(
             email_verified: new.email_verified,
         },
     };
-    let user = state.flows.admin().create_user(record).await?;
+    let user = state.flows.admin(&operator).create_user(record).await?;
     Ok((StatusCode::CREATED, NoStoreJson(UserView::from(user))).into_response())
 }
 
@@ -86,9 +94,10 @@ pub async fn create(
     responses((status = 200, description = "The user", body = UserView)))]
 pub async fn read(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let user = state.flows.admin().user(&username).await?;
+    let user = state.flows.admin(&operator).user(&username).await?;
     Ok(NoStoreJson(UserView::from(user)).into_response())
 }
 
@@ -99,6 +108,7 @@ pub async fn read(
     responses((status = 200, description = "The user as changed", body = UserView)))]
 pub async fn update(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
     AdminJson(change): AdminJson<UserUpdate>,
 ) -> Result<Response, WebError> {
@@ -107,7 +117,11 @@ pub async fn update(
         email: change.email,
         email_verified: change.email_verified,
     };
-    let user = state.flows.admin().update_user(&username, change).await?;
+    let user = state
+        .flows
+        .admin(&operator)
+        .update_user(&username, change)
+        .await?;
     Ok(NoStoreJson(UserView::from(user)).into_response())
 }
 
@@ -117,9 +131,10 @@ pub async fn update(
     responses((status = 204, description = "Deleted, with their tokens and sessions")))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    state.flows.admin().delete_user(&username).await?;
+    state.flows.admin(&operator).delete_user(&username).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -130,13 +145,14 @@ pub async fn delete(
     responses((status = 204, description = "Replaced; their sessions ended and tokens revoked")))]
 pub async fn set_password(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
     AdminJson(new): AdminJson<NewPassword>,
 ) -> Result<Response, WebError> {
     let password = Secret::new(new.password);
     state
         .flows
-        .admin()
+        .admin(&operator)
         .set_password(&username, password)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -150,12 +166,13 @@ pub async fn set_password(
         body = FamilyPage)))]
 pub async fn families(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Result<Response, WebError> {
     let page = state
         .flows
-        .admin()
+        .admin(&operator)
         .user_families(&username, &page.into())
         .await?;
     Ok(NoStoreJson(FamilyPage::from(page)).into_response())
@@ -168,9 +185,14 @@ pub async fn families(
         body = Revoked)))]
 pub async fn revoke_tokens(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let revoked = state.flows.admin().revoke_user_tokens(&username).await?;
+    let revoked = state
+        .flows
+        .admin(&operator)
+        .revoke_user_tokens(&username)
+        .await?;
     Ok(NoStoreJson(Revoked { revoked }).into_response())
 }
 
@@ -181,8 +203,13 @@ pub async fn revoke_tokens(
         body = Ended)))]
 pub async fn end_sessions(
     State(state): State<AppState>,
+    Extension(operator): Extension<Operator>,
     AdminPath(username): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let ended = state.flows.admin().end_user_sessions(&username).await?;
+    let ended = state
+        .flows
+        .admin(&operator)
+        .end_user_sessions(&username)
+        .await?;
     Ok(NoStoreJson(Ended { ended }).into_response())
 }
