@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection};
+use tessera_guard::{Guard, RemoteConfig, RemoteIntrospection, TokenValidator};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -442,6 +442,22 @@ async fn issue_28_metrics_move_as_the_flows_say(backend: Backend) {
         .filter_map(|s| s.labels.get("route"))
         .collect();
     assert!(routes.iter().all(|r| !r.contains('?')), "{routes:?}");
+
+    // Every metric says what it counts (`# HELP`), histograms included.
+    let undescribed: Vec<&str> = after
+        .samples
+        .iter()
+        .map(|s| s.metric.as_str())
+        .filter(|name| {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|family| after.docs.contains_key(*family))
+                .unwrap_or(name);
+            after.docs.get(family).is_none_or(|help| help.is_empty())
+        })
+        .collect();
+    assert!(undescribed.is_empty(), "no # HELP for {undescribed:?}");
     serve.stop().await;
 }
 
@@ -552,4 +568,75 @@ async fn issue_28_the_guard_counts_cache_hits_and_misses() {
         "{text}"
     );
     assert!(!text.contains(&token), "the token is in the metrics");
+    for name in read.keys() {
+        assert!(parsed.docs.contains_key(*name), "no # HELP for {name}");
+    }
+}
+
+/// The guard's stream metrics: connected while subscribed, one event received per revocation
+/// of a token in its audience.
+#[tokio::test]
+async fn issue_28_the_guard_counts_its_revocation_stream() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    let metrics = app.metrics.unwrap().to_string();
+    let (resource, uri) = app.resource_server("api").await;
+    let config = RemoteConfig::new("", &resource.id, resource.secret());
+    let guard = RemoteIntrospection::discover(&app.base, config)
+        .await
+        .unwrap();
+    let patience = Duration::from_secs(5);
+    let mut changes = guard.stream_status_changes().expect("subscribed");
+    tokio::time::timeout(patience, changes.wait_for(|s| s.connected))
+        .await
+        .unwrap()
+        .unwrap();
+    let id = [("client_id", resource.id.as_str())];
+    let (text, parsed) = scrape(&metrics).await;
+    assert_eq!(
+        value(&parsed, "tessera_guard_stream_connected", &id),
+        1.0,
+        "{text}"
+    );
+
+    let owner = app.m2m_client("api").await;
+    let issued = app
+        .post_basic(
+            "/token",
+            &owner,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "api"),
+                ("resource", &uri),
+            ],
+        )
+        .await;
+    assert_eq!(issued.status, 200, "{:?}", issued.body);
+    let token = issued.body["access_token"].as_str().unwrap().to_owned();
+    assert!(guard.validate(&token).await.unwrap().is_some());
+    let revoked = app
+        .post_basic("/revoke", &owner, &[("token", &token)])
+        .await;
+    assert_eq!(revoked.status, 200);
+    tokio::time::timeout(patience, changes.wait_for(|s| s.events == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let (text, parsed) = scrape(&metrics).await;
+    assert_eq!(
+        value(&parsed, "tessera_guard_stream_events_received_total", &id),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&parsed, "tessera_guard_stream_reconnects_total", &id),
+        0.0,
+        "{text}"
+    );
+    assert!(parsed.docs.contains_key("tessera_guard_stream_connected"));
 }

@@ -61,6 +61,7 @@ use tessera_store::Store;
 pub use client_auth::{Allowed, ClientAuthenticator};
 pub use client_metadata::{ClientMetadataSource, MetadataFetchError};
 pub use error::FlowError;
+pub use measure::describe as describe_metrics;
 
 /// What the flows of one node need to know.
 #[derive(Debug, Clone)]

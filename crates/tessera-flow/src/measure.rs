@@ -7,8 +7,61 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use tessera_core::client::GrantType;
+
+/// Gives the installed recorder the help text and unit of every metric the flows record (the
+/// `# HELP` lines of Prometheus). Call it once, after installing the recorder.
+pub fn describe() {
+    describe_counter!(
+        "tessera_tokens_issued_total",
+        "Token responses, by the grant that earned them"
+    );
+    describe_counter!(
+        "tessera_introspections_total",
+        "Introspection answers, by whether the token was active to the caller"
+    );
+    describe_counter!(
+        "tessera_revocations_total",
+        "Revocation requests, by what they came to (revoked, not_owned, unknown)"
+    );
+    describe_counter!("tessera_sign_ins_total", "People signed in");
+    describe_counter!(
+        "tessera_sign_in_failures_total",
+        "Sign-ins refused for a wrong username or password"
+    );
+    describe_counter!(
+        "tessera_audit_events_unrecorded_total",
+        "Audit events the store refused; each is logged at ERROR"
+    );
+    describe_counter!(
+        "tessera_throttle_refusals_total",
+        "Attempts refused unchecked by a throttle (sign_in, client, registration)"
+    );
+    describe_gauge!(
+        "tessera_hashing_queue_depth",
+        "Password-hashing jobs waiting, by queue"
+    );
+    describe_histogram!(
+        "tessera_hashing_wait_seconds",
+        Unit::Seconds,
+        "How long a password-hashing job waited for a thread, by queue"
+    );
+    describe_counter!(
+        "tessera_hashing_busy_total",
+        "Password-hashing jobs refused because their queue was full"
+    );
+    describe_gauge!(
+        "tessera_revocation_stream_subscribers",
+        "Revocation streams (GET /revocations) open on this node"
+    );
+    describe_counter!(
+        "tessera_revocation_events_sent_total",
+        "Revocation events sent to resource servers"
+    );
+}
 
 /// A password-hashing queue (the hashing module's purposes, named here so that this module
 /// imports none of the flows that call it).

@@ -74,6 +74,7 @@ pub use bearer::{Bearer, bearer_token};
 pub use info::{ScopeRequirement, TokenInfo};
 pub use layer::{Guard, Refusal, Rejection, RequireScope, RequireScopeService, Token};
 pub use metadata::{InvalidProtectedResource, ProtectedResource};
+pub use meters::describe_metrics;
 pub use remote::{RemoteConfig, RemoteIntrospection, parse_introspection};
 pub use revocations::StreamStatus;
 pub use validator::{TokenValidator, ValidationError};

@@ -7,7 +7,44 @@
 //! hot path (a cache hit) costs one atomic increment; a recorder installed after that does
 //! not see this validator.
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+
+/// Gives the embedding application's recorder the help text and unit of each guard metric.
+/// Call it once, after installing the recorder.
+pub fn describe_metrics() {
+    describe_counter!(
+        "tessera_guard_cache_hits_total",
+        "Tokens answered from the guard's cache"
+    );
+    describe_counter!(
+        "tessera_guard_cache_misses_total",
+        "Tokens the guard had to introspect"
+    );
+    describe_histogram!(
+        "tessera_guard_introspection_duration_seconds",
+        Unit::Seconds,
+        "Introspection requests of the guard, from sending to a parsed answer"
+    );
+    describe_counter!(
+        "tessera_guard_introspection_errors_total",
+        "Introspections that failed (the request refused with 503)"
+    );
+    describe_gauge!(
+        "tessera_guard_stream_connected",
+        "1 while the guard's revocation stream is connected, else 0"
+    );
+    describe_counter!(
+        "tessera_guard_stream_events_received_total",
+        "Revocation events the guard received"
+    );
+    describe_counter!(
+        "tessera_guard_stream_reconnects_total",
+        "Times the guard reconnected its revocation stream"
+    );
+}
 
 #[derive(Clone)]
 pub(crate) struct GuardMeters {

@@ -52,10 +52,33 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            } else {
+                describe();
             }
             handle
         })
         .clone()
+}
+
+/// The `# HELP` text and unit of every metric the process records: the server's own here,
+/// the others from the crates that record them.
+fn describe() {
+    metrics::describe_counter!(
+        "tessera_http_requests_total",
+        "HTTP requests answered, by route template and status"
+    );
+    metrics::describe_histogram!(
+        "tessera_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP requests' latency, by route template"
+    );
+    metrics::describe_gauge!(
+        "tessera_db_pool_connections",
+        "PostgreSQL pool connections (size, idle), read at each scrape"
+    );
+    tessera_flow::describe_metrics();
+    tessera_store::metered::describe();
+    tessera_guard::describe_metrics();
 }
 
 /// The recorder's handle, if [`install`] has run.

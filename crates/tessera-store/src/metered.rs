@@ -32,6 +32,16 @@ pub const OPERATION_SECONDS: &str = "tessera_store_operation_duration_seconds";
 /// Operations that failed, by `operation`.
 pub const ERRORS: &str = "tessera_store_errors_total";
 
+/// Gives the installed recorder the help text and unit of the wrapper's metrics.
+pub fn describe() {
+    metrics::describe_histogram!(
+        OPERATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Store operations' latency, by Store method"
+    );
+    metrics::describe_counter!(ERRORS, "Store operations that failed, by Store method");
+}
+
 /// Records `$call`'s latency and failure under the literal `$op`: literal names and labels
 /// make a static metric key, so recording allocates nothing.
 macro_rules! timed {
