@@ -19,7 +19,8 @@ use tokio::sync::Mutex;
 use crate::both_backends;
 use crate::cli::created;
 use crate::helpers::{
-    Backend, TestClient, fresh_database, http_client, serve_api, spawn_app_with, tessera_cli,
+    Backend, TestApp, TestClient, fresh_database, http_client, serve_api, spawn_app_with,
+    tessera_cli,
 };
 use crate::person::{PASSWORD, Person, VERIFIER, authorize_url_at, query_of};
 
@@ -517,16 +518,21 @@ async fn issue_28_unknown_paths_are_one_route_and_the_stream_is_counted() {
     );
 }
 
-#[tokio::test]
-async fn issue_28_the_guard_counts_cache_hits_and_misses() {
-    let Some(app) = spawn_app_with(Backend::Sqlite, |c| {
+/// A SQLite test app with its metrics listener on, and that listener's address.
+async fn app_with_metrics() -> Option<(TestApp, String)> {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
-    .await
-    else {
+    .await?;
+    let metrics = app.metrics.unwrap().to_string();
+    Some((app, metrics))
+}
+
+#[tokio::test]
+async fn issue_28_the_guard_counts_cache_hits_and_misses() {
+    let Some((app, metrics)) = app_with_metrics().await else {
         return;
     };
-    let metrics = app.metrics.unwrap().to_string();
     // The recorder is installed (by the server's build) before the validator registers its
     // handles; the validator's own client id keeps its series apart from other tests'.
     let (resource, _) = app.resource_server("api").await;
@@ -577,14 +583,9 @@ async fn issue_28_the_guard_counts_cache_hits_and_misses() {
 /// of a token in its audience.
 #[tokio::test]
 async fn issue_28_the_guard_counts_its_revocation_stream() {
-    let Some(app) = spawn_app_with(Backend::Sqlite, |c| {
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await
-    else {
+    let Some((app, metrics)) = app_with_metrics().await else {
         return;
     };
-    let metrics = app.metrics.unwrap().to_string();
     let (resource, uri) = app.resource_server("api").await;
     let config = RemoteConfig::new("", &resource.id, resource.secret());
     let guard = RemoteIntrospection::discover(&app.base, config)
