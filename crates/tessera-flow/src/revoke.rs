@@ -75,9 +75,10 @@ pub async fn revoke(
         Some(record) if record.client_id == client.id => {
             let count = revoke_reach(store, &record, now).await?;
             if count > 0 {
+                let username = record.username.as_deref();
                 let cause = RevocationCause::RevocationEndpoint;
-                let event = revoked(&record, cause, now).address(caller);
-                audit::record(store, event.with("count", count)).await;
+                let event = revoked_by_client(&record.client_id, username, cause, count, now);
+                audit::record(store, event.address(caller)).await;
             }
             Revocation::Revoked { count }
         }
@@ -86,12 +87,21 @@ pub async fn revoke(
     })
 }
 
-/// The audit event of a revocation that reached `record`: its client acted, for its user.
-fn revoked(record: &TokenRecord, cause: RevocationCause, now: UnixTime) -> AuditEvent {
-    let client_id = record.client_id.as_str();
-    let event = AuditEvent::revoked(now, Actor::Client(client_id.into()), cause).client(client_id);
-    match &record.username {
-        Some(username) => event.user(username.as_str()),
+/// The audit event of `count` tokens revoked by a request of the client `client_id` (the
+/// owner at the revocation endpoint, or whoever holds its credentials and presented a used
+/// code or refresh token), for `username` if the grant was a person's.
+pub(crate) fn revoked_by_client(
+    client_id: &str,
+    username: Option<&str>,
+    cause: RevocationCause,
+    count: u64,
+    now: UnixTime,
+) -> AuditEvent {
+    let event = AuditEvent::revoked(now, Actor::Client(client_id.into()), cause)
+        .client(client_id)
+        .with("count", count);
+    match username {
+        Some(name) => event.user(name),
         None => event,
     }
 }

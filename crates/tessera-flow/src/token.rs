@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use tessera_core::OAuthError;
-use tessera_core::audit::{Actor, AuditEvent, RevocationCause};
+use tessera_core::audit::RevocationCause;
 use tessera_core::client::{Client, GrantType};
 use tessera_core::clock::UnixTime;
 use tessera_core::form::FormParams;
@@ -27,7 +27,7 @@ use crate::Flows;
 use crate::audit;
 use crate::client_auth::Allowed;
 use crate::error::FlowError;
-use crate::revoke::revoke_reach;
+use crate::revoke::{revoke_reach, revoked_by_client};
 
 /// What exchanging an authorization code came to.
 #[derive(Debug)]
@@ -122,7 +122,8 @@ impl Flows {
                             Err(_) => None,
                         };
                         let cause = RevocationCause::CodeReplayed;
-                        let event = reuse_event(&client, username, cause, revoked, now);
+                        let username = username.as_deref();
+                        let event = revoked_by_client(&client.id, username, cause, revoked, now);
                         audit::record(store, event.address(caller)).await;
                         return Err(unknown_code().into());
                     }
@@ -153,7 +154,8 @@ impl Flows {
                         "rotated refresh token presented again; family revoked"
                     );
                     let cause = RevocationCause::RefreshReused;
-                    let event = reuse_event(&client, username, cause, revoked, now);
+                    let username = username.as_deref();
+                    let event = revoked_by_client(&client.id, username, cause, revoked, now);
                     audit::record(store, event.address(caller)).await;
                     return Err(OAuthError::InvalidGrant(
                         "the refresh token was already used; all tokens of this grant are revoked"
@@ -337,25 +339,6 @@ fn mint(
     // Refresh tokens only for users, and only for clients registered for the grant.
     let with_refresh = user_id.is_some() && client.allows_grant(GrantType::RefreshToken);
     mint_tokens(&subject, lifetimes, with_refresh, now).map_err(FlowError::internal)
-}
-
-/// The audit event of a replayed code or a reused refresh token: the client presenting it
-/// acted (a thief holding its credentials, or the client itself), and the grant is revoked.
-fn reuse_event(
-    client: &Client,
-    username: Option<String>,
-    cause: RevocationCause,
-    revoked: u64,
-    now: UnixTime,
-) -> AuditEvent {
-    let id = client.id.as_str();
-    let event = AuditEvent::revoked(now, Actor::Client(id.into()), cause)
-        .client(id)
-        .with("count", revoked);
-    match username {
-        Some(name) => event.user(name),
-        None => event,
-    }
 }
 
 fn unknown_code() -> OAuthError {
