@@ -34,7 +34,7 @@ impl Flows {
         // `token_type_hint` is only a hint (RFC 7662 §2.1): one lookup by key finds any kind.
         let record = self.store.find_token(&TokenKey::of(token)).await?;
         let answer = introspect(record.as_ref(), &client, self.issuer(), now);
-        crate::measure::introspected(answer.active);
+        self.meters.introspected(answer.active);
         Ok(answer)
     }
 }

@@ -97,6 +97,7 @@ pub struct Shared {
     pub documents: Option<client_metadata::ClientMetadataDocuments>,
     pub revocation_streams: revocation_stream::RevocationStreams,
     pub keys: keys::SigningKeys,
+    pub(crate) meters: measure::EndpointMeters,
 }
 
 impl std::ops::Deref for Flows {
@@ -138,6 +139,7 @@ impl Flows {
             settings,
             throttle,
             documents: documents.map(client_metadata::ClientMetadataDocuments::new),
+            meters: measure::EndpointMeters::register(),
         }))
     }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use tessera_core::client::GrantType;
 
@@ -79,44 +79,63 @@ pub(crate) enum RevocationOutcome {
     Unknown,
 }
 
-/// A token response, by the grant that earned it.
-pub(crate) fn token_issued(grant: GrantType) {
-    match grant {
-        GrantType::AuthorizationCode => {
-            counter!("tessera_tokens_issued_total", "grant_type" => "authorization_code")
-                .increment(1);
-        }
-        GrantType::ClientCredentials => {
-            counter!("tessera_tokens_issued_total", "grant_type" => "client_credentials")
-                .increment(1);
-        }
-        GrantType::RefreshToken => {
-            counter!("tessera_tokens_issued_total", "grant_type" => "refresh_token").increment(1);
-        }
-    }
+/// The counters of the token, introspection and revocation endpoints, registered with the
+/// recorder once, when the flows are made: counting a request is then an atomic add, not a
+/// registry lookup. Flows made before a recorder is installed count nothing.
+pub(crate) struct EndpointMeters {
+    issued: [Counter; 3],
+    introspected_active: Counter,
+    introspected_inactive: Counter,
+    revocations: [Counter; 3],
 }
 
-/// An introspection answered, active or not.
-pub(crate) fn introspected(active: bool) {
-    if active {
-        counter!("tessera_introspections_total", "active" => "true").increment(1);
-    } else {
-        counter!("tessera_introspections_total", "active" => "false").increment(1);
+impl EndpointMeters {
+    pub(crate) fn register() -> Self {
+        Self {
+            issued: [
+                counter!("tessera_tokens_issued_total", "grant_type" => "authorization_code"),
+                counter!("tessera_tokens_issued_total", "grant_type" => "client_credentials"),
+                counter!("tessera_tokens_issued_total", "grant_type" => "refresh_token"),
+            ],
+            introspected_active: counter!("tessera_introspections_total", "active" => "true"),
+            introspected_inactive: counter!("tessera_introspections_total", "active" => "false"),
+            revocations: [
+                counter!("tessera_revocations_total", "outcome" => "revoked"),
+                counter!("tessera_revocations_total", "outcome" => "not_owned"),
+                counter!("tessera_revocations_total", "outcome" => "unknown"),
+            ],
+        }
     }
-}
 
-/// A revocation request answered (each is a 200, RFC 7009 §2.2), by what it came to.
-pub(crate) fn revocation(outcome: RevocationOutcome) {
-    match outcome {
-        RevocationOutcome::Revoked => {
-            counter!("tessera_revocations_total", "outcome" => "revoked").increment(1);
+    /// A token response, by the grant that earned it.
+    pub(crate) fn token_issued(&self, grant: GrantType) {
+        let [code, client_credentials, refresh] = &self.issued;
+        match grant {
+            GrantType::AuthorizationCode => code,
+            GrantType::ClientCredentials => client_credentials,
+            GrantType::RefreshToken => refresh,
         }
-        RevocationOutcome::NotOwned => {
-            counter!("tessera_revocations_total", "outcome" => "not_owned").increment(1);
+        .increment(1);
+    }
+
+    /// An introspection answered, active or not.
+    pub(crate) fn introspected(&self, active: bool) {
+        if active {
+            self.introspected_active.increment(1);
+        } else {
+            self.introspected_inactive.increment(1);
         }
-        RevocationOutcome::Unknown => {
-            counter!("tessera_revocations_total", "outcome" => "unknown").increment(1);
+    }
+
+    /// A revocation request answered (each is a 200, RFC 7009 §2.2), by what it came to.
+    pub(crate) fn revocation(&self, outcome: RevocationOutcome) {
+        let [revoked, not_owned, unknown] = &self.revocations;
+        match outcome {
+            RevocationOutcome::Revoked => revoked,
+            RevocationOutcome::NotOwned => not_owned,
+            RevocationOutcome::Unknown => unknown,
         }
+        .increment(1);
     }
 }
 

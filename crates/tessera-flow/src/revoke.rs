@@ -46,7 +46,7 @@ impl Flows {
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("missing token"))?;
         let outcome = revoke(&*self.store, &client, &TokenKey::of(token), caller, now).await?;
-        crate::measure::revocation(match outcome {
+        self.meters.revocation(match outcome {
             Revocation::Revoked { .. } => crate::measure::RevocationOutcome::Revoked,
             Revocation::NotOwned => crate::measure::RevocationOutcome::NotOwned,
             Revocation::Unknown => crate::measure::RevocationOutcome::Unknown,

@@ -168,7 +168,7 @@ impl Flows {
         // Routine, once per token: DEBUG, so the log's volume follows security events
         // (sign-ins, failures, reuse), not traffic.
         tracing::debug!(client_id = %client.id, grant = grant.as_str(), "token issued");
-        crate::measure::token_issued(grant);
+        self.meters.token_issued(grant);
         Ok(response)
     }
 }

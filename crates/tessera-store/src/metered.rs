@@ -2,12 +2,14 @@
 //! the `metrics` facade, so neither backend knows about metrics and both are measured alike.
 //!
 //! The server wraps its store in one only when metrics are on: the wrapper's cost (a boxed
-//! future and two clock reads per operation) is then paid by those who asked for it.
+//! future, two clock reads and a histogram sample per operation) is then paid by those who
+//! asked for it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use metrics::{Counter, Histogram};
 use tessera_core::admin::AdminTokenRecord;
 use tessera_core::audit::{AuditEvent, AuditFilter, AuditRecord};
 use tessera_core::client::Client;
@@ -42,16 +44,34 @@ pub fn describe() {
     metrics::describe_counter!(ERRORS, "Store operations that failed, by Store method");
 }
 
-/// Records `$call`'s latency and failure under the literal `$op`: literal names and labels
-/// make a static metric key, so recording allocates nothing.
+/// One operation's meters: handles registered with the recorder once, so that recording is
+/// an atomic add and a histogram sample rather than a registry lookup each time.
+struct OperationMeters {
+    seconds: Histogram,
+    errors: Counter,
+}
+
+impl OperationMeters {
+    fn new(operation: &'static str) -> Self {
+        Self {
+            seconds: metrics::histogram!(OPERATION_SECONDS, "operation" => operation),
+            errors: metrics::counter!(ERRORS, "operation" => operation),
+        }
+    }
+}
+
+/// Records `$call`'s latency and failure under the literal `$op`. Each call site keeps its
+/// meters in a static made on its first call: a [`Metered`] store exists only once the
+/// process's recorder is installed, so no handle goes to the no-op one.
 macro_rules! timed {
     ($op:literal, $call:expr) => {{
+        static METERS: OnceLock<OperationMeters> = OnceLock::new();
+        let meters = METERS.get_or_init(|| OperationMeters::new($op));
         let started = Instant::now();
         let result = $call.await;
-        metrics::histogram!("tessera_store_operation_duration_seconds", "operation" => $op)
-            .record(started.elapsed().as_secs_f64());
+        meters.seconds.record(started.elapsed().as_secs_f64());
         if result.is_err() {
-            metrics::counter!("tessera_store_errors_total", "operation" => $op).increment(1);
+            meters.errors.increment(1);
         }
         result
     }};
