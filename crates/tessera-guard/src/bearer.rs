@@ -28,28 +28,39 @@ pub fn bearer_token(headers: &HeaderMap) -> Bearer {
     if values.next().is_some() {
         return Bearer::Malformed;
     }
-    let Ok(value) = value.to_str() else {
-        return Bearer::Malformed;
+    // Read as bytes: the checks below admit only ASCII, so the text needs no other pass.
+    let bytes = value.as_bytes();
+    let (scheme, rest) = match bytes.iter().position(|b| *b == b' ') {
+        Some(space) => bytes.split_at(space),
+        None => (bytes, &[][..]),
     };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Bearer::Missing;
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // Another scheme, unless the header is not even visible ASCII.
+        return match value.to_str() {
+            Ok(_) => Bearer::Missing,
+            Err(_) => Bearer::Malformed,
+        };
     }
-    let token = rest.trim_start_matches(' ');
-    if is_b64token(token) {
-        Bearer::Token(AccessToken::new(token))
-    } else {
-        Bearer::Malformed
+    let spaces = rest.iter().take_while(|b| **b == b' ').count();
+    let token = rest.get(spaces..).unwrap_or_default();
+    match b64token(token) {
+        Some(token) => Bearer::Token(AccessToken::new(token)),
+        None => Bearer::Malformed,
     }
 }
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="` (RFC 6750 §2.1).
-fn is_b64token(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+fn b64token(token: &[u8]) -> Option<&str> {
+    let padding = token.iter().rev().take_while(|b| **b == b'=').count();
+    let body = token.get(..token.len() - padding)?;
+    let well_formed = !body.is_empty()
+        && body.iter().all(|b| {
+            matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    if !well_formed {
+        return None;
+    }
+    std::str::from_utf8(token).ok()
 }
 
 #[cfg(test)]
@@ -91,5 +102,26 @@ mod tests {
             assert_eq!(read(&[bad]), Bearer::Malformed, "{bad}");
         }
         assert_eq!(read(&["Bearer a", "Bearer b"]), Bearer::Malformed);
+        assert_eq!(read(&["Bearer\ta"]), Bearer::Missing);
+        assert_eq!(read(&["Bearer \ta"]), Bearer::Malformed);
+        assert_eq!(
+            read(&["BEARER    tsa_x=="]),
+            Bearer::Token(AccessToken::new("tsa_x=="))
+        );
+    }
+
+    #[test]
+    fn a_header_that_is_not_visible_ascii_is_malformed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Basic \xe9t\xe9").unwrap(),
+        );
+        assert_eq!(bearer_token(&h), Bearer::Malformed);
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer t\xe9").unwrap(),
+        );
+        assert_eq!(bearer_token(&h), Bearer::Malformed);
     }
 }

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use moka::future::Cache;
 use serde::Deserialize;
 use tessera_core::clock::{Clock, UnixTime};
 use tessera_core::scope::Scope;
@@ -27,7 +26,7 @@ use tessera_core::token::{Standing, TokenKey, TokenUse};
 use tokio::sync::watch;
 use url::form_urlencoded::byte_serialize;
 
-use crate::cache::{CacheKey, Cached, Entry, PerEntryTtl};
+use crate::cache::{AnswerCache, CacheKey, Cached, Entry};
 use crate::info::TokenInfo;
 use crate::meters::GuardMeters;
 use crate::revocations::{Admission, StreamShared, StreamStatus, Subscription};
@@ -93,7 +92,7 @@ struct Inner {
     http: reqwest::Client,
     config: RemoteConfig,
     basic: String,
-    cache: Option<Cache<CacheKey, Cached>>,
+    cache: Option<AnswerCache>,
     calls: AtomicU64,
     meters: GuardMeters,
     stream: Option<Arc<StreamShared>>,
@@ -116,12 +115,7 @@ impl RemoteIntrospection {
         let pass = form_encode(&config.client_secret);
         let basic = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));
         let meters = GuardMeters::new(&config.client_id);
-        let cache: Option<Cache<CacheKey, Cached>> = (!config.cache_ttl.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(config.max_entries)
-                .expire_after(PerEntryTtl)
-                .build()
-        });
+        let cache = (!config.cache_ttl.is_zero()).then(|| AnswerCache::new(config.max_entries));
         let (stream, stop) = match (&cache, &config.revocation_stream) {
             (Some(cache), Some(endpoint)) if config.subscribe => {
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -290,7 +284,13 @@ impl TokenValidator for RemoteIntrospection {
             return Ok(self.introspect(token).await?.map(Arc::new));
         };
         let key: CacheKey = TokenKey::of(token).0;
-        let mut cached = self.cached(cache, key, token).await?;
+        let mut cached = match cache.hit(&key) {
+            Some(entry) => {
+                self.inner.meters.cache_hits.increment(1);
+                entry
+            }
+            None => self.cached(cache, key, token).await?,
+        };
         if let Some(stream) = &self.inner.stream {
             match stream.admits(&key, &cached) {
                 Admission::Fresh => {}
@@ -318,31 +318,34 @@ impl TokenValidator for RemoteIntrospection {
 impl RemoteIntrospection {
     async fn cached(
         &self,
-        cache: &Cache<CacheKey, Cached>,
+        cache: &AnswerCache,
         key: CacheKey,
         token: &str,
     ) -> Result<Cached, ValidationError> {
         // Set by the one caller that fills the entry; callers that waited for it are hits.
         let missed = std::sync::atomic::AtomicBool::new(false);
+        let stream = self.inner.stream.as_deref();
+        let fill = async {
+            missed.store(true, Ordering::Relaxed);
+            let started = stream.map_or(0, |s| s.epoch());
+            // A token the stream named is revoked for good: no need to ask.
+            let info = if stream.is_some_and(|s| s.was_revoked(&key)) {
+                None
+            } else {
+                self.introspect(token).await?.map(Arc::new)
+            };
+            let ttl = self.ttl_for(&info);
+            Ok::<_, ValidationError>(Arc::new(Entry {
+                info,
+                ttl,
+                started,
+                stored_at: Instant::now(),
+                settled: AtomicBool::new(false),
+            }))
+        };
         let answer = cache
-            .try_get_with(key, async {
-                missed.store(true, Ordering::Relaxed);
-                let stream = self.inner.stream.as_ref();
-                let started = stream.map_or(0, |s| s.epoch());
-                // A token the stream named is revoked for good: no need to ask.
-                let info = if stream.is_some_and(|s| s.was_revoked(&key)) {
-                    None
-                } else {
-                    self.introspect(token).await?.map(Arc::new)
-                };
-                let ttl = self.ttl_for(&info);
-                Ok::<_, ValidationError>(Arc::new(Entry {
-                    info,
-                    ttl,
-                    started,
-                    stored_at: Instant::now(),
-                    settled: AtomicBool::new(false),
-                }))
+            .get_or_fill(key, fill, |entry| {
+                stream.is_none_or(|s| s.still_current(&key, entry))
             })
             .await
             .map_err(|e| (*e).clone());

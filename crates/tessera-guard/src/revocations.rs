@@ -21,9 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use moka::future::Cache;
-
-use crate::cache::{CacheKey, Cached, Entry};
+use crate::cache::{AnswerCache, CacheKey, Entry};
 use crate::meters::GuardMeters;
 
 /// What the embedding application can see of the subscription.
@@ -107,10 +105,7 @@ impl StreamShared {
         if !entry.settled.load(Ordering::Acquire) {
             // The entry is in the cache, so an event whose epoch this load misses evicts it
             // after this point; one it sees has published its key, checked here.
-            if entry.started < self.epoch.load(Ordering::SeqCst)
-                && let Some(revoked_at) = self.revoked.get(key)
-                && revoked_at > entry.started
-            {
+            if self.revoked_since(key, entry) {
                 return Admission::Revoked;
             }
             entry.settled.store(true, Ordering::Release);
@@ -120,6 +115,20 @@ impl StreamShared {
             return Admission::Stale;
         }
         Admission::Fresh
+    }
+
+    /// Whether `entry` is still an answer the cache may give: no flush and no revocation of
+    /// its key since its introspection began.
+    pub(crate) fn still_current(&self, key: &CacheKey, entry: &Entry) -> bool {
+        entry.started >= self.flushed_at.load(Ordering::Acquire) && !self.revoked_since(key, entry)
+    }
+
+    fn revoked_since(&self, key: &CacheKey, entry: &Entry) -> bool {
+        entry.started < self.epoch.load(Ordering::SeqCst)
+            && self
+                .revoked
+                .get(key)
+                .is_some_and(|revoked_at| revoked_at > entry.started)
     }
 
     pub(crate) fn was_revoked(&self, key: &CacheKey) -> bool {
@@ -169,7 +178,7 @@ pub(crate) struct Subscription {
     pub(crate) connect_timeout: Duration,
     pub(crate) shared: Arc<StreamShared>,
     /// The validator's cache, evicted from.
-    pub(crate) cache: Cache<CacheKey, Cached>,
+    pub(crate) cache: AnswerCache,
     /// Closed when the validator is dropped, which ends the task.
     pub(crate) stop: watch::Receiver<()>,
 }
