@@ -20,6 +20,7 @@ use crate::helpers::{Backend, Reply, TestApp, spawn_app_with, tessera_cli};
 
 both_backends!(
     clients_are_created_read_listed_changed_and_deleted,
+    a_clients_openid_connect_settings_are_set_and_changed,
     resources_are_created_read_changed_and_deleted,
     users_their_passwords_tokens_and_sessions,
     lists_come_in_pages_with_a_cursor,
@@ -195,6 +196,108 @@ async fn clients_are_created_read_listed_changed_and_deleted(backend: Backend) {
     assert_problem(&api.delete(&format!("/admin/v1/clients/{id}")).await, 404);
     assert_problem(&api.get("/admin/v1/clients/nobody/tokens").await, 404);
     assert_problem(&api.delete("/admin/v1/clients/nobody/tokens").await, 404);
+}
+
+/// The settings `tessera client create` takes with `--post-logout-redirect-uri` and
+/// `--id-token-signed-response-alg`, through the API: the ID token flow reads them from the
+/// store (tests/it/oidc.rs signs with a client's RS256 choice).
+async fn a_clients_openid_connect_settings_are_set_and_changed(backend: Backend) {
+    let Some((app, api)) = admin_app(backend).await else {
+        return;
+    };
+    let created = api
+        .post(
+            "/admin/v1/clients",
+            json!({"name": "RP", "redirect_uris": ["https://rp.example/cb"], "scope": "openid",
+                   "post_logout_redirect_uris": ["https://rp.example/bye"],
+                   "id_token_signed_response_alg": "RS256"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["client_id"].as_str().unwrap().to_owned();
+    let expected = json!({"post_logout_redirect_uris": ["https://rp.example/bye"],
+                          "id_token_signed_response_alg": "RS256"});
+    assert_eq!(created.body["oidc"], expected);
+    let stored = app.store.get_client_oidc(&id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.id_token_signed_response_alg.as_deref(),
+        Some("RS256")
+    );
+    assert_eq!(
+        api.get(&format!("/admin/v1/clients/{id}")).await.body["oidc"],
+        expected
+    );
+    // Lists leave the settings out (one more read per client).
+    let list = api.get("/admin/v1/clients").await;
+    assert!(
+        list.body["items"][0].get("oidc").is_none(),
+        "{:?}",
+        list.body
+    );
+
+    // A change of one setting keeps the other, and what else the client had.
+    let changed = api
+        .patch(
+            &format!("/admin/v1/clients/{id}"),
+            json!({"id_token_signed_response_alg": "ES256"}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    assert_eq!(
+        changed.body["oidc"],
+        json!({"post_logout_redirect_uris": ["https://rp.example/bye"],
+               "id_token_signed_response_alg": "ES256"})
+    );
+    assert_eq!(
+        changed.body["redirect_uris"],
+        json!(["https://rp.example/cb"])
+    );
+    let changed = api
+        .patch(
+            &format!("/admin/v1/clients/{id}"),
+            json!({"post_logout_redirect_uris": []}),
+        )
+        .await;
+    assert_eq!(changed.body["oidc"]["post_logout_redirect_uris"], json!([]));
+    assert_eq!(
+        changed.body["oidc"]["id_token_signed_response_alg"],
+        "ES256"
+    );
+
+    // A client without settings shows the defaults.
+    let plain = api
+        .post("/admin/v1/clients", json!({"name": "M2M", "scope": "api"}))
+        .await;
+    assert_eq!(
+        plain.body["oidc"],
+        json!({"post_logout_redirect_uris": [], "id_token_signed_response_alg": null})
+    );
+
+    // Refused as `client create` refuses them, and nothing changes.
+    for bad in [
+        json!({"post_logout_redirect_uris": ["javascript:alert(1)"]}),
+        json!({"post_logout_redirect_uris": ["http://rp.example/bye"]}),
+    ] {
+        let refused = api.patch(&format!("/admin/v1/clients/{id}"), bad).await;
+        assert_problem(&refused, 422);
+    }
+    let refused = api
+        .patch(
+            &format!("/admin/v1/clients/{id}"),
+            json!({"id_token_signed_response_alg": "none"}),
+        )
+        .await;
+    assert!(
+        refused.status == 400 || refused.status == 422,
+        "{:?}",
+        refused.body
+    );
+    let stored = app.store.get_client_oidc(&id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.id_token_signed_response_alg.as_deref(),
+        Some("ES256")
+    );
+    assert!(stored.post_logout_redirect_uris.is_empty());
 }
 
 async fn resources_are_created_read_changed_and_deleted(backend: Backend) {

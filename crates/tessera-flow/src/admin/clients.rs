@@ -2,8 +2,9 @@
 
 use tessera_core::audit::RevocationCause;
 use tessera_core::client::{Client, ClientRegistration, RegistrationError, register};
+use tessera_core::oidc::{SigningAlg, post_logout_redirect_uris};
 use tessera_core::secret::Secret;
-use tessera_store::{FamilyOwner, StoreError, TokenFamily};
+use tessera_store::{ClientOidc, FamilyOwner, StoreError, TokenFamily};
 
 use crate::admin::{Admin, AdminError, Page, PageRequest, check_length, not_found};
 use crate::hashing;
@@ -19,6 +20,36 @@ pub struct ClientChange {
     /// Accept http redirect URIs on hosts other than loopback, as the CLI's
     /// `--allow-insecure-redirect-uri`.
     pub allow_insecure_redirect_uri: bool,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub id_token_signed_response_alg: Option<String>,
+}
+
+/// A client's OpenID Connect settings as an operator gives them, checked as the CLI checks
+/// them: the algorithm is one the server signs with, the URIs follow the redirect URI rules.
+fn checked_oidc(
+    uris: &[String],
+    alg: Option<&str>,
+    allow_insecure_http: bool,
+) -> Result<ClientOidc, AdminError> {
+    let post_logout_redirect_uris =
+        post_logout_redirect_uris(uris, allow_insecure_http).map_err(AdminError::Invalid)?;
+    let id_token_signed_response_alg = match alg {
+        None => None,
+        Some(alg) => Some(
+            SigningAlg::parse(alg)
+                .ok_or_else(|| {
+                    AdminError::Invalid(format!(
+                        "id_token_signed_response_alg: {alg} is not ES256 or RS256"
+                    ))
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    Ok(ClientOidc {
+        id_token_signed_response_alg,
+        post_logout_redirect_uris,
+    })
 }
 
 impl Admin<'_> {
@@ -28,12 +59,21 @@ impl Admin<'_> {
         Ok(Page::of(found, limit, |c| c.id.as_str()))
     }
 
-    /// Registers a client under the CLI's rules; its secret, if confidential, in clear once.
+    /// Registers a client under the CLI's rules, with its OpenID Connect settings (the
+    /// post-logout redirect URIs and the ID token algorithm); its secret, if confidential, in
+    /// clear once.
     pub async fn create_client(
         &self,
         registration: &ClientRegistration,
+        post_logout_redirect_uris: &[String],
+        id_token_signed_response_alg: Option<&str>,
     ) -> Result<(Client, Option<Secret>), AdminError> {
         check_length("name", &registration.name)?;
+        let oidc = checked_oidc(
+            post_logout_redirect_uris,
+            id_token_signed_response_alg,
+            registration.allow_insecure_http,
+        )?;
         let mut registered = register(registration, self.flows.now()).map_err(refused)?;
         if let Some(secret) = &registered.secret {
             let hash = hashing::hash(secret.clone())
@@ -49,8 +89,11 @@ impl Admin<'_> {
                 StoreError::Conflict => AdminError::Conflict("the client id is taken".into()),
                 e => e.into(),
             })?;
-        tracing::info!(event = "admin_client_created", client_id = %registered.client.id);
         let id = registered.client.id.as_str();
+        if oidc != ClientOidc::default() {
+            self.flows.store.put_client_oidc(id, &oidc).await?;
+        }
+        tracing::info!(event = "admin_client_created", client_id = %registered.client.id);
         self.record([self.change("client create").client(id)]).await;
         Ok((registered.client, registered.secret))
     }
@@ -61,6 +104,16 @@ impl Admin<'_> {
             .get_client(client_id)
             .await?
             .ok_or_else(|| not_found("client"))
+    }
+
+    /// A client's OpenID Connect settings (the defaults if none were set).
+    pub async fn client_oidc(&self, client_id: &str) -> Result<ClientOidc, AdminError> {
+        Ok(self
+            .flows
+            .store
+            .get_client_oidc(client_id)
+            .await?
+            .unwrap_or_default())
     }
 
     /// Changes a client under the rules of its registration: the result must be a client
@@ -99,6 +152,24 @@ impl Admin<'_> {
             allow_insecure_http: change.allow_insecure_redirect_uri,
         };
         check_length("name", &registration.name)?;
+        let oidc = if change.post_logout_redirect_uris.is_some()
+            || change.id_token_signed_response_alg.is_some()
+        {
+            let held = self.client_oidc(client_id).await?;
+            let uris = change
+                .post_logout_redirect_uris
+                .unwrap_or(held.post_logout_redirect_uris);
+            let alg = change
+                .id_token_signed_response_alg
+                .or(held.id_token_signed_response_alg);
+            Some(checked_oidc(
+                &uris,
+                alg.as_deref(),
+                change.allow_insecure_redirect_uri,
+            )?)
+        } else {
+            None
+        };
         let fresh = register(&registration, existing.created_at)
             .map_err(refused)?
             .client;
@@ -112,6 +183,9 @@ impl Admin<'_> {
         };
         if !self.flows.store.update_client(&updated).await? {
             return Err(not_found("client"));
+        }
+        if let Some(oidc) = &oidc {
+            self.flows.store.put_client_oidc(client_id, oidc).await?;
         }
         self.flows.clients.forget(client_id).await;
         tracing::info!(event = "admin_client_updated", client_id = %updated.id);

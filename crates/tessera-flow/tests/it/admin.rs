@@ -68,7 +68,7 @@ async fn issue_28_admin_changes_follow_the_cli_rules(flows: Flows) {
         scope: "api".into(),
         ..Default::default()
     };
-    let (client, secret) = admin.create_client(&registration).await.unwrap();
+    let (client, secret) = admin.create_client(&registration, &[], None).await.unwrap();
     assert!(verify_secret(
         &secret.unwrap(),
         client.secret_hash.as_deref()

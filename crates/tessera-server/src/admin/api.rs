@@ -15,7 +15,7 @@ use tessera_core::oidc::Profile;
 use tessera_core::resource::Resource;
 use tessera_core::user::User;
 use tessera_flow::admin::{Page, PageRequest};
-use tessera_store::TokenFamily;
+use tessera_store::{ClientOidc, TokenFamily};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::WebError;
@@ -169,6 +169,49 @@ pub struct ClientView {
     /// The secret, in the answer to its creation only.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client_secret: Option<String>,
+    /// Its OpenID Connect settings: in the answers about this one client, not in lists.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub oidc: Option<ClientOidcView>,
+}
+
+/// A client's OpenID Connect settings.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientOidcView {
+    /// Where it may send people after they sign out (RP-initiated logout), matched exactly.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// The algorithm of its ID tokens; absent: the server's default, ES256.
+    pub id_token_signed_response_alg: Option<SigningAlg>,
+}
+
+/// An algorithm ID tokens are signed with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub enum SigningAlg {
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "RS256")]
+    Rs256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
+        }
+    }
+}
+
+impl From<ClientOidc> for ClientOidcView {
+    fn from(oidc: ClientOidc) -> Self {
+        Self {
+            post_logout_redirect_uris: oidc.post_logout_redirect_uris,
+            id_token_signed_response_alg: match oidc.id_token_signed_response_alg.as_deref() {
+                Some("RS256") => Some(SigningAlg::Rs256),
+                Some(_) => Some(SigningAlg::Es256),
+                None => None,
+            },
+        }
+    }
 }
 
 impl From<Client> for ClientView {
@@ -193,6 +236,7 @@ impl From<Client> for ClientView {
             skip_consent: c.skip_consent,
             self_registered: c.self_registered,
             client_secret: None,
+            oidc: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::admin::api::{
     AdminJson, AdminPath, AdminQuery, ClientPage, ClientView, FamilyPage, PageQuery, Revoked,
+    SigningAlg,
 };
 use crate::error::{NoStoreJson, WebError};
 use crate::state::AppState;
@@ -40,6 +41,11 @@ pub struct NewClient {
     /// Accept http redirect URIs on hosts other than loopback (test environments only).
     #[serde(default)]
     pub allow_insecure_redirect_uri: bool,
+    /// Where it may send people after they sign out; the redirect URI rules apply.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// The algorithm of its ID tokens; absent: ES256.
+    pub id_token_signed_response_alg: Option<SigningAlg>,
 }
 
 /// What to change of a client; what is absent or null stays.
@@ -53,6 +59,8 @@ pub struct ClientUpdate {
     pub skip_consent: Option<bool>,
     #[serde(default)]
     pub allow_insecure_redirect_uri: bool,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub id_token_signed_response_alg: Option<SigningAlg>,
 }
 
 #[utoipa::path(get,
@@ -89,13 +97,18 @@ pub async fn create(
         skip_consent: new.skip_consent,
         allow_insecure_http: new.allow_insecure_redirect_uri,
     };
-    let (client, secret) = state
-        .flows
-        .admin(&operator)
-        .create_client(&registration)
+    let admin = state.flows.admin(&operator);
+    let (client, secret) = admin
+        .create_client(
+            &registration,
+            &new.post_logout_redirect_uris,
+            new.id_token_signed_response_alg.map(SigningAlg::as_str),
+        )
         .await?;
+    let id = client.id.clone();
     let mut view = ClientView::from(client);
     view.client_secret = secret.map(|s| s.expose().to_owned());
+    view.oidc = Some(admin.client_oidc(id.as_str()).await?.into());
     Ok((StatusCode::CREATED, NoStoreJson(view)).into_response())
 }
 
@@ -108,8 +121,11 @@ pub async fn read(
     Extension(operator): Extension<Operator>,
     AdminPath(client_id): AdminPath<String>,
 ) -> Result<Response, WebError> {
-    let client = state.flows.admin(&operator).client(&client_id).await?;
-    Ok(NoStoreJson(ClientView::from(client)).into_response())
+    let admin = state.flows.admin(&operator);
+    let client = admin.client(&client_id).await?;
+    let mut view = ClientView::from(client);
+    view.oidc = Some(admin.client_oidc(&client_id).await?.into());
+    Ok(NoStoreJson(view).into_response())
 }
 
 #[utoipa::path(patch,
@@ -130,13 +146,16 @@ pub async fn update(
         scope: change.scope,
         skip_consent: change.skip_consent,
         allow_insecure_redirect_uri: change.allow_insecure_redirect_uri,
+        post_logout_redirect_uris: change.post_logout_redirect_uris,
+        id_token_signed_response_alg: change
+            .id_token_signed_response_alg
+            .map(|alg| alg.as_str().to_owned()),
     };
-    let client = state
-        .flows
-        .admin(&operator)
-        .update_client(&client_id, change)
-        .await?;
-    Ok(NoStoreJson(ClientView::from(client)).into_response())
+    let admin = state.flows.admin(&operator);
+    let client = admin.update_client(&client_id, change).await?;
+    let mut view = ClientView::from(client);
+    view.oidc = Some(admin.client_oidc(&client_id).await?.into());
+    Ok(NoStoreJson(view).into_response())
 }
 
 #[utoipa::path(delete,
