@@ -109,12 +109,16 @@ impl AnswerCache {
     }
 }
 
+/// Keys are hashed with foldhash, seeded per process: as fast as the plain 32 bytes allow,
+/// and no caller can aim its tokens at one bucket without the seed.
+type HotShard = HashMap<CacheKey, Cached, foldhash::quality::RandomState>;
+
 /// Shards of the hot table: a hit locks one, so hits on other keys neither wait nor share a
 /// cache line of lock state with it.
 const SHARDS: usize = 16;
 
 struct HotEntries {
-    shards: [RwLock<HashMap<CacheKey, Cached>>; SHARDS],
+    shards: [RwLock<HotShard>; SHARDS],
     /// A shard's bound, twice its share of moka's: the listener keeps the table as small as
     /// moka, save an entry put back by a caller that read it just before moka dropped it.
     /// Such strays are swept when a shard reaches the bound.
@@ -133,7 +137,7 @@ impl HotEntries {
     /// A key ends with digest bytes (it begins with the token's issue time): its last byte
     /// spreads keys evenly. A caller who grinds tokens into one shard only makes that shard
     /// the whole table.
-    fn shard(&self, key: &CacheKey) -> &RwLock<HashMap<CacheKey, Cached>> {
+    fn shard(&self, key: &CacheKey) -> &RwLock<HotShard> {
         let [first, ..] = &self.shards;
         let [.., last] = key;
         self.shards

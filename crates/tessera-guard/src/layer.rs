@@ -16,10 +16,10 @@ use serde_json::json;
 use tessera_core::resource::ResourceUri;
 use tower::{Layer, Service};
 
-use crate::bearer::{Bearer, bearer_token};
+use crate::bearer::{AccessToken, Bearer, bearer_token};
 use crate::info::{ScopeRequirement, TokenInfo};
 use crate::metadata::ProtectedResource;
-use crate::validator::TokenValidator;
+use crate::validator::{TokenValidator, Validation};
 
 /// A validator and the realm named in challenges, and optionally the resource the guard
 /// protects. Cheap to clone; make one per application and derive a [`RequireScope`] layer per
@@ -95,12 +95,28 @@ impl Guard {
         headers: &HeaderMap,
         requirement: &ScopeRequirement,
     ) -> Result<Arc<TokenInfo>, Rejection> {
-        let token = match bearer_token(headers) {
-            Bearer::Missing => return Err(self.reject(Refusal::MissingToken)),
-            Bearer::Malformed => return Err(self.reject(Refusal::MalformedRequest)),
-            Bearer::Token(t) => t,
+        let token = self.token(headers)?;
+        let answer = match self.validator.validate_now(token.expose()) {
+            Some(answer) => answer,
+            None => self.validator.validate(token.expose()).await,
         };
-        match self.validator.validate(token.expose()).await {
+        self.decide(answer, requirement)
+    }
+
+    fn token(&self, headers: &HeaderMap) -> Result<AccessToken, Rejection> {
+        match bearer_token(headers) {
+            Bearer::Missing => Err(self.reject(Refusal::MissingToken)),
+            Bearer::Malformed => Err(self.reject(Refusal::MalformedRequest)),
+            Bearer::Token(t) => Ok(t),
+        }
+    }
+
+    fn decide(
+        &self,
+        answer: Validation,
+        requirement: &ScopeRequirement,
+    ) -> Result<Arc<TokenInfo>, Rejection> {
+        match answer {
             // A token for another resource is checked before scope: it is not a valid token
             // here, whatever it grants elsewhere (RFC 8707 §2; RFC 9700 §2.3).
             Ok(Some(info)) if !self.is_audience(&info) => {
@@ -280,10 +296,26 @@ where
         // The clone that was polled ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (guard, requirement) = &*self.layer.inner;
+        let token = match guard.token(req.headers()) {
+            Ok(token) => token,
+            Err(rejection) => return Box::pin(std::future::ready(Ok(rejection.into_response()))),
+        };
+        // A cache hit is decided here, without a future around the validation.
+        if let Some(answer) = guard.validator.validate_now(token.expose()) {
+            return match guard.decide(answer, requirement) {
+                Ok(info) => {
+                    req.extensions_mut().insert(info);
+                    Box::pin(inner.call(req))
+                }
+                Err(rejection) => Box::pin(std::future::ready(Ok(rejection.into_response()))),
+            };
+        }
         let layer = self.layer.inner.clone();
         Box::pin(async move {
             let (guard, requirement) = &*layer;
-            match guard.check(req.headers(), requirement).await {
+            let answer = guard.validator.validate(token.expose()).await;
+            match guard.decide(answer, requirement) {
                 Ok(info) => {
                     req.extensions_mut().insert(info);
                     inner.call(req).await
@@ -354,6 +386,69 @@ mod tests {
     }
 
     const LOCAL_METADATA: &str = "http://127.0.0.1:5001/.well-known/oauth-protected-resource";
+
+    /// Knows `now-<fixture>` tokens at hand only (its `validate` fails for them) and asks
+    /// [`Fixed`] for every other.
+    struct AtHand;
+
+    #[async_trait]
+    impl TokenValidator for AtHand {
+        async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError> {
+            if token.starts_with("now-") {
+                return Err(ValidationError::Other(
+                    "asked to wait for a token at hand".into(),
+                ));
+            }
+            Fixed.validate(token).await
+        }
+
+        fn validate_now(&self, token: &str) -> Option<Validation> {
+            let fixture = token.strip_prefix("now-")?;
+            let answer = at_first_poll(Fixed.validate(fixture));
+            Some(answer)
+        }
+    }
+
+    /// `Fixed` never waits: its future is ready at the first poll.
+    fn at_first_poll<T>(future: impl std::future::Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(value) => value,
+            Poll::Pending => unreachable!("Fixed does not wait"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_at_hand_is_used_without_asking_and_decided_alike() {
+        let resource =
+            ProtectedResource::new("http://127.0.0.1:5001", "http://127.0.0.1:8080").unwrap();
+        let guard = Guard::new(AtHand, "api").for_resource(resource);
+        assert_eq!(
+            check(&guard, Some("now-local")).await,
+            (StatusCode::OK, None)
+        );
+        for token in ["now-other", "now-unknown"] {
+            assert_eq!(
+                check(&guard, Some(token)).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{token}"
+            );
+        }
+        // Not at hand: asked, as before.
+        assert_eq!(check(&guard, Some("local")).await, (StatusCode::OK, None));
+        assert_eq!(
+            check(&guard, Some("other")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer now-local"),
+        );
+        let requirement = ScopeRequirement::All(vec!["api".into()]);
+        assert!(guard.check(&headers, &requirement).await.is_ok());
+    }
 
     fn bound(resource: &str) -> Guard {
         let resource = ProtectedResource::new(resource, "http://127.0.0.1:8080").unwrap();

@@ -77,4 +77,4 @@ pub use metadata::{InvalidProtectedResource, ProtectedResource};
 pub use meters::describe_metrics;
 pub use remote::{RemoteConfig, RemoteIntrospection, parse_introspection};
 pub use revocations::StreamStatus;
-pub use validator::{TokenValidator, ValidationError};
+pub use validator::{TokenValidator, Validation, ValidationError};

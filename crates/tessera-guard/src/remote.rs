@@ -30,7 +30,7 @@ use crate::cache::{AnswerCache, CacheKey, Cached, Entry};
 use crate::info::TokenInfo;
 use crate::meters::GuardMeters;
 use crate::revocations::{Admission, StreamShared, StreamStatus, Subscription};
-use crate::validator::{TokenValidator, ValidationError};
+use crate::validator::{TokenValidator, Validation, ValidationError};
 
 /// Settings of a [`RemoteIntrospection`].
 #[derive(Debug, Clone)]
@@ -279,6 +279,22 @@ impl RemoteIntrospection {
 
 #[async_trait]
 impl TokenValidator for RemoteIntrospection {
+    /// A hit of the hot table that the revocation stream admits as it is; anything else
+    /// (a miss, a revoked or stale entry) is left to `validate`.
+    fn validate_now(&self, token: &str) -> Option<Validation> {
+        let cache = self.inner.cache.as_ref()?;
+        let key: CacheKey = TokenKey::of(token).0;
+        let entry = cache.hit(&key)?;
+        if let Some(stream) = &self.inner.stream
+            && !matches!(stream.admits(&key, &entry), Admission::Fresh)
+        {
+            return None;
+        }
+        self.inner.meters.cache_hits.increment(1);
+        let now = self.inner.config.clock.now();
+        Some(Ok(entry.info.clone().filter(|i| still_valid(i, now))))
+    }
+
     async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError> {
         let Some(cache) = &self.inner.cache else {
             return Ok(self.introspect(token).await?.map(Arc::new));

@@ -23,9 +23,18 @@ pub enum ValidationError {
     Other(String),
 }
 
-/// Answers what a bearer token means: `Ok(Some(info))` if active, `Ok(None)` if not. The
+/// What a validator says of a token: `Ok(Some(info))` if active, `Ok(None)` if not. The
 /// answer is shared, so that a cached one reaches the handler without a copy.
+pub type Validation = Result<Option<Arc<TokenInfo>>, ValidationError>;
+
+/// Answers what a bearer token means.
 #[async_trait]
 pub trait TokenValidator: Send + Sync + 'static {
-    async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError>;
+    async fn validate(&self, token: &str) -> Validation;
+
+    /// The answer, if the validator has it at hand without waiting (a cache hit); `None`:
+    /// ask [`Self::validate`]. The guard tries this first, so that a hit costs no future.
+    fn validate_now(&self, _token: &str) -> Option<Validation> {
+        None
+    }
 }
