@@ -95,19 +95,27 @@ impl Guard {
         headers: &HeaderMap,
         requirement: &ScopeRequirement,
     ) -> Result<Arc<TokenInfo>, Rejection> {
-        let token = self.token(headers)?;
-        let answer = match self.validator.validate_now(token.expose()) {
-            Some(answer) => answer,
-            None => self.validator.validate(token.expose()).await,
-        };
-        self.decide(answer, requirement)
+        match self.check_now(headers, requirement) {
+            Checked::Decided(decision) => decision,
+            Checked::Ask(token) => {
+                let answer = self.validator.validate(token.expose()).await;
+                self.decide(answer, requirement)
+            }
+        }
     }
 
-    fn token(&self, headers: &HeaderMap) -> Result<AccessToken, Rejection> {
-        match bearer_token(headers) {
-            Bearer::Missing => Err(self.reject(Refusal::MissingToken)),
-            Bearer::Malformed => Err(self.reject(Refusal::MalformedRequest)),
-            Bearer::Token(t) => Ok(t),
+    /// The decision, if it needs no waiting: no well-formed token, or an answer at hand.
+    fn check_now(&self, headers: &HeaderMap, requirement: &ScopeRequirement) -> Checked {
+        let token = match bearer_token(headers) {
+            Bearer::Missing => return Checked::Decided(Err(self.reject(Refusal::MissingToken))),
+            Bearer::Malformed => {
+                return Checked::Decided(Err(self.reject(Refusal::MalformedRequest)));
+            }
+            Bearer::Token(t) => t,
+        };
+        match self.validator.validate_now(token.expose()) {
+            Some(answer) => Checked::Decided(self.decide(answer, requirement)),
+            None => Checked::Ask(token),
         }
     }
 
@@ -154,6 +162,13 @@ impl Guard {
             resource_metadata: self.bound.as_ref().map(|b| b.metadata_url.clone()),
         }
     }
+}
+
+/// What a guard can say of a request before any waiting.
+enum Checked {
+    Decided(Result<Arc<TokenInfo>, Rejection>),
+    /// The validator must be asked about this token.
+    Ask(AccessToken),
 }
 
 /// Quoted-string values may not contain `"` or `\`; realms are operator-chosen, so strip them.
@@ -297,20 +312,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (guard, requirement) = &*self.layer.inner;
-        let token = match guard.token(req.headers()) {
-            Ok(token) => token,
-            Err(rejection) => return Box::pin(std::future::ready(Ok(rejection.into_response()))),
-        };
         // A cache hit is decided here, without a future around the validation.
-        if let Some(answer) = guard.validator.validate_now(token.expose()) {
-            return match guard.decide(answer, requirement) {
-                Ok(info) => {
-                    req.extensions_mut().insert(info);
-                    Box::pin(inner.call(req))
-                }
-                Err(rejection) => Box::pin(std::future::ready(Ok(rejection.into_response()))),
-            };
-        }
+        let token = match guard.check_now(req.headers(), requirement) {
+            Checked::Decided(Ok(info)) => {
+                req.extensions_mut().insert(info);
+                return Box::pin(inner.call(req));
+            }
+            Checked::Decided(Err(rejection)) => {
+                return Box::pin(std::future::ready(Ok(rejection.into_response())));
+            }
+            Checked::Ask(token) => token,
+        };
         let layer = self.layer.inner.clone();
         Box::pin(async move {
             let (guard, requirement) = &*layer;

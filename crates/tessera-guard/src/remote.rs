@@ -291,8 +291,7 @@ impl TokenValidator for RemoteIntrospection {
             return None;
         }
         self.inner.meters.cache_hits.increment(1);
-        let now = self.inner.config.clock.now();
-        Some(Ok(entry.info.clone().filter(|i| still_valid(i, now))))
+        Some(Ok(self.answer(&entry)))
     }
 
     async fn validate(&self, token: &str) -> Result<Option<Arc<TokenInfo>>, ValidationError> {
@@ -323,15 +322,18 @@ impl TokenValidator for RemoteIntrospection {
                 }
             }
         }
-        // An entry may outlive `exp` by up to a second of clock granularity; check again.
-        Ok(cached
-            .info
-            .clone()
-            .filter(|i| still_valid(i, self.inner.config.clock.now())))
+        Ok(self.answer(&cached))
     }
 }
 
 impl RemoteIntrospection {
+    /// A cached entry's answer now: an entry may outlive `exp` by up to a second of clock
+    /// granularity, so `exp` is checked again.
+    fn answer(&self, entry: &Entry) -> Option<Arc<TokenInfo>> {
+        let now = self.inner.config.clock.now();
+        entry.info.clone().filter(|i| still_valid(i, now))
+    }
+
     async fn cached(
         &self,
         cache: &AnswerCache,
