@@ -201,23 +201,29 @@ fn oidc_metadata(metadata: &ClientMetadata) -> Result<ClientOidc, OAuthError> {
         .post_logout_redirect_uris
         .as_deref()
         .unwrap_or_default();
-    let alg = match &metadata.id_token_signed_response_alg {
+    let alg = metadata.id_token_signed_response_alg.as_deref();
+    checked_oidc(uris, alg, false).map_err(OAuthError::InvalidClientMetadata)
+}
+
+/// OpenID Connect settings as a client or an operator gives them: the algorithm is one the
+/// server signs with, the URIs follow the redirect URI rules.
+pub(crate) fn checked_oidc(
+    uris: &[String],
+    alg: Option<&str>,
+    allow_insecure_http: bool,
+) -> Result<ClientOidc, String> {
+    let id_token_signed_response_alg = match alg {
         Some(alg) => Some(
             SigningAlg::parse(alg)
-                .ok_or_else(|| {
-                    OAuthError::InvalidClientMetadata(
-                        "id_token_signed_response_alg must be ES256 or RS256".into(),
-                    )
-                })?
+                .ok_or("id_token_signed_response_alg must be ES256 or RS256")?
                 .as_str()
                 .to_owned(),
         ),
         None => None,
     };
     Ok(ClientOidc {
-        post_logout_redirect_uris: post_logout_redirect_uris(uris, false)
-            .map_err(OAuthError::InvalidClientMetadata)?,
-        id_token_signed_response_alg: alg,
+        post_logout_redirect_uris: post_logout_redirect_uris(uris, allow_insecure_http)?,
+        id_token_signed_response_alg,
     })
 }
 

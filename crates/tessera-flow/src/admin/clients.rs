@@ -2,7 +2,6 @@
 
 use tessera_core::audit::RevocationCause;
 use tessera_core::client::{Client, ClientRegistration, RegistrationError, register};
-use tessera_core::oidc::{SigningAlg, post_logout_redirect_uris};
 use tessera_core::secret::Secret;
 use tessera_store::{ClientOidc, FamilyOwner, StoreError, TokenFamily};
 
@@ -24,32 +23,13 @@ pub struct ClientChange {
     pub id_token_signed_response_alg: Option<String>,
 }
 
-/// A client's OpenID Connect settings as an operator gives them, checked as the CLI checks
-/// them: the algorithm is one the server signs with, the URIs follow the redirect URI rules.
+/// OpenID Connect settings as an operator gives them, checked as `client create` checks them.
 fn checked_oidc(
     uris: &[String],
     alg: Option<&str>,
     allow_insecure_http: bool,
 ) -> Result<ClientOidc, AdminError> {
-    let post_logout_redirect_uris =
-        post_logout_redirect_uris(uris, allow_insecure_http).map_err(AdminError::Invalid)?;
-    let id_token_signed_response_alg = match alg {
-        None => None,
-        Some(alg) => Some(
-            SigningAlg::parse(alg)
-                .ok_or_else(|| {
-                    AdminError::Invalid(format!(
-                        "id_token_signed_response_alg: {alg} is not ES256 or RS256"
-                    ))
-                })?
-                .as_str()
-                .to_owned(),
-        ),
-    };
-    Ok(ClientOidc {
-        id_token_signed_response_alg,
-        post_logout_redirect_uris,
-    })
+    crate::register::checked_oidc(uris, alg, allow_insecure_http).map_err(AdminError::Invalid)
 }
 
 impl Admin<'_> {
@@ -60,14 +40,14 @@ impl Admin<'_> {
     }
 
     /// Registers a client under the CLI's rules, with its OpenID Connect settings (the
-    /// post-logout redirect URIs and the ID token algorithm); its secret, if confidential, in
-    /// clear once.
+    /// post-logout redirect URIs and the ID token algorithm); returns them, and its secret, if
+    /// confidential, in clear once.
     pub async fn create_client(
         &self,
         registration: &ClientRegistration,
         post_logout_redirect_uris: &[String],
         id_token_signed_response_alg: Option<&str>,
-    ) -> Result<(Client, Option<Secret>), AdminError> {
+    ) -> Result<(Client, Option<Secret>, ClientOidc), AdminError> {
         check_length("name", &registration.name)?;
         let oidc = checked_oidc(
             post_logout_redirect_uris,
@@ -95,7 +75,7 @@ impl Admin<'_> {
         }
         tracing::info!(event = "admin_client_created", client_id = %registered.client.id);
         self.record([self.change("client create").client(id)]).await;
-        Ok((registered.client, registered.secret))
+        Ok((registered.client, registered.secret, oidc))
     }
 
     pub async fn client(&self, client_id: &str) -> Result<Client, AdminError> {
@@ -118,11 +98,12 @@ impl Admin<'_> {
 
     /// Changes a client under the rules of its registration: the result must be a client
     /// `client::register` would accept. A resource server's client is changed as a resource.
+    /// Returns it with its OpenID Connect settings.
     pub async fn update_client(
         &self,
         client_id: &str,
         change: ClientChange,
-    ) -> Result<Client, AdminError> {
+    ) -> Result<(Client, ClientOidc), AdminError> {
         let existing = self.client(client_id).await?;
         if existing.resource.is_some() {
             return Err(AdminError::Conflict(
@@ -152,23 +133,19 @@ impl Admin<'_> {
             allow_insecure_http: change.allow_insecure_redirect_uri,
         };
         check_length("name", &registration.name)?;
-        let oidc = if change.post_logout_redirect_uris.is_some()
-            || change.id_token_signed_response_alg.is_some()
-        {
-            let held = self.client_oidc(client_id).await?;
+        let held = self.client_oidc(client_id).await?;
+        let oidc_changed = change.post_logout_redirect_uris.is_some()
+            || change.id_token_signed_response_alg.is_some();
+        let oidc = if oidc_changed {
             let uris = change
                 .post_logout_redirect_uris
                 .unwrap_or(held.post_logout_redirect_uris);
             let alg = change
                 .id_token_signed_response_alg
                 .or(held.id_token_signed_response_alg);
-            Some(checked_oidc(
-                &uris,
-                alg.as_deref(),
-                change.allow_insecure_redirect_uri,
-            )?)
+            checked_oidc(&uris, alg.as_deref(), change.allow_insecure_redirect_uri)?
         } else {
-            None
+            held
         };
         let fresh = register(&registration, existing.created_at)
             .map_err(refused)?
@@ -184,14 +161,14 @@ impl Admin<'_> {
         if !self.flows.store.update_client(&updated).await? {
             return Err(not_found("client"));
         }
-        if let Some(oidc) = &oidc {
-            self.flows.store.put_client_oidc(client_id, oidc).await?;
+        if oidc_changed {
+            self.flows.store.put_client_oidc(client_id, &oidc).await?;
         }
         self.flows.clients.forget(client_id).await;
         tracing::info!(event = "admin_client_updated", client_id = %updated.id);
         let id = updated.id.as_str();
         self.record([self.change("client update").client(id)]).await;
-        Ok(updated)
+        Ok((updated, oidc))
     }
 
     /// Deletes a client with its tokens (each live access token announced).

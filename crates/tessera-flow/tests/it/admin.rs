@@ -68,7 +68,7 @@ async fn issue_28_admin_changes_follow_the_cli_rules(flows: Flows) {
         scope: "api".into(),
         ..Default::default()
     };
-    let (client, secret) = admin.create_client(&registration, &[], None).await.unwrap();
+    let (client, secret, _) = admin.create_client(&registration, &[], None).await.unwrap();
     assert!(verify_secret(
         &secret.unwrap(),
         client.secret_hash.as_deref()
@@ -86,7 +86,7 @@ async fn issue_28_admin_changes_follow_the_cli_rules(flows: Flows) {
         allow_insecure_redirect_uri: true,
         ..Default::default()
     };
-    let changed = admin
+    let (changed, _) = admin
         .update_client(&client.id, insecure_allowed)
         .await
         .unwrap();

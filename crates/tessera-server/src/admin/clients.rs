@@ -98,17 +98,16 @@ pub async fn create(
         allow_insecure_http: new.allow_insecure_redirect_uri,
     };
     let admin = state.flows.admin(&operator);
-    let (client, secret) = admin
+    let (client, secret, oidc) = admin
         .create_client(
             &registration,
             &new.post_logout_redirect_uris,
             new.id_token_signed_response_alg.map(SigningAlg::as_str),
         )
         .await?;
-    let id = client.id.clone();
     let mut view = ClientView::from(client);
     view.client_secret = secret.map(|s| s.expose().to_owned());
-    view.oidc = Some(admin.client_oidc(id.as_str()).await?.into());
+    view.oidc = Some(oidc.into());
     Ok((StatusCode::CREATED, NoStoreJson(view)).into_response())
 }
 
@@ -151,10 +150,13 @@ pub async fn update(
             .id_token_signed_response_alg
             .map(|alg| alg.as_str().to_owned()),
     };
-    let admin = state.flows.admin(&operator);
-    let client = admin.update_client(&client_id, change).await?;
+    let (client, oidc) = state
+        .flows
+        .admin(&operator)
+        .update_client(&client_id, change)
+        .await?;
     let mut view = ClientView::from(client);
-    view.oidc = Some(admin.client_oidc(&client_id).await?.into());
+    view.oidc = Some(oidc.into());
     Ok(NoStoreJson(view).into_response())
 }
 
