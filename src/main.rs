@@ -861,12 +861,9 @@ async fn resource(store: &dyn Store, cmd: ResourceCommand) -> Result<()> {
         ResourceCommand::Delete { uri } => {
             let parsed = ResourceUri::parse(&uri)?;
             // Its client goes with it, and that client's tokens: named in the events.
-            let client_id = store
-                .list_resources()
-                .await?
-                .into_iter()
-                .find(|r| r.uri == parsed)
-                .map(|r| r.client_id.to_string());
+            let Some(resource) = store.get_resource(&parsed).await? else {
+                bail!("no resource {parsed}")
+            };
             if store
                 .delete_resource(&parsed, Clock::system().now())
                 .await?
@@ -875,13 +872,9 @@ async fn resource(store: &dyn Store, cmd: ResourceCommand) -> Result<()> {
                     audit::change("resource delete"),
                     audit::revoked(RevocationCause::ResourceDeleted),
                 );
-                let events = [deleted, revoked].map(|event| {
-                    let event = event.with("resource", parsed.to_string());
-                    match &client_id {
-                        Some(id) => event.client(id.as_str()),
-                        None => event,
-                    }
-                });
+                let client_id = resource.client_id.as_str();
+                let events = [deleted, revoked]
+                    .map(|event| event.with("resource", parsed.to_string()).client(client_id));
                 audit::record(store, events).await;
                 eprintln!("deleted resource {parsed} and its credentials");
                 Ok(())

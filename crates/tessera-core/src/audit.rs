@@ -225,7 +225,7 @@ impl AuditEvent {
 
     /// The detail as the store keeps it: JSON text.
     pub fn detail_text(&self) -> String {
-        Value::Object(self.detail.clone()).to_string()
+        serde_json::to_string(&self.detail).unwrap_or_default()
     }
 
     /// A detail read back from its JSON text; `None` if it is not a JSON object.

@@ -193,44 +193,42 @@ pub fn problem(status: StatusCode, detail: &str) -> Response {
 
 /// An admin failure as a problem: internals are logged here and never sent.
 fn admin_problem(e: AdminError) -> Response {
-    let status = match &e {
-        AdminError::Unauthorized => {
-            let mut response = problem(StatusCode::UNAUTHORIZED, &e.to_string());
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
-            );
-            return response;
-        }
-        AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-        AdminError::Conflict(_) => StatusCode::CONFLICT,
-        AdminError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        AdminError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+    let (status, detail) = match &e {
+        AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, e.to_string()),
+        AdminError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
+        AdminError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
+        AdminError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        AdminError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         AdminError::Store(e) if e.is_unavailable() => {
             tracing::warn!(error = %e, "database unavailable");
-            let mut response = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable; retry shortly",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            let detail = "the database is unavailable; retry shortly";
+            (StatusCode::SERVICE_UNAVAILABLE, detail.to_owned())
         }
         AdminError::Store(e) => {
             tracing::error!(error = %e, "store error");
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_owned(),
+            )
         }
         AdminError::Internal(e) => {
             tracing::error!(error = %e, "internal error");
-            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_owned(),
+            )
         }
     };
-    let mut response = problem(status, &e.to_string());
+    let mut response = problem(status, &detail);
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+        );
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

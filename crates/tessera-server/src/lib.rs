@@ -179,31 +179,28 @@ impl Server {
         coarse::advance();
         let primer = tokio::spawn(keep_timer_wheel_primed());
         let flows = self.state.flows.clone();
-        let (stop_metrics, metrics_stopped) = watch::channel(false);
-        let metrics = self.metrics.map(|(listener, handle)| {
-            let mut stopped = metrics_stopped;
-            let stopped = async move {
+        // The metrics and admin listeners stop when the main one is told to.
+        let (stop_side_listeners, side_listeners_stopped) = watch::channel(false);
+        let stopped = || {
+            let mut stopped = side_listeners_stopped.clone();
+            async move {
                 let _ = stopped.wait_for(|s| *s).await;
-            };
+            }
+        };
+        let metrics = self.metrics.map(|(listener, handle)| {
             let store = self.state.store.clone();
-            tokio::spawn(prometheus::serve(listener, handle, store, stopped))
+            tokio::spawn(prometheus::serve(listener, handle, store, stopped()))
         });
         // The admin API: the same accept loop, limits and graceful stop as the main listener.
-        let (stop_admin, admin_stopped) = watch::channel(false);
         let admin = self.admin.map(|listener| {
-            let mut stopped = admin_stopped;
-            let stopped = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
             let app = admin::app(self.state.clone());
-            tokio::spawn(serve(listener, app, self.limits, stopped))
+            tokio::spawn(serve(listener, app, self.limits, stopped()))
         });
         // Before the connections are told: a stream must end for its connection to close.
         let shutdown = async move {
             shutdown.await;
             flows.stop_revocation_streams();
-            let _ = stop_metrics.send(true);
-            let _ = stop_admin.send(true);
+            let _ = stop_side_listeners.send(true);
         };
         let app = routes::app(self.state);
         serve(self.listener, app, self.limits, shutdown).await;

@@ -6,7 +6,6 @@
 //! on the hashing threads), `Store::revoke_user_tokens`, `revoke_client_tokens`,
 //! `delete_user`, `delete_client` and `set_password`, which append the revocation events.
 //!
-//! Layout:
 //! Every change is recorded in the audit trail with actor `admin:<token id>`, the
 //! [`Operator`] that authentication returns; an [`Admin`] exists only for one.
 //!

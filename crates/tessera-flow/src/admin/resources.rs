@@ -1,7 +1,6 @@
 //! Resource servers (RFC 8707 audiences), as an operator registers, changes and removes them.
 
 use tessera_core::audit::RevocationCause;
-use tessera_core::client::Client;
 use tessera_core::resource::{Resource, ResourceError, ResourceUri, register_resource};
 use tessera_core::scope::Scope;
 use tessera_core::secret::Secret;
@@ -31,7 +30,7 @@ impl Admin<'_> {
         uri: &str,
         name: Option<&str>,
         scope: &str,
-    ) -> Result<(Resource, Client, Secret), AdminError> {
+    ) -> Result<(Resource, Secret), AdminError> {
         check_length("name", name.unwrap_or_default())?;
         let mut registered =
             register_resource(uri, name, scope, self.flows.now()).map_err(|e| match e {
@@ -59,7 +58,7 @@ impl Admin<'_> {
             .client(registered.client.id.as_str())
             .with("resource", registered.resource.uri.to_string());
         self.record([created]).await;
-        Ok((registered.resource, registered.client, registered.secret))
+        Ok((registered.resource, registered.secret))
     }
 
     pub async fn resource(&self, uri: &str) -> Result<Resource, AdminError> {
@@ -103,36 +102,24 @@ impl Admin<'_> {
 
     /// Deletes a resource server and its credentials.
     pub async fn delete_resource(&self, uri: &str) -> Result<(), AdminError> {
-        let uri = ResourceUri::parse(uri).map_err(|_| not_found("resource"))?;
-        let client = self
-            .flows
-            .store
-            .get_resource(&uri)
-            .await?
-            .map(|r| r.client_id);
+        let resource = self.resource(uri).await?;
+        let uri = &resource.uri;
         if !self
             .flows
             .store
-            .delete_resource(&uri, self.flows.now())
+            .delete_resource(uri, self.flows.now())
             .await?
         {
             return Err(not_found("resource"));
         }
-        if let Some(client_id) = &client {
-            self.flows.clients.forget(client_id.as_str()).await;
-        }
+        let client_id = resource.client_id.as_str();
+        self.flows.clients.forget(client_id).await;
         tracing::info!(event = "admin_resource_deleted", resource = %uri);
         let events = [
             self.change("resource delete"),
             self.revoked(RevocationCause::ResourceDeleted),
         ]
-        .map(|event| {
-            let event = event.with("resource", uri.to_string());
-            match &client {
-                Some(id) => event.client(id.as_str()),
-                None => event,
-            }
-        });
+        .map(|event| event.with("resource", uri.to_string()).client(client_id));
         self.record(events).await;
         Ok(())
     }

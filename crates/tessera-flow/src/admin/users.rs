@@ -73,12 +73,7 @@ impl Admin<'_> {
     }
 
     pub async fn user(&self, username: &str) -> Result<(User, Profile), AdminError> {
-        let user = self
-            .flows
-            .store
-            .get_user_by_username(username)
-            .await?
-            .ok_or_else(|| not_found("user"))?;
+        let user = self.find_user(username).await?;
         let (_, profile) = self
             .flows
             .store
@@ -86,6 +81,15 @@ impl Admin<'_> {
             .await?
             .unwrap_or_default();
         Ok((user, profile))
+    }
+
+    /// The user, without the profile (a 404 if there is none).
+    async fn find_user(&self, username: &str) -> Result<User, AdminError> {
+        self.flows
+            .store
+            .get_user_by_username(username)
+            .await?
+            .ok_or_else(|| not_found("user"))
     }
 
     /// Changes a profile as the CLI's `user update` does.
@@ -137,7 +141,7 @@ impl Admin<'_> {
 
     /// Replaces a password; the user's sessions end and their tokens are revoked.
     pub async fn set_password(&self, username: &str, password: Secret) -> Result<(), AdminError> {
-        let (user, _) = self.user(username).await?;
+        let user = self.find_user(username).await?;
         let hash = hashing::run(Purpose::SignIn, move || new_password_hash(&password))
             .await?
             .map_err(user_error)?;
@@ -163,7 +167,7 @@ impl Admin<'_> {
         username: &str,
         page: &PageRequest,
     ) -> Result<Page<TokenFamily>, AdminError> {
-        self.user(username).await?;
+        self.find_user(username).await?;
         let owner = FamilyOwner::User {
             username: username.to_owned(),
         };
@@ -191,7 +195,7 @@ impl Admin<'_> {
 
     /// Ends every sign-in session of a user; returns how many.
     pub async fn end_user_sessions(&self, username: &str) -> Result<u64, AdminError> {
-        let (user, _) = self.user(username).await?;
+        let user = self.find_user(username).await?;
         let ended = self.flows.store.end_user_sessions(username).await?;
         tracing::info!(event = "admin_user_sessions_ended", sub = %user.id, ended);
         let ended_sessions = self.change("user end-sessions").user(username);

@@ -135,6 +135,7 @@ macro_rules! page {
         }
     )*};
 }
+pub(crate) use page;
 
 page! {
     /// A page of clients, by id.

@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tessera_core::audit::AuditRecord;
-use tessera_flow::admin::{AuditQuery, Operator, PageRequest};
+use tessera_flow::admin::{AuditQuery, Operator, Page, PageRequest};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::admin::api::AdminQuery;
+use crate::admin::api::{AdminQuery, page};
 use crate::error::{NoStoreJson, WebError};
 use crate::state::AppState;
 
@@ -70,12 +70,9 @@ impl From<AuditRecord> for AuditEventView {
     }
 }
 
-/// A page of audit events, oldest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditPage {
-    pub items: Vec<AuditEventView>,
-    /// The cursor of the next page (`after`); null on the last.
-    pub next: Option<String>,
+page! {
+    /// A page of audit events, oldest first.
+    AuditPage of AuditEventView;
 }
 
 #[utoipa::path(get,
@@ -96,9 +93,5 @@ pub async fn list(
         },
     };
     let page = state.flows.admin(&operator).audit_events(&query).await?;
-    Ok(NoStoreJson(AuditPage {
-        items: page.items.into_iter().map(Into::into).collect(),
-        next: page.next,
-    })
-    .into_response())
+    Ok(NoStoreJson(AuditPage::from(page)).into_response())
 }

@@ -62,7 +62,7 @@ pub async fn create(
     Extension(operator): Extension<Operator>,
     AdminJson(new): AdminJson<NewResource>,
 ) -> Result<Response, WebError> {
-    let (resource, _, secret) = state
+    let (resource, secret) = state
         .flows
         .admin(&operator)
         .create_resource(&new.resource, new.name.as_deref(), &new.scope)
